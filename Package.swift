@@ -1,0 +1,55 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// One set of Swift settings for every target: Swift 6 language mode (set by the tools version)
+/// and, in release builds, unchecked arithmetic is NOT enabled: overflow still traps.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "rec-dist",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "rec-dist", targets: ["rec-dist"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // System libraries: Open MPI and OpenBLAS from Debian's -dev packages.
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+
+        // Numerics and models: flat parameters, GEMM, layers, losses, optimizers, metrics, RNG.
+        .target(name: "RecCore", dependencies: ["COpenBLAS"], swiftSettings: swiftSettings),
+        // Raw formats, the synthetic default dataset, per-rank sharding and batches.
+        .target(name: "RecData", dependencies: ["RecCore"], swiftSettings: swiftSettings),
+        // The Communicator protocol, the 1-rank and in-process N-rank communicators, gradient sync.
+        .target(name: "RecDistributed", dependencies: ["RecCore"], swiftSettings: swiftSettings),
+        // MPICommunicator: the only Swift code that imports CMPI.
+        .target(name: "RecMPI", dependencies: ["CMPI", "RecDistributed"], swiftSettings: swiftSettings),
+        // The training loop, evaluation, checkpoints, metrics log.
+        .target(name: "RecTrainer",
+                dependencies: ["RecCore", "RecData", "RecDistributed",
+                               .product(name: "Logging", package: "swift-log")],
+                swiftSettings: swiftSettings),
+        // The CLI: parsing, validation, exit codes.
+        .executableTarget(name: "rec-dist",
+                          dependencies: ["RecTrainer", "RecMPI", "RecData", "RecCore",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Logging", package: "swift-log")],
+                          swiftSettings: swiftSettings),
+
+        .testTarget(name: "RecCoreTests", dependencies: ["RecCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "RecDataTests", dependencies: ["RecData"], swiftSettings: swiftSettings),
+        .testTarget(name: "RecDistributedTests",
+                    dependencies: ["RecDistributed", "RecTrainer", "RecData", "RecCore"],
+                    swiftSettings: swiftSettings),
+        // End to end: runs the built rec-dist binary, also under real mpirun.
+        .testTarget(name: "IntegrationTests", dependencies: ["rec-dist"], swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,143 @@
+import Foundation
+
+/// N ranks on N threads of one process: the test double for `MPICommunicator`.
+///
+/// Collectives combine the ranks' buffers in rank order, so results are deterministic.
+/// Use `InProcessGroup.run(size:_:)` to run one closure per rank and collect the results.
+public final class InProcessGroup: @unchecked Sendable {
+    public let size: Int
+    private let condition = NSCondition()
+    private var arrived = 0
+    private var generation = 0
+    private var slots: [UnsafeMutableRawPointer?]
+    private var lengths: [Int]
+
+    public init(size: Int) {
+        precondition(size >= 1)
+        self.size = size
+        slots = Array(repeating: nil, count: size)
+        lengths = Array(repeating: 0, count: size)
+    }
+
+    /// One communicator per rank.
+    public func communicator(rank: Int) -> InProcessCommunicator {
+        InProcessCommunicator(group: self, rank: rank)
+    }
+
+    /// Runs `body` on `size` threads, one per rank, and returns the ranks' results in rank order.
+    public static func run<T: Sendable>(size: Int, _ body: @escaping @Sendable (InProcessCommunicator) throws -> T)
+        throws -> [T] {
+        let group = InProcessGroup(size: size)
+        let box = ResultBox<T>(count: size)
+        let done = DispatchGroup()
+        let lock = NSLock()
+        for r in 0..<size {
+            done.enter()
+            let thread = Thread {
+                let result = Result { try body(group.communicator(rank: r)) }
+                lock.lock(); box.results[r] = result; lock.unlock()
+                done.leave()
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        done.wait()
+        return try box.results.map { try $0!.get() }
+    }
+
+    func barrier() {
+        condition.lock()
+        let myGeneration = generation
+        arrived += 1
+        if arrived == size {
+            arrived = 0
+            generation += 1
+            condition.broadcast()
+        } else {
+            while generation == myGeneration { condition.wait() }
+        }
+        condition.unlock()
+    }
+
+    /// Phase 1 of a collective: publish this rank's buffer; returns once all ranks have.
+    func publish(rank: Int, _ pointer: UnsafeMutableRawPointer?, length: Int) {
+        condition.lock()
+        slots[rank] = pointer
+        lengths[rank] = length
+        condition.unlock()
+        barrier()
+    }
+
+    func slot(_ rank: Int) -> (UnsafeMutableRawPointer?, Int) {
+        condition.lock(); defer { condition.unlock() }
+        return (slots[rank], lengths[rank])
+    }
+}
+
+private final class ResultBox<T>: @unchecked Sendable {
+    var results: [Result<T, any Error>?]
+    init(count: Int) { results = Array(repeating: nil, count: count) }
+}
+
+/// One rank's view of an `InProcessGroup`.
+public final class InProcessCommunicator: Communicator, @unchecked Sendable {
+    public let rank: Int
+    let group: InProcessGroup
+    public var size: Int { group.size }
+
+    init(group: InProcessGroup, rank: Int) {
+        self.group = group
+        self.rank = rank
+    }
+
+    private func reduce<T>(_ buffer: UnsafeMutableBufferPointer<T>, _ combine: (T, T) -> T) {
+        group.publish(rank: rank, UnsafeMutableRawPointer(buffer.baseAddress), length: buffer.count)
+        var result = [T]()
+        result.reserveCapacity(buffer.count)
+        for r in 0..<size {
+            let (p, n) = group.slot(r)
+            precondition(n == buffer.count, "allreduce sizes differ: rank \(r) has \(n), rank \(rank) has \(buffer.count)")
+            let other = p!.assumingMemoryBound(to: T.self)
+            if r == 0 {
+                result.append(contentsOf: UnsafeBufferPointer(start: other, count: n))
+            } else {
+                for i in 0..<n { result[i] = combine(result[i], other[i]) }
+            }
+        }
+        group.barrier()   // everyone has read every buffer
+        for i in 0..<buffer.count { buffer[i] = result[i] }
+        group.barrier()
+    }
+
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws { reduce(buffer, +) }
+    public func allreduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws { reduce(buffer, +) }
+    public func allreduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws { reduce(buffer, max) }
+
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        group.publish(rank: rank, buffer.baseAddress, length: buffer.count)
+        if rank != root {
+            let (p, n) = group.slot(root)
+            precondition(n == buffer.count, "broadcast sizes differ")
+            if n > 0 { buffer.baseAddress!.copyMemory(from: p!, byteCount: n) }
+        }
+        group.barrier()
+    }
+
+    public func allgatherv(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
+                           counts: [Int], displacements: [Int]) throws {
+        precondition(counts.count == size && counts[rank] == send.count)
+        group.publish(rank: rank, UnsafeMutableRawPointer(mutating: send.baseAddress), length: send.count)
+        for r in 0..<size {
+            let (p, n) = group.slot(r)
+            precondition(n == counts[r], "allgatherv: rank \(r) sent \(n) bytes, expected \(counts[r])")
+            if n > 0 { (receive.baseAddress! + displacements[r]).copyMemory(from: p!, byteCount: n) }
+        }
+        group.barrier()
+    }
+
+    public func barrier() throws { group.barrier() }
+
+    public func abort(code: Int32) -> Never {
+        fatalError("rank \(rank) aborted with code \(code)")
+    }
+}

@@ -1,0 +1,297 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RecCore
+import RecData
+import RecDistributed
+import RecMPI
+import RecTrainer
+
+@main
+struct RecDist: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rec-dist",
+        abstract: "Data-parallel CPU training of recommendation models over MPI.",
+        discussion: """
+        Run one process with `rec-dist train ...`, or N ranks with `mpirun -np N rec-dist train ...`
+        (or `./launch.sh -np N -- train ...`, which sets the right mpirun flags for this machine).
+        """,
+        version: "0.1.0",
+        subcommands: [Synth.self, Train.self])
+}
+
+/// Logging flags shared by every subcommand.
+struct LoggingOptions: ParsableArguments {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+extension OptimizerKind: ExpressibleByArgument {}
+extension ModelKind: ExpressibleByArgument {}
+extension Loss: ExpressibleByArgument {}
+extension Initializer: ExpressibleByArgument {}
+
+/// A comma-separated list of layer widths, e.g. `512,256`.
+struct LayerWidths: ExpressibleByArgument {
+    var widths: [Int]
+    init?(argument: String) {
+        let parts = argument.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
+        widths = parts.map { $0! }
+    }
+    var defaultValueDescription: String { widths.map(String.init).joined(separator: ",") }
+}
+
+struct Synth: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the synthetic default dataset: a Criteo-format TSV with learnable signal.",
+        discussion: """
+        Rows are drawn from a hidden logistic model (Zipf categorical values with per-value effects, \
+        dense effects and feature crosses). The true click probability of each row goes to a side \
+        file (FILE.probs by default), so `train` can report the oracle AUC of its evaluation split.
+        """)
+
+    @Option(help: "Number of rows to write.")
+    var rows: Int = 1_000_000
+    @Option(help: "Output TSV path.")
+    var out: String
+    @Option(help: "Seed of the hidden model and the rows.")
+    var seed: UInt64 = 2026
+    @Option(help: "Where to write the true probabilities (default: <out>.probs).")
+    var probabilitiesOut: String?
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        guard rows >= 1 else { throw ValidationError("--rows must be at least 1 (got \(rows)).") }
+    }
+
+    func run() throws {
+        let start = Date()
+        let side = probabilitiesOut ?? SynthGenerator.defaultProbabilitiesPath(for: out)
+        do {
+            try SynthGenerator(seed: seed).write(rows: rows, to: out, probabilitiesPath: side)
+        } catch {
+            printError("\(error)")
+            throw ExitCode.failure
+        }
+        let seconds = Date().timeIntervalSince(start)
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
+        print("wrote \(rows) rows to \(out) (\(bytes / 1_000_000) MB, probabilities in \(side)) in \(String(format: "%.1f", seconds)) s")
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model, as one rank or as one of N MPI ranks.",
+        discussion: """
+        Each rank reads and parses only its own block-cyclic shard of --data. Gradients are averaged \
+        with an allreduce and every rank takes the same optimizer step; rank 0 evaluates on the \
+        held-out rows and writes the checkpoint and the metrics log.
+
+        Examples:
+          rec-dist train --data data/synth.tsv --model mlp
+          mpirun -np 2 rec-dist train --data data/synth.tsv --model dlrm --optimizer adagrad --lr 0.01
+        """)
+
+    @Option(help: "Training data: a Criteo-format TSV (label, I1-I13, C1-C26).")
+    var data: String
+    @Option(help: "A separate evaluation file (default: hold out the last --eval-fraction of --data).")
+    var eval: String?
+    @Option(help: "Fraction of --data held out for evaluation, taken from the end of the file.")
+    var evalFraction: Double = 0.1
+    @Option(help: "Model: \(ModelKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var model: ModelKind = .mlp
+    @Option(help: "mlp: hidden layer widths, comma-separated.")
+    var hidden: LayerWidths = LayerWidths(argument: "128")!
+    @Option(help: "mlp: how many leading dense features to use (1-13).")
+    var denseFeatures: Int = 10
+    @Option(help: "dlrm: rows per embedding table (hashing modulo this; a missing value is its own id).")
+    var hashBuckets: Int = 65_536
+    @Option(help: "dlrm: embedding dimension (also the bottom MLP's output).")
+    var embeddingDim: Int = 16
+    @Option(help: "dlrm: bottom MLP hidden widths.")
+    var bottom: LayerWidths = LayerWidths(argument: "512,256,64")!
+    @Option(help: "dlrm: top MLP hidden widths.")
+    var top: LayerWidths = LayerWidths(argument: "512,256")!
+    @Option(help: "Weight initializer: \(Initializer.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var initializer: Initializer = .glorotUniform
+    @Option(help: "Loss: bce (binary cross-entropy) or mse (squared error on the sigmoid output).")
+    var loss: Loss = .bce
+    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var optimizer: OptimizerKind = .adam
+    @Option(help: "Learning rate (default: Keras's default for the optimizer).")
+    var lr: Float?
+    @Option(help: "momentum: the momentum coefficient.")
+    var momentum: Float = 0.9
+    @Flag(help: "momentum: use Nesterov momentum.")
+    var nesterov = false
+    @Option(help: "Examples per rank per step (the global batch is this times the number of ranks).")
+    var batchSize: Int = 128
+    @Option(help: "Passes over the training rows.")
+    var epochs: Int = 1
+    @Option(help: "Train for exactly this many steps instead of --epochs.")
+    var steps: Int?
+    @Option(help: "Seed of the initialization.")
+    var seed: UInt64 = 42
+    @Option(help: "Evaluate every this many steps (0: only at the end).")
+    var evalEvery: Int = 0
+    @Option(help: "Print progress every this many steps (0: about 20 lines per run).")
+    var logEvery: Int = 0
+    @Option(help: "Append one JSON object per evaluation to this file.")
+    var metricsOut: String?
+    @Option(help: "Write the final checkpoint into this directory.")
+    var checkpointDir: String?
+    @Flag(help: "Extra checks: NaN/Inf detection, a finite-difference gradient check at step 0 (1 rank), per-step timing; under mpirun, replica checksums.")
+    var debug = false
+    @Option(help: "With --debug under mpirun: compare replica checksums every this many steps.")
+    var debugCheckEvery: Int = 10
+    @Option(help: "OpenBLAS threads per rank (default 1: one rank per core).")
+    var blasThreads: Int = 1
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        func bad(_ flag: String, _ value: Any, _ allowed: String) -> ValidationError {
+            ValidationError("\(flag) \(value) is out of range: \(allowed).")
+        }
+        if batchSize < 1 { throw bad("--batch-size", batchSize, "use a positive number of examples per rank, e.g. 128") }
+        if let lr, !(lr > 0 && lr.isFinite) { throw bad("--lr", lr, "use a positive learning rate, e.g. 0.001") }
+        if epochs < 1 { throw bad("--epochs", epochs, "use 1 or more") }
+        if let steps, steps < 1 { throw bad("--steps", steps, "use 1 or more") }
+        if !(evalFraction >= 0 && evalFraction < 1) { throw bad("--eval-fraction", evalFraction, "use a value in [0, 1)") }
+        if evalEvery < 0 { throw bad("--eval-every", evalEvery, "use 0 (only at the end) or a positive step count") }
+        if logEvery < 0 { throw bad("--log-every", logEvery, "use 0 (automatic) or a positive step count") }
+        if !(1...13).contains(denseFeatures) { throw bad("--dense-features", denseFeatures, "use 1 to 13") }
+        if hashBuckets < 2 || hashBuckets > 1 << 26 { throw bad("--hash-buckets", hashBuckets, "use 2 to 67108864") }
+        if embeddingDim < 1 || embeddingDim > 1024 { throw bad("--embedding-dim", embeddingDim, "use 1 to 1024") }
+        if !(momentum >= 0 && momentum < 1) { throw bad("--momentum", momentum, "use a value in [0, 1)") }
+        if debugCheckEvery < 1 { throw bad("--debug-check-every", debugCheckEvery, "use 1 or more") }
+        if blasThreads < 1 { throw bad("--blas-threads", blasThreads, "use 1 or more") }
+        if nesterov && optimizer != .momentum { throw ValidationError("--nesterov applies to --optimizer momentum only.") }
+        if model == .dlrm && Int64(hashBuckets) * 26 * Int64(embeddingDim) > Int64(Int32.max) {
+            throw ValidationError("--hash-buckets \(hashBuckets) x 26 fields x --embedding-dim \(embeddingDim) exceeds 2^31 embedding values; lower one of them.")
+        }
+    }
+
+    func makeConfig() -> TrainingConfig {
+        var modelConfig = ModelConfig(kind: model)
+        modelConfig.hidden = hidden.widths
+        modelConfig.mlpDenseFeatures = denseFeatures
+        modelConfig.hashBuckets = hashBuckets
+        modelConfig.embeddingDim = embeddingDim
+        modelConfig.bottom = bottom.widths
+        modelConfig.top = top.widths
+        modelConfig.initializer = initializer
+        var optimizerConfig = OptimizerConfig(kind: optimizer, learningRate: lr)
+        optimizerConfig.momentum = momentum
+        optimizerConfig.nesterov = nesterov
+        var config = TrainingConfig(dataPath: data, model: modelConfig, optimizer: optimizerConfig)
+        config.evalPath = eval
+        config.evalFraction = evalFraction
+        config.loss = loss
+        config.batchSize = batchSize
+        config.epochs = epochs
+        config.steps = steps
+        config.seed = seed
+        config.evalEvery = evalEvery
+        config.logEvery = logEvery
+        config.metricsPath = metricsOut
+        config.checkpointDir = checkpointDir
+        config.debug = debug
+        config.debugCheckEvery = debugCheckEvery
+        return config
+    }
+
+    func run() throws {
+        GEMM.setThreads(blasThreads)
+        let communicator: MPICommunicator
+        do {
+            communicator = try MPICommunicator()
+        } catch {
+            printError("cannot start MPI: \(error). Is Open MPI installed (./launch.sh setup)?")
+            throw ExitCode.failure
+        }
+        let rank = communicator.rank
+        LoggingSystem.bootstrap { label in
+            var handler = ConsoleLogHandler(label: label, rank: rank)
+            handler.logLevel = logging.logLevel
+            return handler
+        }
+        let logger = Logger(label: "rec-dist")
+        if debug && rank == 0 {
+            logger.info("debug mode: \(communicator.size) rank(s) on \(communicator.processorName), OpenBLAS \(GEMM.coreName) with \(GEMM.threads) thread(s)")
+        }
+        let config = makeConfig()
+        let trainer = Trainer(config: config, communicator: communicator, logger: logger)
+        do {
+            let result = try trainer.run()
+            if rank == 0 { printSummary(result, config: config, worldSize: communicator.size) }
+            communicator.finalize()
+        } catch let error as TrainingError {
+            // These errors were agreed by every rank in a collective: all ranks stop cleanly.
+            if case .peerFailed = error, rank != 0 { } else { printError("\(error)", rank: rank) }
+            communicator.finalize()
+            throw ExitCode.failure
+        } catch let error as DataError where isCollectiveStage(error) {
+            printError("\(error)", rank: rank)
+            communicator.finalize()
+            throw ExitCode.failure
+        } catch {
+            // A failure on this rank alone: the others may be waiting in a collective, so end the job.
+            printError("\(error)", rank: rank)
+            if communicator.size > 1 { communicator.abort(code: 1) }
+            communicator.finalize()
+            throw ExitCode.failure
+        }
+    }
+
+    /// Data errors are raised before the agreement allreduce, so every rank reaches it.
+    private func isCollectiveStage(_ error: DataError) -> Bool { true }
+
+    func printSummary(_ result: TrainingResult, config: TrainingConfig, worldSize: Int) {
+        var lines = ["", "done: \(result.steps) steps, \(result.samples) samples on \(worldSize) rank(s), \(Int(result.samplesPerSecond)) samples/s"]
+        if let e = result.finalEvaluation {
+            lines.append("final evaluation (\(e.eval_rows) rows): auc \(e.auc.map { String(format: "%.4f", $0) } ?? "n/a"), logloss \(String(format: "%.4f", e.logloss)), accuracy \(String(format: "%.4f", e.accuracy))" + (e.oracle_auc.map { String(format: ", oracle auc %.4f", $0) } ?? ""))
+        }
+        if let path = result.checkpointPath { lines.append("checkpoint: \(path)") }
+        if let path = config.metricsPath { lines.append("metrics: \(path)") }
+        print(lines.joined(separator: "\n"))
+    }
+}
+
+func printError(_ message: String, rank: Int? = nil) {
+    let prefix = rank.map { $0 == 0 ? "" : "[rank \($0)] " } ?? ""
+    FileHandle.standardError.write(Data("\(prefix)error: \(message)\n".utf8))
+}
+
+/// Plain console lines: info and below to standard output, warnings and errors to standard
+/// error; lines from ranks other than 0 carry their rank.
+struct ConsoleLogHandler: LogHandler {
+    let label: String
+    let rank: Int
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    init(label: String, rank: Int) {
+        self.label = label
+        self.rank = rank
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let level = event.level, message = event.message
+        let prefix = rank == 0 ? "" : "[rank \(rank)] "
+        let tag = level >= .warning ? "\(level): " : ""
+        let text = "\(prefix)\(tag)\(message)\n"
+        if level >= .warning {
+            FileHandle.standardError.write(Data(text.utf8))
+        } else {
+            FileHandle.standardOutput.write(Data(text.utf8))
+        }
+    }
+}

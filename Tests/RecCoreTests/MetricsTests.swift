@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+@testable import RecCore
+
+// Metrics are checked against direct, slow references: AUC against an O(n^2) count over all
+// (positive, negative) pairs, log loss against the formula in Double.
+
+/// AUC by definition: the fraction of (positive, negative) pairs ranked correctly, ties one half.
+func pairwiseAUC<S: BinaryFloatingPoint>(_ scores: [S], _ labels: [Float]) -> Double? {
+    var pairs = 0.0, correct = 0.0
+    for i in scores.indices where labels[i] >= 0.5 {
+        for j in scores.indices where labels[j] < 0.5 {
+            pairs += 1
+            if scores[i] > scores[j] { correct += 1 } else if scores[i] == scores[j] { correct += 0.5 }
+        }
+    }
+    return pairs == 0 ? nil : correct / pairs
+}
+
+func referenceLogloss(_ p: [Float], _ y: [Float]) -> Double {
+    var sum = 0.0
+    for (pi, yi) in zip(p, y) {
+        let q = min(max(Double(pi), 1e-7), 1 - 1e-7)
+        sum += -(Double(yi) * log(q) + (1 - Double(yi)) * log(1 - q))
+    }
+    return sum / Double(p.count)
+}
+
+func logloss(_ p: [Float], _ y: [Float]) -> Double {
+    p.withUnsafeBufferPointer { pp in y.withUnsafeBufferPointer { yy in Metrics.logloss(probabilities: pp, labels: yy) } }
+}
+
+func accuracy(_ p: [Float], _ y: [Float]) -> Double {
+    p.withUnsafeBufferPointer { pp in y.withUnsafeBufferPointer { yy in Metrics.accuracy(probabilities: pp, labels: yy) } }
+}
+
+@Suite("Metrics")
+struct MetricsTests {
+    @Test("AUC equals the pairwise reference on data with many ties",
+          arguments: [(n: 2, levels: 2), (n: 7, levels: 3), (n: 200, levels: 5), (n: 500, levels: 40), (n: 800, levels: 1000)])
+    func aucMatchesPairwise(n: Int, levels: Int) {
+        var rng = RNG(seed: UInt64(n * 1000 + levels), stream: 1)
+        for trial in 0..<5 {
+            let positiveRate = [0.5, 0.1, 0.9, 0.02, 0.5][trial]
+            var labels: [Float] = [], scores: [Float] = []
+            for _ in 0..<n {
+                let y: Float = rng.nextDouble() < positiveRate ? 1 : 0
+                // Quantized, informative, partly negative scores: many exact ties, -0.0 among them.
+                let level = Float(rng.nextInt(below: levels)) + y * Float(levels) * 0.3
+                var s = (level - Float(levels) / 2) / Float(levels)
+                if s == 0 && rng.nextInt(below: 2) == 0 { s = -0.0 }
+                if rng.nextInt(below: 50) == 0 { s = rng.nextInt(below: 2) == 0 ? .infinity : -.infinity }
+                labels.append(y)
+                scores.append(s)
+            }
+            let expected = pairwiseAUC(scores, labels)
+            let actual = Metrics.auc(scores: scores, labels: labels)
+            #expect((actual == nil) == (expected == nil), "n \(n) trial \(trial)")
+            if let actual, let expected {
+                #expect(abs(actual - expected) <= 1e-12, "n \(n) levels \(levels) trial \(trial): \(actual) vs \(expected)")
+            }
+            // The Double overload agrees on the same values and on finer ones.
+            #expect(Metrics.auc(scores: scores.map(Double.init), labels: labels) == actual)
+            let fine = scores.map { Double($0) + rng.nextDouble() * 1e-12 }
+            let fineExpected = pairwiseAUC(fine, labels)
+            if let fineActual = Metrics.auc(scores: fine, labels: labels), let fineExpected {
+                #expect(abs(fineActual - fineExpected) <= 1e-12)
+            }
+        }
+    }
+
+    @Test("AUC edge cases: perfect, reversed, constant, single class, NaN")
+    func aucEdgeCases() {
+        let labels: [Float] = [0, 0, 1, 0, 1, 1]
+        let perfect: [Float] = [0.1, 0.2, 0.7, 0.3, 0.8, 0.9]
+        #expect(Metrics.auc(scores: perfect, labels: labels) == 1)
+        #expect(Metrics.auc(scores: perfect.map { -$0 }, labels: labels) == 0)
+        #expect(Metrics.auc(scores: [Float](repeating: 0.4, count: 6), labels: labels) == 0.5)
+        #expect(Metrics.auc(scores: perfect, labels: [Float](repeating: 1, count: 6)) == nil)
+        #expect(Metrics.auc(scores: perfect, labels: [Float](repeating: 0, count: 6)) == nil)
+        #expect(Metrics.auc(scores: [Float](), labels: []) == nil)
+        // Pairs (pos, neg): (0.5, 0.1) 1, (0.5, 0.5) 1/2, (0.9, 0.1) 1, (0.9, 0.5) 1 -> 3.5 / 4.
+        #expect(Metrics.auc(scores: [0.1, 0.5, 0.5, 0.9], labels: [0, 1, 0, 1]) == 0.875)
+        // Pairs: (0.5, 0.6) 0, (0.5, 0.5) 1/2, (0.9, 0.6) 1, (0.9, 0.5) 1 -> 2.5 / 4.
+        #expect(Metrics.auc(scores: [0.6, 0.5, 0.5, 0.9], labels: [0, 1, 0, 1]) == 0.625)
+        #expect(Metrics.auc(scores: [-0.0, 0.0] as [Float], labels: [0, 1]) == 0.5)
+        #expect(Metrics.auc(scores: [0.1, .nan] as [Float], labels: [0, 1])!.isNaN)
+        #expect(Metrics.auc(scores: [0.1, .nan] as [Double], labels: [0, 1])!.isNaN)
+    }
+
+    @Test("logloss equals the direct formula, with Keras's clamp")
+    func loglossMatchesFormula() {
+        var rng = RNG(seed: 3, stream: 3)
+        var p = (0..<1000).map { _ in rng.nextFloat() }
+        var y = (0..<1000).map { _ in Float(rng.nextInt(below: 2)) }
+        p += [0, 1, 0, 1, 1e-9, 0.5]  // clamped: confident wrong answers cost -log(1e-7)
+        y += [1, 0, 0, 1, 1, 0.25]    // soft label last
+        let expected = referenceLogloss(p, y)
+        #expect(abs(logloss(p, y) - expected) <= 1e-12 * expected)
+        #expect(abs(logloss([0], [1]) - -log(1e-7)) <= 1e-12)
+        #expect(abs(logloss([0.25], [1]) - -log(0.25)) <= 1e-15)
+        #expect(abs(logloss([0.25, 0.9], [0, 0]) - -(log(0.75) + log(Double(Float(0.1)))) / 2) <= 1e-7)
+        #expect(logloss([], []).isNaN)
+    }
+
+    @Test("accuracy on a hand-worked example")
+    func accuracyExample() {
+        // predicted:  1    0    1    0     1    0
+        // label:      1    0    0    1     1    0   -> 4 of 6 correct
+        let p: [Float] = [0.9, 0.1, 0.5, 0.49, 0.7, 0.0]
+        let y: [Float] = [1, 0, 0, 1, 1, 0]
+        #expect(accuracy(p, y) == 4.0 / 6.0)
+        #expect(accuracy([0.5], [0.5]) == 1)  // both sides use >= 0.5
+        #expect(accuracy([], []).isNaN)
+    }
+
+    @Test("BinaryEvaluation over several batches equals the one-shot metrics")
+    func streamingEqualsOneShot() throws {
+        var rng = RNG(seed: 4, stream: 4)
+        let n = 1234
+        let y = (0..<n).map { _ in Float(rng.nextDouble() < 0.3 ? 1 : 0) }
+        let p = y.map { label in Float((0.3 * rng.nextDouble() + 0.35 * Double(label) + 0.2) * 100).rounded() / 100 }
+        var evaluation = BinaryEvaluation()
+        var start = 0
+        for size in [1, 100, 0, 500, 633] {
+            p[start..<start + size].withUnsafeBufferPointer { pb in
+                y[start..<start + size].withUnsafeBufferPointer { yb in evaluation.append(probabilities: pb, labels: yb) }
+            }
+            start += size
+        }
+        #expect(start == n && evaluation.count == n)
+
+        let summary = evaluation.summary()
+        let expected = EvaluationSummary(
+            count: n, auc: Metrics.auc(scores: p, labels: y), logloss: logloss(p, y), accuracy: accuracy(p, y),
+            meanPrediction: p.reduce(0.0) { $0 + Double($1) } / Double(n),
+            meanLabel: y.reduce(0.0) { $0 + Double($1) } / Double(n))
+        #expect(summary == expected)
+        #expect(abs(summary.auc! - pairwiseAUC(p, y)!) <= 1e-12)
+        #expect(summary.auc! > 0.8)
+        #expect(abs(summary.logloss - referenceLogloss(p, y)) <= 1e-12)
+
+        let decoded = try JSONDecoder().decode(EvaluationSummary.self, from: JSONEncoder().encode(summary))
+        #expect(decoded == summary)
+
+        evaluation.removeAll()
+        #expect(evaluation.count == 0)
+        #expect(evaluation.summary().auc == nil)
+    }
+}
