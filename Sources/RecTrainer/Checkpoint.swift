@@ -21,7 +21,7 @@ public enum Checkpoint {
     }
 
     /// Writes step `step`'s checkpoint under `directory` and returns its path.
-    static func write(directory: String, step: Int, config: TrainingConfig, layout: ParameterLayout,
+    static func write(directory: String, step: Int, worldSize: Int, config: TrainingConfig, layout: ParameterLayout,
                       parameters: FloatBuffer, embeddingTable: FloatBuffer?, embeddingTables: EmbeddingTables?,
                       optimizer: Optimizer, evaluation: EvaluationRecord?) throws -> String {
         let fm = FileManager.default
@@ -53,7 +53,8 @@ public enum Checkpoint {
             try writeSynced(try SafeTensors.encode(state, metadata: ["step": "\(optimizer.step)"]), to: temporary + "/optimizer.safetensors")
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let trainer = TrainerState(formatVersion: formatVersion, step: step, worldSize: 0, config: config,
+            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+            let trainer = TrainerState(formatVersion: formatVersion, step: step, worldSize: worldSize, config: config,
                                        optimizerStep: optimizer.step, evaluation: evaluation)
             try writeSynced(try encoder.encode(trainer), to: temporary + "/trainer.json")
             try fsyncPath(temporary)

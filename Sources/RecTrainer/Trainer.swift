@@ -273,7 +273,7 @@ public final class Trainer {
         if rank == 0, let dir = config.checkpointDir {
             do {
                 checkpointPath = try Checkpoint.write(
-                    directory: dir, step: totalSteps, config: config, layout: layout,
+                    directory: dir, step: totalSteps, worldSize: worldSize, config: config, layout: layout,
                     parameters: parameters, embeddingTable: tables == nil ? nil : embeddingTable,
                     embeddingTables: tables, optimizer: optimizer, evaluation: lastRecord)
                 logger.info("checkpoint written to \(checkpointPath!)")
@@ -360,6 +360,7 @@ public final class Trainer {
         guard let handle else { return }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
         var data = try encoder.encode(record)
         data.append(0x0A)
         try handle.write(contentsOf: data)

@@ -1,0 +1,93 @@
+import Foundation
+import Testing
+
+/// End to end under real `mpirun` ranks, through launch.sh. Serialized: MPI jobs share 2 cores.
+@Suite(.serialized)
+struct DistributedTrainingTests {
+    /// The same global batch (N x per-rank batch = 12) and the same data give the same parameters
+    /// on 1, 2 and 3 ranks. 25 steps over 250 training rows cross the epoch boundary, so the last,
+    /// partial global batch (10 rows, unevenly split) is covered too.
+    @Test(arguments: [
+        ("mlp", ["--optimizer", "adam"]),
+        ("dlrm", ["--optimizer", "adam", "--hash-buckets", "500"]),
+        ("dlrm", ["--optimizer", "adagrad", "--lr", "0.05", "--hash-buckets", "500"]),
+        ("mlp", ["--optimizer", "momentum", "--nesterov", "--loss", "mse"]),
+    ])
+    func sameParametersForOneTwoThreeRanks(model: String, extra: [String]) throws {
+        let data = try RecDist.synthData(rows: 250)
+        var checkpoints: [Int: [String: [Float]]] = [:]
+        for n in [1, 2, 3] {
+            let dir = try RecDist.scratch("equivalence-\(model)-\(n)")
+            let args = ["train", "--data", data, "--eval-fraction", "0", "--model", model,
+                        "--batch-size", "\(12 / n)", "--steps", "25", "--seed", "3",
+                        "--checkpoint-dir", dir] + extra
+            let out = try RecDist.ranks(n, args, timeout: 240)
+            #expect(out.status == 0, "N=\(n): \(out.all)")
+            #expect(out.stdout.contains("on \(n) rank(s)"))
+            checkpoints[n] = try RecDist.checkpointTensors(dir)
+        }
+        let one = try #require(checkpoints[1])
+        #expect(!one.isEmpty)
+        for n in [2, 3] {
+            let other = try #require(checkpoints[n])
+            let diff = RecDist.maxDifference(one, other)
+            #expect(diff < 1e-4, "N=\(n) differs from N=1 by \(diff) (\(model) \(extra))")
+        }
+        // The last 20 steps moved the parameters far more than the tolerance, so agreement means something.
+        let early = try RecDist.scratch("early-\(model)")
+        let out = try RecDist.ranks(1, ["train", "--data", data, "--eval-fraction", "0", "--model", model,
+                                        "--batch-size", "12", "--steps", "5", "--seed", "3",
+                                        "--checkpoint-dir", early] + extra)
+        #expect(out.status == 0, "\(out.all)")
+        #expect(RecDist.maxDifference(one, try RecDist.checkpointTensors(early)) > 1e-2)
+    }
+
+    /// Under mpirun, --debug compares replica checksums; identical replicas pass.
+    @Test func debugChecksReplicasUnderMPI() throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let out = try RecDist.ranks(2, ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "500",
+                                        "--steps", "10", "--debug", "--debug-check-every", "5"], timeout: 240)
+        #expect(out.status == 0, "\(out.all)")
+        #expect(out.stdout.contains("replicas identical"))
+        #expect(out.stdout.contains("communication"))
+    }
+
+    /// A bad row in rank 1's shard stops both ranks quickly, with the file, line and field named.
+    @Test func badRowOnOneRankStopsEveryRank() throws {
+        let dir = try RecDist.scratch("bad-row")
+        let good = try String(contentsOfFile: try RecDist.synthData(rows: 250), encoding: .utf8)
+        var lines = good.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        // Batch 4 per rank: row 5 (line 6) is in rank 1's first block.
+        var fields = lines[5].split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        fields[3] = "12x"
+        lines[5] = fields.joined(separator: "\t")
+        let path = dir + "/bad.tsv"
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let out = try RecDist.ranks(2, ["train", "--data", path, "--batch-size", "4"], timeout: 60)
+        #expect(!out.timedOut)
+        #expect(out.status != 0)
+        #expect(out.stderr.contains("bad.tsv:6"), "\(out.stderr)")
+        #expect(out.stderr.contains("I3"), "\(out.stderr)")
+        #expect(out.seconds < 30)
+    }
+
+    /// On the synthetic data the mlp learns (AUC > 0.6) and dlrm beats it, on 2 ranks.
+    @Test func modelsLearnTheSyntheticData() throws {
+        let data = try RecDist.synthData(rows: 200_000)
+        var auc: [String: Double] = [:]
+        for (model, extra) in [("mlp", [String]()), ("dlrm", ["--optimizer", "adagrad", "--lr", "0.02"])] {
+            let dir = try RecDist.scratch("quality-\(model)")
+            let out = try RecDist.ranks(2, ["train", "--data", data, "--model", model, "--batch-size", "128",
+                                            "--metrics-out", dir + "/metrics.jsonl"] + extra, timeout: 500)
+            #expect(out.status == 0, "\(out.all)")
+            let records = try RecDist.metrics(dir + "/metrics.jsonl")
+            let last = try #require(records.last)
+            auc[model] = last["auc"] as? Double
+            #expect(last["world_size"] as? Int == 2)
+            #expect((last["oracle_auc"] as? Double ?? 0) > 0.75)
+        }
+        let mlp = try #require(auc["mlp"]), dlrm = try #require(auc["dlrm"])
+        #expect(mlp > 0.6, "mlp AUC \(mlp)")
+        #expect(dlrm > mlp + 0.02, "dlrm AUC \(dlrm) vs mlp \(mlp)")
+    }
+}

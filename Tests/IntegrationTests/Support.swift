@@ -1,0 +1,145 @@
+import Foundation
+import Testing
+
+/// Runs the real `rec-dist` binary, alone or under `mpirun`, and reads what it wrote.
+enum RecDist {
+    /// The binary built beside this test bundle (`swift test` builds it, as the tests depend on
+    /// it), or `REC_DIST_BIN`.
+    static let binary: String = {
+        if let path = ProcessInfo.processInfo.environment["REC_DIST_BIN"] { return path }
+        let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        var candidates = [here.appendingPathComponent("rec-dist").path]
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        candidates += ["release", "debug"].map { root.appendingPathComponent(".build/\($0)/rec-dist").path }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+    }()
+
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().path
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var seconds: Double
+        var timedOut: Bool
+        var all: String { stdout + stderr }
+    }
+
+    /// Runs `executable` with `arguments`, killing it after `timeout` seconds.
+    static func run(_ executable: String, _ arguments: [String], timeout: Double = 300,
+                    environment: [String: String] = [:]) throws -> Output {
+        let dir = try scratch("run")
+        let outURL = URL(fileURLWithPath: dir + "/stdout"), errURL = URL(fileURLWithPath: dir + "/stderr")
+        FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        env["OPENBLAS_NUM_THREADS"] = "1"
+        env["REC_DIST_BIN"] = binary
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        process.standardOutput = try FileHandle(forWritingTo: outURL)
+        process.standardError = try FileHandle(forWritingTo: errURL)
+        process.standardInput = FileHandle.nullDevice
+        let start = Date()
+        try process.run()
+        var timedOut = false
+        while process.isRunning {
+            if Date().timeIntervalSince(start) > timeout {
+                timedOut = true
+                kill(process.processIdentifier, SIGKILL)
+                break
+            }
+            usleep(20_000)
+        }
+        process.waitUntilExit()
+        return Output(status: process.terminationStatus,
+                      stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+                      stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "",
+                      seconds: Date().timeIntervalSince(start), timedOut: timedOut)
+    }
+
+    /// `rec-dist ARGS` as one process, no launcher.
+    static func single(_ arguments: [String], timeout: Double = 300) throws -> Output {
+        try run(binary, arguments, timeout: timeout)
+    }
+
+    /// `./launch.sh -np N -- ARGS`: real MPI ranks through the project's launcher.
+    static func ranks(_ n: Int, _ arguments: [String], timeout: Double = 300) throws -> Output {
+        try run("/bin/bash", [packageRoot + "/launch.sh", "-np", "\(n)", "--"] + arguments, timeout: timeout)
+    }
+
+    /// A fresh directory under the system's temporary directory.
+    static func scratch(_ name: String) throws -> String {
+        let path = NSTemporaryDirectory() + "rec-dist-tests/\(name)-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// A synthetic dataset of `rows` rows, written once per test process.
+    static func synthData(rows: Int) throws -> String {
+        try DataCache.shared.path(rows: rows)
+    }
+
+    /// The metrics log's records.
+    static func metrics(_ path: String) throws -> [[String: Any]] {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        return try text.split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
+    }
+
+    /// The float tensors of a checkpoint's model.safetensors, by name.
+    static func checkpointTensors(_ directory: String) throws -> [String: [Float]] {
+        let latest = try String(contentsOfFile: directory + "/latest", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(latest)/model.safetensors"))
+        let length = Int(data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + length))) as! [String: Any]
+        var out: [String: [Float]] = [:]
+        for (name, info) in header where name != "__metadata__" {
+            let offsets = (info as! [String: Any])["data_offsets"] as! [Int]
+            let bytes = data.subdata(in: (8 + length + offsets[0])..<(8 + length + offsets[1]))
+            out[name] = bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        }
+        return out
+    }
+
+    /// The largest absolute difference between two checkpoints' tensors (which must match in names and sizes).
+    static func maxDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> Float {
+        #expect(Set(a.keys) == Set(b.keys))
+        var worst: Float = 0
+        for (name, x) in a {
+            guard let y = b[name] else { continue }
+            #expect(x.count == y.count, "tensor \(name)")
+            for i in 0..<min(x.count, y.count) { worst = max(worst, abs(x[i] - y[i])) }
+        }
+        return worst
+    }
+}
+
+/// Synthetic datasets shared by the tests of one process.
+final class DataCache: @unchecked Sendable {
+    static let shared = DataCache()
+    private let lock = NSLock()
+    private var paths: [Int: String] = [:]
+
+    func path(rows: Int) throws -> String {
+        lock.lock(); defer { lock.unlock() }
+        if let p = paths[rows] { return p }
+        let dir = try RecDist.scratch("synth")
+        let path = "\(dir)/synth-\(rows).tsv"
+        let out = try RecDist.single(["synth", "--rows", "\(rows)", "--out", path, "--seed", "7"])
+        guard out.status == 0 else { throw TestDataError(message: out.all) }
+        paths[rows] = path
+        return path
+    }
+}
+
+struct TestDataError: Error { var message: String }

@@ -1,0 +1,57 @@
+import Foundation
+import Logging
+import RecCore
+import RecData
+import RecDistributed
+import RecTrainer
+import Testing
+
+/// The trainer on N in-process ranks: the same global batch gives the same model for any N.
+/// (The same property under real mpirun ranks is in IntegrationTests.)
+struct InProcessTrainingTests {
+    static func dataset(rows: Int) throws -> String {
+        let dir = NSTemporaryDirectory() + "rec-dist-inprocess-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/synth.tsv"
+        try SynthGenerator(seed: 5).write(rows: rows, to: path, probabilitiesPath: nil)
+        return path
+    }
+
+    static func train(data: String, model: ModelKind, optimizer: OptimizerKind, ranks: Int, globalBatch: Int,
+                      steps: Int) throws -> [String: [Float]] {
+        let checkpoint = NSTemporaryDirectory() + "rec-dist-inprocess-ck-\(UUID().uuidString.prefix(8))"
+        _ = try InProcessGroup.run(size: ranks) { comm -> Int in
+            var modelConfig = ModelConfig(kind: model)
+            modelConfig.hashBuckets = 97
+            modelConfig.hidden = [16]
+            modelConfig.bottom = [32, 16]
+            modelConfig.top = [32]
+            var config = TrainingConfig(dataPath: data, model: modelConfig, optimizer: OptimizerConfig(kind: optimizer))
+            config.evalFraction = 0
+            config.batchSize = globalBatch / ranks
+            config.steps = steps
+            config.checkpointDir = checkpoint
+            var logger = Logger(label: "test")
+            logger.logLevel = .error
+            return try Trainer(config: config, communicator: comm, logger: logger).run().steps
+        }
+        let (_, tensors) = try Checkpoint.readModel(at: checkpoint)
+        return Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0.values) })
+    }
+
+    @Test(arguments: [(ModelKind.mlp, OptimizerKind.sgd), (.mlp, .adam), (.dlrm, .adam), (.dlrm, .momentum), (.dlrm, .adagrad)])
+    func sameModelForOneTwoThreeRanks(model: ModelKind, optimizer: OptimizerKind) throws {
+        let data = try Self.dataset(rows: 130)   // 130 = 10 x 12 + 10: the last global batch is partial
+        let one = try Self.train(data: data, model: model, optimizer: optimizer, ranks: 1, globalBatch: 12, steps: 14)
+        for n in [2, 3] {
+            let other = try Self.train(data: data, model: model, optimizer: optimizer, ranks: n, globalBatch: 12, steps: 14)
+            #expect(Set(one.keys) == Set(other.keys))
+            var worst: Float = 0
+            for (name, values) in one {
+                let o = try #require(other[name])
+                for i in values.indices { worst = max(worst, abs(values[i] - o[i])) }
+            }
+            #expect(worst < 1e-5, "\(model) \(optimizer): N=\(n) differs by \(worst)")
+        }
+    }
+}
