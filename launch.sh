@@ -96,11 +96,11 @@ default_run() {
 
 run_tests() {
     setup
-    build
     cd "$here"
-    # Release: the end-to-end tests train real models. The integration tests find the binary
-    # built above beside the test bundle.
-    swift test -c release "$@"
+    command -v swift >/dev/null || die "swift is not on PATH; install Swift 6 (https://www.swift.org/install/linux/)"
+    # Release, because the end-to-end tests train real models; -enable-testing for @testable
+    # imports. The integration tests run the rec-dist binary this builds beside the test bundle.
+    swift test -c release -Xswiftc -enable-testing "$@"
 }
 
 case "${1:-}" in
