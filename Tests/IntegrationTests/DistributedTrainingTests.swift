@@ -75,7 +75,7 @@ struct DistributedTrainingTests {
     @Test func modelsLearnTheSyntheticData() throws {
         let data = try RecDist.synthData(rows: 200_000)
         var auc: [String: Double] = [:]
-        for (model, extra) in [("mlp", [String]()), ("dlrm", ["--optimizer", "adagrad", "--lr", "0.02"])] {
+        for (model, extra) in [("mlp", [String]()), ("dlrm", ["--optimizer", "adam", "--lr", "0.002"])] {
             let dir = try RecDist.scratch("quality-\(model)")
             let out = try RecDist.ranks(2, ["train", "--data", data, "--model", model, "--batch-size", "128",
                                             "--metrics-out", dir + "/metrics.jsonl"] + extra, timeout: 500)

@@ -63,16 +63,22 @@ struct GEMMProblem: CustomStringConvertible {
     /// An independent Double reference, written from the definition of op(A)·op(B).
     func reference() -> [Double] {
         var out = c.map(Double.init)
-        for i in 0..<m {
-            for j in 0..<n {
-                var s = 0.0
-                for p in 0..<k {
-                    let aip = transA ? a[p * lda + i] : a[i * lda + p]
-                    let bpj = transB ? b[j * ldb + p] : b[p * ldb + j]
-                    s += Double(aip) * Double(bpj)
+        a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                out.withUnsafeMutableBufferPointer { out in
+                    for i in 0..<m {
+                        for j in 0..<n {
+                            var s = 0.0
+                            for p in 0..<k {
+                                let aip = transA ? a[p * lda + i] : a[i * lda + p]
+                                let bpj = transB ? b[j * ldb + p] : b[p * ldb + j]
+                                s += Double(aip) * Double(bpj)
+                            }
+                            let prior = beta == 0 ? 0 : Double(beta) * out[i * ldc + j]
+                            out[i * ldc + j] = Double(alpha) * s + prior
+                        }
+                    }
                 }
-                let prior = beta == 0 ? 0 : Double(beta) * Double(c[i * ldc + j])
-                out[i * ldc + j] = Double(alpha) * s + prior
             }
         }
         return out

@@ -294,7 +294,7 @@ struct LayerGradientTests {
         let values = zip(logits, labels).map { loss.value(logit: $0, label: $1) }
         let expected = zip(logits, labels).map { reference(Double($0), Double($1)) }
         #expect(values.allSatisfy { $0.isFinite } && dLogits.allSatisfy { $0.isFinite } && total.isFinite)
-        GradCheck.expectClose(values, expected, relative: 1e-5, floor: 1e-6, "\(loss) value")
+        GradCheck.expectClose(values, expected, relative: 1e-5, floor: 1e-3, "\(loss) value")
         let sum = values.reduce(0, +)
         #expect(abs(total - sum) <= 1e-12 * max(1, abs(sum)), "returned \(total), Σ value = \(sum)")
 

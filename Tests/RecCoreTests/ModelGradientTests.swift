@@ -1,0 +1,365 @@
+import Testing
+@testable import RecCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// Whole-model checks, llm.c's test_gpt2 style: an independent Double forward of each model,
+// written here from the architecture and reading the tensors by name from `model.layout`, must
+// reproduce the logits; the analytic gradient of the mean BCE loss (dense parameters and every
+// touched embedding row) must match central differences of that reference.
+
+/// A small batch with owned, stable storage, so a `BatchView` can point into it.
+final class ModelTestBatch {
+    let count: Int, denseWidth: Int, categoricalWidth: Int
+    let labels: UnsafeMutablePointer<Float>
+    let dense: UnsafeMutablePointer<Float>
+    let categorical: UnsafeMutablePointer<UInt32>
+
+    /// Random raw counts (about a fifth zero and a fifth negative, the rest in [0, 50)), random
+    /// 0/1 labels, and hashes with deliberate repeats: field 0 is the same value in every example,
+    /// field 1 is missing (0) in examples 0 and 2, field 2 alternates 3 and 52 (the same row for
+    /// 50 buckets), the rest are small random hashes (so rows collide), about a tenth missing.
+    init(count: Int, denseWidth: Int, categoricalWidth: Int, rng: inout RNG) {
+        self.count = count
+        self.denseWidth = denseWidth
+        self.categoricalWidth = categoricalWidth
+        labels = .allocate(capacity: count)
+        dense = .allocate(capacity: count * denseWidth)
+        categorical = .allocate(capacity: max(count * categoricalWidth, 1))
+        for b in 0..<count { labels[b] = rng.nextFloat() < 0.5 ? 0 : 1 }
+        for i in 0..<(count * denseWidth) {
+            let u = rng.nextFloat()
+            dense[i] = u < 0.2 ? 0 : u < 0.4 ? -3 * rng.nextFloat() : rng.uniform(0, 50)
+        }
+        for b in 0..<count {
+            for f in 0..<categoricalWidth {
+                let h: UInt32
+                switch f {
+                case 0: h = 7
+                case 1: h = b % 2 == 0 && b <= 2 ? 0 : 1 + UInt32(rng.nextInt(below: 1000))
+                case 2: h = b % 2 == 0 ? 3 : 52
+                default:
+                    h = rng.nextFloat() < 0.1 ? 0
+                        : rng.nextFloat() < 0.3 ? UInt32(truncatingIfNeeded: rng.next()) | 1
+                        : 1 + UInt32(rng.nextInt(below: 4))
+                }
+                categorical[b * categoricalWidth + f] = h
+            }
+        }
+        // Labels with both classes, so the gradient does not vanish in one direction.
+        labels[0] = 0
+        labels[count - 1] = 1
+    }
+
+    deinit {
+        labels.deallocate()
+        dense.deallocate()
+        categorical.deallocate()
+    }
+
+    var view: BatchView {
+        BatchView(count: count, labels: labels, dense: dense, denseWidth: denseWidth,
+                  categorical: categorical, categoricalWidth: categoricalWidth)
+    }
+}
+
+/// The independent Double forward of an `MLPModel` or `DLRMModel`, from the architecture.
+struct ReferenceModel {
+    let config: ModelConfig
+    let layout: ParameterLayout
+    let batch: ModelTestBatch
+
+    /// Offsets of `name.weight` (with its (in, out) shape) and `name.bias`, from the layout.
+    func linear(_ name: String) -> (w: Int, inputs: Int, outputs: Int, bias: Int) {
+        guard let w = layout.entry(named: "\(name).weight"), let b = layout.entry(named: "\(name).bias") else {
+            fatalError("layout has no tensor \(name).weight / \(name).bias")
+        }
+        precondition(w.shape.count == 2 && b.shape == [w.shape[1]])
+        return (w.offset, w.shape[0], w.shape[1], b.offset)
+    }
+
+    /// Runs the Linear layers `name.0`, `name.1`, ... over x: (n, in), ReLU after each one except
+    /// the last unless `reluLast`. `margin` tracks the smallest |ReLU input| seen.
+    func mlp(_ name: String, layers: Int, x: [Double], reluLast: Bool, p: [Double], margin: inout Double) -> [Double] {
+        var h = x
+        for l in 0..<layers {
+            let lin = linear("\(name).\(l)")
+            h = GradCheck.dense(h, batch: batch.count, inputs: lin.inputs, outputs: lin.outputs, p: p,
+                                w: lin.w, bias: lin.bias)
+            if l < layers - 1 || reluLast {
+                for i in h.indices {
+                    margin = min(margin, abs(h[i]))
+                    h[i] = GradCheck.relu(h[i])
+                }
+            }
+        }
+        return h
+    }
+
+    /// log(1 + max(x, 0)) of the first `k` dense features: (n, k).
+    func denseInput(_ k: Int) -> [Double] {
+        var x: [Double] = []
+        for b in 0..<batch.count {
+            for j in 0..<k { x.append(log1p(max(Double(batch.dense[b * batch.denseWidth + j]), 0))) }
+        }
+        return x
+    }
+
+    /// The logits: (n), given dense parameters `p` and the embedding table `e` (rows × dim).
+    func logits(_ p: [Double], _ e: [Double], margin: inout Double) -> [Double] {
+        switch config.kind {
+        case .mlp:
+            return mlp("mlp", layers: config.hidden.count + 1, x: denseInput(config.mlpDenseFeatures),
+                       reluLast: false, p: p, margin: &margin)
+        case .dlrm:
+            let dim = config.embeddingDim, fields = config.categoricalFields
+            let bottom = mlp("bottom", layers: config.bottom.count + 1, x: denseInput(config.denseInputs),
+                             reluLast: true, p: p, margin: &margin)
+            let tables = EmbeddingTables(fields: fields, buckets: config.hashBuckets, dim: dim)
+            // Per example: [t0, then t_i · t_j for i in 1..<slots, j in 0..<i], where t0 is the
+            // bottom output and t_(1+f) field f's embedding row.
+            let slots = fields + 1, width = dim + slots * (slots - 1) / 2
+            var interaction = [Double](repeating: 0, count: batch.count * width)
+            bottom.withUnsafeBufferPointer { bottom in
+                e.withUnsafeBufferPointer { e in
+                    interaction.withUnsafeMutableBufferPointer { out in
+                        for b in 0..<batch.count {
+                            // Where vector s of example b starts: in `bottom` for s 0, in `e` otherwise.
+                            func vector(_ s: Int) -> UnsafePointer<Double> {
+                                if s == 0 { return bottom.baseAddress! + b * dim }
+                                let r = tables.row(field: s - 1, hash: batch.categorical[b * fields + s - 1])
+                                return e.baseAddress! + r * dim
+                            }
+                            var o = b * width
+                            for k in 0..<dim { out[o] = bottom[b * dim + k]; o += 1 }
+                            for i in 1..<slots {
+                                let vi = vector(i)
+                                for j in 0..<i {
+                                    let vj = vector(j)
+                                    var s = 0.0
+                                    for k in 0..<dim { s += vi[k] * vj[k] }
+                                    out[o] = s
+                                    o += 1
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            return mlp("top", layers: config.top.count + 1, x: interaction, reluLast: false, p: p, margin: &margin)
+        }
+    }
+
+    /// The mean binary cross-entropy of the batch.
+    func loss(_ p: [Double], _ e: [Double]) -> Double {
+        var margin = Double.infinity
+        let z = logits(p, e, margin: &margin)
+        return (0..<batch.count).reduce(0) { $0 + GradCheck.bce(logit: z[$1], label: Double(batch.labels[$1])) }
+            / Double(batch.count)
+    }
+}
+
+/// A model with initialized parameters and embedding tables.
+struct ModelUnderTest {
+    let model: any RecModel
+    let parameters: FloatBuffer
+    let table: FloatBuffer
+
+    init(_ config: ModelConfig, maxBatch: Int, seed: UInt64) {
+        model = makeModel(config, maxBatch: maxBatch)
+        parameters = FloatBuffer(count: model.layout.count)
+        let dim = model.embeddings?.dim ?? 1
+        table = FloatBuffer(count: (model.embeddings?.rowCount ?? 0) * dim)
+        model.initialize(parameters: parameters.pointer, embeddingTable: table.pointer, seed: seed)
+    }
+
+    func forward(_ batch: ModelTestBatch) -> [Float] {
+        let z = model.forward(batch.view, parameters: parameters.pointer, embeddingTable: table.pointer)
+        return Array(UnsafeBufferPointer(start: z, count: batch.count))
+    }
+
+    /// Forward, BCE mean loss and backward into `gradients` (accumulated) and `sparse`
+    /// (overwritten). Returns the loss.
+    @discardableResult
+    func step(_ batch: ModelTestBatch, gradients: FloatBuffer, sparse: SparseGradient) -> Double {
+        let n = batch.count
+        let z = model.forward(batch.view, parameters: parameters.pointer, embeddingTable: table.pointer)
+        var dLogits = [Float](repeating: 0, count: n)
+        let total = dLogits.withUnsafeMutableBufferPointer {
+            Loss.bce.forwardBackward(logits: z, labels: batch.labels, count: n, scale: 1 / Float(n),
+                                     dLogits: $0.baseAddress!)
+        }
+        dLogits.withUnsafeBufferPointer {
+            model.backward(batch.view, dLogits: $0.baseAddress!, parameters: parameters.pointer,
+                           gradients: gradients.pointer, sparse: sparse)
+        }
+        return total / Double(n)
+    }
+}
+
+struct ModelGradientTests {
+    static func config(_ kind: ModelKind) -> ModelConfig {
+        var config = ModelConfig(kind: kind)
+        switch kind {
+        case .mlp:
+            config.hidden = [6, 5]
+            config.mlpDenseFeatures = 10
+        case .dlrm:
+            config.hashBuckets = 50
+            config.embeddingDim = 4
+            config.bottom = [8]
+            config.top = [8]
+        }
+        return config
+    }
+
+    @Test("logits and every gradient against a Double reference", arguments: ModelKind.allCases)
+    func gradients(_ kind: ModelKind) {
+        let config = Self.config(kind)
+        let n = 5
+        // maxBatch above n: a partial batch must work.
+        let m = ModelUnderTest(config, maxBatch: 8, seed: 42)
+        let layout = m.model.layout
+        var rng = RNG(seed: 43)
+        // Non-zero biases, so no ReLU input sits exactly on the kink when a row's inputs are all 0.
+        for entry in layout.entries where entry.name.hasSuffix(".bias") {
+            for i in 0..<entry.count { m.parameters.pointer[entry.offset + i] = rng.uniform(-0.1, 0.1) }
+        }
+        let batch = ModelTestBatch(count: n, denseWidth: config.denseInputs,
+                                   categoricalWidth: config.categoricalFields, rng: &rng)
+        let reference = ReferenceModel(config: config, layout: layout, batch: batch)
+        let p = m.parameters.toArray().map(Double.init)
+        let e = m.table.toArray().map(Double.init)
+
+        // The expected tensors are all there, and nothing else.
+        let expectedNames: [String] = {
+            func names(_ prefix: String, _ layers: Int) -> [String] {
+                (0..<layers).flatMap { ["\(prefix).\($0).weight", "\(prefix).\($0).bias"] }
+            }
+            switch kind {
+            case .mlp: return names("mlp", config.hidden.count + 1)
+            case .dlrm: return names("bottom", config.bottom.count + 1) + names("top", config.top.count + 1)
+            }
+        }()
+        #expect(Set(layout.entries.map(\.name)) == Set(expectedNames))
+        #expect(layout.count == layout.entries.reduce(0) { $0 + $1.count })
+
+        // Forward.
+        var margin = Double.infinity
+        let expectedLogits = reference.logits(p, e, margin: &margin)
+        #expect(margin > 1e-4, "a ReLU input is within \(margin) of the kink: finite differences are unreliable, pick another seed")
+        let logits = m.forward(batch)
+        GradCheck.expectClose(logits, expectedLogits, relative: 1e-4, floor: 1e-2, "\(kind) logits")
+
+        // Backward of the mean BCE.
+        let gradients = FloatBuffer(count: layout.count)
+        let sparse = SparseGradient(capacity: n * config.categoricalFields, dim: m.model.embeddings?.dim ?? 1)
+        let loss = m.step(batch, gradients: gradients, sparse: sparse)
+        let expectedLoss = reference.loss(p, e)
+        #expect(abs(loss - expectedLoss) <= 1e-5 * max(1, expectedLoss), "loss \(loss), reference \(expectedLoss)")
+
+        let numericDense = GradCheck.centralDifferences(p) { reference.loss($0, e) }
+        let name = { (i: Int) -> String in
+            guard let entry = layout.entry(containing: i) else { return "[\(i)]" }
+            return "\(entry.name)[\(i - entry.offset)]"
+        }
+        GradCheck.expectClose(gradients.toArray(), numericDense, relative: 1e-3, floor: 1e-3,
+                              "\(kind) dense gradient", names: name)
+        // Not vacuous: most parameters get a visible gradient.
+        let visible = numericDense.filter { abs($0) > 1e-5 }.count
+        #expect(visible * 2 > layout.count, "only \(visible) of \(layout.count) gradients are non-negligible")
+
+        guard let tables = m.model.embeddings else {
+            #expect(sparse.count == 0, "a model without embeddings reports no sparse gradient")
+            return
+        }
+        // Embeddings: the sparse pairs are one per (example, field), in order, and summed per row
+        // they match the finite differences of every touched row.
+        let fields = tables.fields, dim = tables.dim
+        #expect(sparse.count == n * fields)
+        var expectedRows: [Int] = []
+        for b in 0..<n {
+            for f in 0..<fields { expectedRows.append(tables.row(field: f, hash: batch.categorical[b * fields + f])) }
+        }
+        #expect((0..<sparse.count).map { Int(sparse.rows[$0]) } == expectedRows)
+        var summed: [Int: [Double]] = [:]
+        for i in 0..<sparse.count {
+            let r = Int(sparse.rows[i])
+            var g = summed[r] ?? [Double](repeating: 0, count: dim)
+            for k in 0..<dim { g[k] += Double(sparse.values[i * dim + k]) }
+            summed[r] = g
+        }
+        let touched = summed.keys.sorted()
+        #expect(touched.count < n * fields, "the batch was meant to repeat rows")
+        #expect(touched.contains(tables.row(field: 1, hash: 0)), "the batch was meant to have a missing value")
+        let indices = touched.flatMap { r in (0..<dim).map { r * dim + $0 } }
+        let numericRows = GradCheck.centralDifferences(e, indices: indices) { reference.loss(p, $0) }
+        GradCheck.expectClose(touched.flatMap { summed[$0]! }, numericRows, relative: 1e-3, floor: 1e-3,
+                              "\(kind) embedding gradient",
+                              names: { "row \(touched[$0 / dim])[\($0 % dim)]" })
+        let visibleRows = numericRows.filter { abs($0) > 1e-6 }.count
+        #expect(visibleRows * 2 > numericRows.count, "only \(visibleRows) of \(numericRows.count) row gradients are non-negligible")
+    }
+
+    @Test("backward accumulates dense gradients and overwrites the sparse ones", arguments: ModelKind.allCases)
+    func backwardAccumulates(_ kind: ModelKind) {
+        let config = Self.config(kind)
+        let m = ModelUnderTest(config, maxBatch: 5, seed: 3)
+        var rng = RNG(seed: 4)
+        let batch = ModelTestBatch(count: 5, denseWidth: config.denseInputs,
+                                   categoricalWidth: config.categoricalFields, rng: &rng)
+        let once = FloatBuffer(count: m.model.layout.count), twice = FloatBuffer(count: m.model.layout.count)
+        let dim = m.model.embeddings?.dim ?? 1
+        let sparseOnce = SparseGradient(capacity: 5 * config.categoricalFields, dim: dim)
+        let sparseTwice = SparseGradient(capacity: 5 * config.categoricalFields, dim: dim)
+        m.step(batch, gradients: once, sparse: sparseOnce)
+        m.step(batch, gradients: twice, sparse: sparseTwice)
+        m.step(batch, gradients: twice, sparse: sparseTwice)
+        let expected = once.toArray().map { 2 * Double($0) }
+        GradCheck.expectClose(twice.toArray(), expected, relative: 1e-6, floor: 1e-6, "\(kind) twice")
+        #expect(once.toArray().contains { $0 != 0 })
+        #expect(sparseTwice.count == sparseOnce.count)
+        let values = { (s: SparseGradient) in Array(UnsafeBufferPointer(start: s.values, count: s.count * dim)) }
+        #expect(values(sparseTwice) == values(sparseOnce), "sparse gradients are overwritten, not accumulated")
+    }
+
+    @Test("initialize: seeded, Glorot-uniform weights, zero biases, embeddings in ±0.05", arguments: ModelKind.allCases)
+    func initialization(_ kind: ModelKind) {
+        let config = Self.config(kind)
+        let a = ModelUnderTest(config, maxBatch: 1, seed: 7)
+        let b = ModelUnderTest(config, maxBatch: 1, seed: 7)
+        let c = ModelUnderTest(config, maxBatch: 1, seed: 8)
+        #expect(a.parameters.toArray() == b.parameters.toArray())
+        #expect(a.table.toArray() == b.table.toArray())
+        #expect(a.parameters.toArray() != c.parameters.toArray())
+        if kind == .dlrm { #expect(a.table.toArray() != c.table.toArray()) }
+
+        let values = a.parameters.toArray()
+        for entry in a.model.layout.entries {
+            let tensor = values[entry.offset..<(entry.offset + entry.count)]
+            if entry.name.hasSuffix(".bias") {
+                #expect(tensor.allSatisfy { $0 == 0 }, "\(entry.name) must start at zero")
+            } else {
+                #expect(entry.shape.count == 2)
+                let limit = (6.0 / Double(entry.shape[0] + entry.shape[1])).squareRoot()
+                let largest = tensor.map { abs(Double($0)) }.max() ?? 0
+                #expect(largest <= limit, "\(entry.name): |w| up to \(largest), Glorot limit \(limit)")
+                // The whole range is used (a much smaller scale would show), and values are not all equal.
+                if entry.count >= 20 { #expect(largest > 0.5 * limit, "\(entry.name): |w| only up to \(largest) of \(limit)") }
+                #expect(Set(tensor).count > entry.count / 2, "\(entry.name) looks constant")
+                let mean = tensor.reduce(0.0) { $0 + Double($1) } / Double(entry.count)
+                if entry.count >= 100 { #expect(abs(mean) < 0.2 * limit, "\(entry.name) mean \(mean)") }
+            }
+        }
+        if kind == .dlrm {
+            let table = a.table.toArray()
+            #expect(table.count == config.categoricalFields * config.hashBuckets * config.embeddingDim)
+            #expect(table.allSatisfy { abs($0) <= 0.05 })
+            #expect((table.map { abs($0) }.max() ?? 0) > 0.045)
+        }
+    }
+}

@@ -95,14 +95,21 @@ enum GradCheck {
     }
 
     /// y = x · W + b for x: (batch, inputs), W: (inputs, outputs) row-major at `w` in `p`, b at `bias`.
+    /// (Unsafe pointers only so that the finite differences stay fast in debug builds.)
     static func dense(_ x: [Double], batch: Int, inputs: Int, outputs: Int, p: [Double], w: Int, bias: Int)
         -> [Double] {
         var y = [Double](repeating: 0, count: batch * outputs)
-        for r in 0..<batch {
-            for o in 0..<outputs {
-                var s = p[bias + o]
-                for i in 0..<inputs { s += x[r * inputs + i] * p[w + i * outputs + o] }
-                y[r * outputs + o] = s
+        x.withUnsafeBufferPointer { x in
+            p.withUnsafeBufferPointer { p in
+                y.withUnsafeMutableBufferPointer { y in
+                    for r in 0..<batch {
+                        for o in 0..<outputs {
+                            var s = p[bias + o]
+                            for i in 0..<inputs { s += x[r * inputs + i] * p[w + i * outputs + o] }
+                            y[r * outputs + o] = s
+                        }
+                    }
+                }
             }
         }
         return y

@@ -41,7 +41,7 @@ struct CommunicatorTests {
     @Test(arguments: [1, 2, 3])
     func sparseExchangeMatchesDenseAccumulation(size: Int) throws {
         let rows = 40, dim = 3, pairsPerRank = 25
-        func pairs(rank: Int) -> ([Int32], [Float]) {
+        @Sendable func pairs(rank: Int) -> ([Int32], [Float]) {
             var rng = RNG(seed: 11, stream: UInt64(rank))
             let r = (0..<(pairsPerRank - rank)).map { _ in Int32(rng.nextInt(below: rows)) }
             let v = (0..<(r.count * dim)).map { _ in rng.uniform(-1, 1) }
