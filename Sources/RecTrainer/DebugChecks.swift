@@ -5,17 +5,17 @@ import RecDistributed
 extension Trainer {
     /// Stops at the first NaN or infinity in the loss or in any layer's gradient, naming it.
     func checkFinite(step: Int, loss: Double, gradients: FloatBuffer, layout: ParameterLayout,
-                     sync: GradientSync) throws {
-        guard loss.isFinite else { throw TrainingError.nonFinite(step: step, what: "the training loss (\(loss))") }
+                     sync: GradientSync, lastCheckpoint: String?) throws {
+        guard loss.isFinite else { throw TrainingError.nonFinite(step: step, what: "the training loss (\(loss))", lastCheckpoint: lastCheckpoint) }
         let g = gradients.pointer
         for entry in layout.entries {
             for i in entry.offset..<(entry.offset + entry.count) where !g[i].isFinite {
-                throw TrainingError.nonFinite(step: step, what: "the gradient of \(entry.name) (element \(i - entry.offset) is \(g[i]))")
+                throw TrainingError.nonFinite(step: step, what: "the gradient of \(entry.name) (element \(i - entry.offset) is \(g[i]))", lastCheckpoint: lastCheckpoint)
             }
         }
         let v = sync.values.pointer
         for i in 0..<(sync.rowCount * sync.dim) where !v[i].isFinite {
-            throw TrainingError.nonFinite(step: step, what: "the gradient of embedding row \(sync.rows[i / sync.dim])")
+            throw TrainingError.nonFinite(step: step, what: "the gradient of embedding row \(sync.rows[i / sync.dim])", lastCheckpoint: lastCheckpoint)
         }
     }
 

@@ -1,10 +1,11 @@
 import Foundation
 
-/// The safetensors file format (huggingface/safetensors): an 8-byte little-endian header length,
-/// a JSON header mapping tensor names to dtype, shape and byte offsets, then the raw data.
-/// PyTorch and NumPy users load rec-dist's weights with the `safetensors` package.
+/// The safetensors format (huggingface/safetensors): an 8-byte little-endian header length N,
+/// N bytes of JSON mapping each tensor name to `dtype`, `shape` and `data_offsets` (relative to
+/// the end of the header), then the raw little-endian data. PyTorch and NumPy users load
+/// rec-dist's weights with the `safetensors` package. Only F32 tensors are written and read.
 public enum SafeTensors {
-    /// A named float32 tensor.
+    /// A named float32 tensor held in memory.
     public struct Tensor: Equatable {
         public var name: String
         public var shape: [Int]
@@ -17,8 +18,28 @@ public enum SafeTensors {
         }
     }
 
-    /// Serializes `tensors` (in order) and `metadata` (string to string).
-    public static func encode(_ tensors: [Tensor], metadata: [String: String]) throws -> Data {
+    /// A tensor to write, borrowed from its owner's buffer.
+    public struct Source {
+        public var name: String
+        public var shape: [Int]
+        public var values: UnsafeBufferPointer<Float>
+        public init(name: String, shape: [Int], values: UnsafeBufferPointer<Float>) {
+            precondition(shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) does not hold \(values.count) values")
+            self.name = name
+            self.shape = shape
+            self.values = values
+        }
+    }
+
+    /// One header entry, checked against the file's size.
+    public struct Entry: Equatable {
+        public var shape: [Int]
+        /// Byte range within the file (absolute).
+        public var range: Range<Int>
+    }
+
+    /// The serialized header (length prefix, JSON, space padding to 8 bytes) for `tensors` in order.
+    public static func header(for tensors: [Source], metadata: [String: String]) throws -> Data {
         var header: [String: Any] = ["__metadata__": metadata]
         var offset = 0
         for t in tensors {
@@ -27,57 +48,150 @@ public enum SafeTensors {
             offset += bytes
         }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        while json.count % 8 != 0 { json.append(0x20) }   // pad with spaces to 8-byte alignment
-        var out = Data(capacity: 8 + json.count + offset)
+        while (json.count + 8) % 8 != 0 { json.append(0x20) }
+        var out = Data(capacity: 8 + json.count)
         var length = UInt64(json.count).littleEndian
         withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
         out.append(json)
-        for t in tensors {
-            t.values.withUnsafeBufferPointer { b in
-                b.withMemoryRebound(to: UInt32.self) { words in
-                    for w in words { var le = w.littleEndian; withUnsafeBytes(of: &le) { out.append(contentsOf: $0) } }
-                }
-            }
-        }
         return out
     }
 
-    /// Parses a safetensors file, refusing anything malformed (truncated, out-of-bounds offsets,
-    /// overlapping or unexpected dtypes) with a message instead of reading out of bounds.
-    public static func decode(_ data: Data, path: String) throws -> (tensors: [Tensor], metadata: [String: String]) {
+    /// Writes a whole safetensors file through `sink` (header, then each tensor's bytes).
+    static func write(_ tensors: [Source], metadata: [String: String], to sink: FileSink) throws {
+        #if _endian(big)
+        #error("safetensors data is little-endian; add byte swapping for big-endian hosts")
+        #endif
+        try sink.write(try header(for: tensors, metadata: metadata))
+        for t in tensors { try sink.write(UnsafeRawBufferPointer(t.values)) }
+    }
+
+    /// Serializes in memory (for small files and tests).
+    public static func encode(_ tensors: [Tensor], metadata: [String: String]) throws -> Data {
+        var out = Data()
+        var sources: [Source] = []
+        var keep: [UnsafeMutableBufferPointer<Float>] = []
+        defer { keep.forEach { $0.deallocate() } }
+        for t in tensors {
+            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: t.values.count)
+            _ = b.initialize(from: t.values)
+            keep.append(b)
+            sources.append(Source(name: t.name, shape: t.shape, values: UnsafeBufferPointer(b)))
+        }
+        out.append(try header(for: sources, metadata: metadata))
+        for s in sources { out.append(contentsOf: UnsafeRawBufferPointer(s.values)) }
+        return out
+    }
+
+    /// Parses and checks the header of the safetensors bytes `file`: every entry must be F32
+    /// with a shape whose size matches its offsets, and lie inside the file. Never reads out of bounds.
+    public static func parseHeader(_ file: UnsafeRawBufferPointer, path: String) throws
+        -> (entries: [String: Entry], metadata: [String: String]) {
         func fail(_ message: String) -> TrainingError {
             .checkpoint(path: path, message: "\(message); the file is damaged or not a rec-dist safetensors file")
         }
-        guard data.count >= 8 else { throw fail("only \(data.count) bytes") }
-        let length = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-        guard length <= UInt64(data.count - 8) else { throw fail("header length \(length) exceeds the file size \(data.count)") }
-        let headerData = data.subdata(in: 8..<(8 + Int(length)))
-        guard let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any] else {
+        guard file.count >= 8 else { throw fail("only \(file.count) bytes") }
+        var length: UInt64 = 0
+        for i in 0..<8 { length |= UInt64(file[i]) << (8 * UInt64(i)) }
+        guard length <= UInt64(file.count - 8), length <= 100_000_000 else {
+            throw fail("header length \(length) does not fit the file size \(file.count)")
+        }
+        let headerBytes = Data(file[8..<(8 + Int(length))])
+        guard let header = (try? JSONSerialization.jsonObject(with: headerBytes)) as? [String: Any] else {
             throw fail("the header is not a JSON object")
         }
-        let body = data.count - 8 - Int(length)
+        let dataStart = 8 + Int(length)
+        let body = file.count - dataStart
         var metadata: [String: String] = [:]
-        var tensors: [(Int, Tensor)] = []
+        var entries: [String: Entry] = [:]
         for (name, value) in header {
             if name == "__metadata__" {
-                metadata = value as? [String: String] ?? [:]
+                guard let m = value as? [String: String] else { throw fail("__metadata__ is not a string map") }
+                metadata = m
                 continue
             }
             guard let info = value as? [String: Any], info["dtype"] as? String == "F32",
                   let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2
             else { throw fail("tensor '\(name)' has a malformed or non-F32 entry") }
-            let (begin, end) = (offsets[0], offsets[1])
-            guard shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }), begin >= 0, end >= begin, end <= body,
-                  shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) * 4 == end - begin
-            else { throw fail("tensor '\(name)' declares shape \(shape) and offsets \(offsets) that do not fit the \(body) data bytes") }
-            let start = 8 + Int(length) + begin
-            var values = [Float](repeating: 0, count: (end - begin) / 4)
-            values.withUnsafeMutableBytes { dst in
-                data.copyBytes(to: dst.bindMemory(to: UInt8.self), from: start..<(start + end - begin))
+            var count = 1
+            for d in shape {
+                let (p, o) = count.multipliedReportingOverflow(by: d)
+                guard d >= 0, !o, p <= Int(Int32.max) * 4 else { throw fail("tensor '\(name)' declares an absurd shape \(shape)") }
+                count = p
             }
-            for i in values.indices { values[i] = Float(bitPattern: UInt32(littleEndian: values[i].bitPattern)) }
-            tensors.append((begin, Tensor(name: name, shape: shape, values: values)))
+            let (begin, end) = (offsets[0], offsets[1])
+            guard begin >= 0, end >= begin, end <= body, end - begin == count * 4 else {
+                throw fail("tensor '\(name)' declares shape \(shape) and offsets \(offsets) that do not fit the \(body) data bytes")
+            }
+            entries[name] = Entry(shape: shape, range: (dataStart + begin)..<(dataStart + end))
         }
-        return (tensors.sorted { $0.0 < $1.0 }.map(\.1), metadata)
+        return (entries, metadata)
     }
+
+    /// Copies tensor `entry` of `file` into `destination`, which must have exactly its size.
+    public static func copy(_ entry: Entry, from file: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) {
+        precondition(entry.range.count == destination.count * 4 && entry.range.upperBound <= file.count)
+        UnsafeMutableRawBufferPointer(destination).copyMemory(from: UnsafeRawBufferPointer(rebasing: file[entry.range]))
+    }
+
+    /// Parses a whole safetensors file into memory, tensors in file order.
+    public static func decode(_ data: Data, path: String) throws -> (tensors: [Tensor], metadata: [String: String]) {
+        try data.withUnsafeBytes { file in
+            let (entries, metadata) = try parseHeader(file, path: path)
+            let tensors = entries.sorted { $0.value.range.lowerBound < $1.value.range.lowerBound }.map { name, entry in
+                var values = [Float](repeating: 0, count: entry.range.count / 4)
+                values.withUnsafeMutableBufferPointer { copy(entry, from: file, into: $0) }
+                return Tensor(name: name, shape: entry.shape, values: values)
+            }
+            return (tensors, metadata)
+        }
+    }
+}
+
+/// A file written through a descriptor, checksummed as it goes, fsynced on close. Errors name
+/// the file and the cause (for example "No space left on device").
+final class FileSink {
+    let path: String
+    private let fd: Int32
+    private var isOpen = true
+    private(set) var crc = CRC32()
+    private(set) var bytes = 0
+
+    init(path: String) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw TrainingError.checkpoint(path: path, message: "cannot create: \(errnoString())") }
+    }
+
+    func write(_ data: Data) throws {
+        try data.withUnsafeBytes { try write($0) }
+    }
+
+    func write(_ raw: UnsafeRawBufferPointer) throws {
+        guard let base = raw.baseAddress else { return }
+        crc.update(raw)
+        var done = 0
+        while done < raw.count {
+            let n = Glibc.write(fd, base + done, min(raw.count - done, 1 << 26))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw TrainingError.checkpoint(path: path, message: "write failed: \(errnoString())")
+            }
+            done += n
+        }
+        bytes += raw.count
+    }
+
+    /// fsyncs and closes; throws if either fails (a full disk may only show here).
+    func close() throws {
+        isOpen = false
+        let synced = fsync(fd) == 0 ? nil : errnoString()
+        let closed = Glibc.close(fd) == 0 ? nil : errnoString()
+        if let e = synced ?? closed { throw TrainingError.checkpoint(path: path, message: "fsync/close failed: \(e)") }
+    }
+
+    deinit { if isOpen { _ = Glibc.close(fd) } }
+}
+
+func errnoString() -> String {
+    String(cString: strerror(errno))
 }

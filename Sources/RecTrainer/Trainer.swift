@@ -30,21 +30,58 @@ public struct TrainingResult: Sendable {
     public var finalEvaluation: EvaluationRecord?
     public var checkpointPath: String?
     public var samplesPerSecond: Double
+    /// Steps skipped because of a non-finite loss or gradient (with --skip-nonfinite).
+    public var skippedSteps: Int
+    /// The step the run resumed from, if it did.
+    public var resumedFrom: Int?
+}
+
+/// Training rows held by one rank, at stable addresses for the life of the run.
+final class RowStore {
+    let count: Int
+    let labels: FloatBuffer
+    let dense: FloatBuffer
+    let categorical: UnsafeMutablePointer<UInt32>
+
+    init(_ rows: CriteoRows) {
+        count = rows.count
+        labels = FloatBuffer(count: rows.count)
+        labels.assign(rows.labels)
+        dense = FloatBuffer(count: rows.dense.count)
+        dense.assign(rows.dense)
+        categorical = .allocate(capacity: max(rows.categorical.count, 1))
+        rows.categorical.withUnsafeBufferPointer { categorical.initialize(from: $0.baseAddress!, count: $0.count) }
+    }
+
+    deinit { categorical.deallocate() }
+
+    /// Local rows `range` as a batch.
+    func batch(_ range: Range<Int>) -> BatchView {
+        BatchView(count: range.count, labels: labels.pointer + range.lowerBound,
+                  dense: dense.pointer + range.lowerBound * CriteoFormat.denseCount, denseWidth: CriteoFormat.denseCount,
+                  categorical: categorical + range.lowerBound * CriteoFormat.categoricalCount,
+                  categoricalWidth: CriteoFormat.categoricalCount)
+    }
 }
 
 /// The data-parallel training loop.
 ///
 /// Every rank builds the same model, loads only its block-cyclic shard, and runs the same
 /// number of steps. Each step: forward and backward on the local rows, an allreduce of the dense
-/// gradients (with the loss riding along in one extra slot), a gather of the embedding rows the
-/// step touched, and the same optimizer update on every rank. Rank 0 evaluates and writes the
-/// checkpoint; the other ranks meanwhile wait in the next matched collective.
+/// gradients (with the loss and the stop/checkpoint flags riding along in extra slots), a gather
+/// of the embedding rows the step touched, and the same optimizer update on every rank. Rank 0
+/// evaluates and writes checkpoints; the other ranks meanwhile wait in a matched collective.
 public final class Trainer {
     public let config: TrainingConfig
     let communicator: any Communicator
     let logger: Logger
     var rank: Int { communicator.rank }
     var worldSize: Int { communicator.size }
+
+    /// Extra slots after the dense gradients, summed by the same allreduce.
+    enum Slot {
+        static let loss = 0, stop = 1, checkpoint = 2, count = 3
+    }
 
     public init(config: TrainingConfig, communicator: any Communicator, logger: Logger) {
         self.config = config
@@ -55,8 +92,13 @@ public final class Trainer {
     // MARK: - Data
 
     struct LoadedData {
-        var train: CriteoRows
+        /// The rank's rows of the full training split, and its shard.
+        var train: RowStore
         var shard: BlockCyclicShard
+        /// When resuming mid-epoch at a position the current global batch does not divide: the
+        /// shard of the rest of that epoch, and its rows.
+        var resumeShard: BlockCyclicShard?
+        var resumeRows: RowStore?
         var eval: CriteoRows          // rank 0 only; empty elsewhere
         var oracle: [Double]?         // true probabilities of the eval rows, when a side file exists
         var totalTrainRows: Int
@@ -64,24 +106,30 @@ public final class Trainer {
 
     /// Loads this rank's shard (and, on rank 0, the evaluation rows). A failure on any rank stops
     /// all ranks together: the flags are agreed in one allreduce before any training collective.
-    func loadData() throws -> LoadedData {
+    func loadData(resumeOffset: Int) throws -> LoadedData {
         var failure: (any Error)?
         var loaded: LoadedData?
         do {
-            loaded = try loadLocal()
+            loaded = try loadLocal(resumeOffset: resumeOffset)
         } catch {
             failure = error
         }
+        try agree(failure, stage: "data loading")
+        return loaded!
+    }
+
+    /// Every rank learns whether any rank failed; the failing ranks rethrow their own error, the
+    /// others a `peerFailed` naming them. One allreduce, so nobody is left in a collective.
+    func agree(_ failure: (any Error)?, stage: String) throws {
         var flags = [Double](repeating: 0, count: worldSize)
         flags[rank] = failure == nil ? 0 : 1
         flags = try communicator.allreduceMax(flags)
         if let failure { throw failure }
         let failed = flags.indices.filter { flags[$0] != 0 }
-        if !failed.isEmpty { throw TrainingError.peerFailed(ranks: failed, stage: "data loading") }
-        return loaded!
+        if !failed.isEmpty { throw TrainingError.peerFailed(ranks: failed, stage: stage) }
     }
 
-    private func loadLocal() throws -> LoadedData {
+    private func loadLocal(resumeOffset: Int) throws -> LoadedData {
         let file = try MappedFile(path: config.dataPath)
         let rowCount = CriteoTSV.countRows(file)
         let split = config.evalPath == nil
@@ -91,10 +139,18 @@ public final class Trainer {
             throw TrainingError.notEnoughData("'\(config.dataPath)' has \(rowCount) rows: nothing left to train on. "
                 + "Use a larger file or a smaller --eval-fraction.")
         }
-        let shard = BlockCyclicShard(rank: rank, worldSize: worldSize, blockSize: config.batchSize, rows: split.train)
         let start = Date()
+        let shard = BlockCyclicShard(rank: rank, worldSize: worldSize, blockSize: config.batchSize, rows: split.train)
         let train = try CriteoTSV.parse(file, selecting: shard.contains)
         precondition(train.count == shard.localCount)
+        var resumeShard: BlockCyclicShard?
+        var resumeRows: RowStore?
+        if resumeOffset > 0 && resumeOffset % shard.globalBatchSize != 0 && resumeOffset < split.train.count {
+            let rest = (split.train.lowerBound + resumeOffset)..<split.train.upperBound
+            let s = BlockCyclicShard(rank: rank, worldSize: worldSize, blockSize: config.batchSize, rows: rest)
+            resumeShard = s
+            resumeRows = RowStore(try CriteoTSV.parse(file, selecting: s.contains))
+        }
         var eval = CriteoRows()
         var oracle: [Double]?
         if rank == 0 {
@@ -110,23 +166,86 @@ public final class Trainer {
                 }
             }
         }
-        logger.debug("loaded \(train.count) training rows (of \(split.train.count)) and \(eval.count) evaluation rows in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
-        return LoadedData(train: train, shard: shard, eval: eval, oracle: oracle, totalTrainRows: split.train.count)
+        logger.debug("loaded \(train.count) training rows (of \(split.train.count)) and \(eval.count) evaluation rows in \(fmt(Date().timeIntervalSince(start), 2)) s")
+        return LoadedData(train: RowStore(train), shard: shard, resumeShard: resumeShard, resumeRows: resumeRows,
+                          eval: eval, oracle: oracle, totalTrainRows: split.train.count)
+    }
+
+    // MARK: - Resume
+
+    /// Decides where the run starts. Rank 0 finds, validates and loads the checkpoint into
+    /// `buffers`; every rank learns the outcome (the checkpoint's state, or nil to start fresh).
+    func resumeState(into buffers: Checkpoint.Buffers) throws -> Checkpoint.State? {
+        guard config.resume != nil || config.autoResume else { return nil }
+        var failure: (any Error)?
+        var payload = Data()
+        if rank == 0 {
+            do {
+                if let state = try findAndLoad(into: buffers) { payload = try JSONEncoder().encode(state) }
+            } catch {
+                failure = error
+            }
+        }
+        try agree(failure, stage: "resuming from a checkpoint")
+        // Share the state: its length, then its JSON.
+        var length = [Double(payload.count)]
+        try length.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
+        guard length[0] > 0 else { return nil }
+        var bytes = [UInt8](payload)
+        if rank != 0 { bytes = [UInt8](repeating: 0, count: Int(length[0])) }
+        try bytes.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
+        return try JSONDecoder().decode(Checkpoint.State.self, from: Data(bytes))
+    }
+
+    private func findAndLoad(into buffers: Checkpoint.Buffers) throws -> Checkpoint.State? {
+        var found: (dir: String, state: Checkpoint.State)?
+        if let resume = config.resume {
+            let path: String
+            if resume == "latest" {
+                guard let root = config.checkpointDir else {
+                    throw TrainingError.checkpoint(path: "latest", message: "--resume latest needs --checkpoint-dir")
+                }
+                path = root
+            } else {
+                path = resume
+            }
+            let dir = try Checkpoint.resolve(path)
+            found = (dir, try Checkpoint.validate(dir))
+        } else if let root = config.checkpointDir {
+            found = Checkpoint.newestValid(root: root) { logger.warning("\($0)") }
+            if found == nil { logger.info("no valid checkpoint in \(root): starting from scratch") }
+        }
+        guard let (dir, state) = found else { return nil }
+        let saved = state.config
+        guard saved.model == config.model else {
+            throw TrainingError.checkpoint(path: dir, message: "it was written for a different model (\(describe(saved.model))) than this run asks for (\(describe(config.model))); pass the same model flags or use a new --checkpoint-dir")
+        }
+        guard saved.optimizer.kind == config.optimizer.kind else {
+            throw TrainingError.checkpoint(path: dir, message: "it holds \(saved.optimizer.kind.rawValue) optimizer state, this run asks for --optimizer \(config.optimizer.kind.rawValue)")
+        }
+        try Checkpoint.load(dir, state: state, into: buffers)
+        let savedGlobal = saved.batchSize * state.worldSize, global = config.batchSize * worldSize
+        logger.info("resuming from \(dir): step \(state.step), epoch \(state.epoch + 1), \(state.epochRowOffset) rows into it")
+        if savedGlobal != global {
+            logger.warning("the checkpoint was trained with a global batch of \(savedGlobal) (\(state.worldSize) x \(saved.batchSize)), this run uses \(global) (\(worldSize) x \(config.batchSize)): training continues from the same data position, but will not match an uninterrupted run")
+        }
+        return state
+    }
+
+    private func describe(_ m: ModelConfig) -> String {
+        m.kind == .mlp ? "mlp \(m.hidden)" : "dlrm buckets \(m.hashBuckets) dim \(m.embeddingDim) bottom \(m.bottom) top \(m.top)"
     }
 
     // MARK: - Training
 
-    /// Runs the whole training: load, initialize, step, evaluate, checkpoint.
+    /// Runs the whole training: resume or initialize, load, step, evaluate, checkpoint.
     public func run() throws -> TrainingResult {
-        let data = try loadData()
-        let stepsPerEpoch = data.shard.stepsPerEpoch
-        let totalSteps = config.steps ?? config.epochs * stepsPerEpoch
         let model = makeModel(config.model, maxBatch: max(config.batchSize, config.evalBatchSize))
         let layout = model.layout
         let tables = model.embeddings
         let dim = tables?.dim ?? 1
         let parameters = FloatBuffer(count: layout.count)
-        let gradients = FloatBuffer(count: layout.count + 1)   // + 1: the step's loss sum rides along
+        let gradients = FloatBuffer(count: layout.count + Slot.count)
         let embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * dim)
         let dLogits = FloatBuffer(count: config.batchSize)
         let sparse = SparseGradient(capacity: config.batchSize * config.model.categoricalFields, dim: dim)
@@ -134,170 +253,262 @@ public final class Trainer {
                                 maxLocalPairs: tables == nil ? 0 : config.batchSize * config.model.categoricalFields)
         let optimizer = Optimizer(config: config.optimizer, parameterCount: layout.count,
                                   embeddingRows: tables?.rowCount ?? 0, embeddingDim: dim)
+        let buffers = Checkpoint.Buffers(layout: layout, parameters: parameters, embeddingTable: embeddingTable,
+                                         tables: tables, optimizer: optimizer)
+        StopSignal.install()
 
-        // Replicas start identical: rank 0 initializes, everyone receives its values.
-        if rank == 0 {
+        let resumed = try resumeState(into: buffers)
+        let data = try loadData(resumeOffset: resumed?.epochRowOffset ?? 0)
+
+        // Replicas start identical: rank 0 initializes (or has loaded the checkpoint), everyone
+        // receives its values.
+        if rank == 0 && resumed == nil {
             model.initialize(parameters: parameters.pointer, embeddingTable: embeddingTable.pointer, seed: config.seed)
         }
         try communicator.broadcast(parameters.buffer, root: 0)
         if tables != nil { try communicator.broadcast(embeddingTable.buffer, root: 0) }
-
-        if rank == 0 {
-            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(config.batchSize * worldSize), \(totalSteps) steps (\(stepsPerEpoch) per epoch)")
+        if let resumed {
+            var state = optimizer.stateBuffers()
+            for i in state.indices {
+                try state[i].values.withUnsafeMutableBufferPointer { try communicator.broadcast($0, root: 0) }
+            }
+            try optimizer.loadState(step: resumed.optimizerStep, buffers: state)
         }
 
-        let train = data.train
-        let logEvery = config.logEvery > 0 ? config.logEvery : max(1, totalSteps / 20)
+        // Where the run starts and ends.
+        let shard = data.shard
+        let stepsPerEpoch = shard.stepsPerEpoch
+        var step = resumed?.step ?? 0
+        var epoch = resumed?.epoch ?? 0
+        var offset = resumed?.epochRowOffset ?? 0
+        var samplesSeen = resumed?.samplesSeen ?? 0
+        var bestMetric = resumed?.bestMetric
+        var bestCheckpoint = resumed?.bestCheckpoint
+        let remainingInEpoch = data.resumeShard?.stepsPerEpoch
+            ?? (stepsPerEpoch - offset / shard.globalBatchSize)
+        let lastStep = config.steps ?? (step + remainingInEpoch + max(config.epochs - epoch - 1, 0) * stepsPerEpoch)
+        if rank == 0 {
+            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize), \(lastStep - step) steps (\(stepsPerEpoch) per epoch)")
+        }
+
+        let logEvery = config.logEvery > 0 ? config.logEvery : max(1, (lastStep - step) / 20)
         var metricsLog: FileHandle?
-        if rank == 0, let path = config.metricsPath { metricsLog = try openMetricsLog(path) }
+        if rank == 0, let path = config.metricsPath { metricsLog = try openMetricsLog(path, append: resumed != nil) }
         defer { try? metricsLog?.close() }
 
-        var samplesSeen = 0
         var lossSinceEval = 0.0, samplesSinceEval = 0
         var lastRecord: EvaluationRecord?
+        var lastCheckpoint: String?
+        var checkpointedStep = -1
+        var skipped = 0
         let runStart = Date()
+        var lastCheckpointTime = Date()
         var trainSeconds = 0.0
         var intervalStart = Date(), intervalSamples = 0
         var timing = StepTiming()
+        var stopSignal: Int32 = 0
+        let extra = gradients.pointer + layout.count
 
-        try train.labels.withUnsafeBufferPointer { labels in
-            try train.dense.withUnsafeBufferPointer { dense in
-                try train.categorical.withUnsafeBufferPointer { categorical in
-                    for step in 0..<totalSteps {
-                        let stepStart = DispatchTime.now().uptimeNanoseconds
-                        let epochStep = step % stepsPerEpoch
-                        let local = data.shard.localRange(step: epochStep)
-                        let globalCount = data.shard.globalBatchCount(step: epochStep)
-                        let batch = BatchView(count: local.count,
-                                              labels: labels.baseAddress! + local.lowerBound,
-                                              dense: dense.baseAddress! + local.lowerBound * CriteoFormat.denseCount,
-                                              denseWidth: CriteoFormat.denseCount,
-                                              categorical: categorical.baseAddress! + local.lowerBound * CriteoFormat.categoricalCount,
-                                              categoricalWidth: CriteoFormat.categoricalCount)
-
-                        // Forward, loss, backward on this rank's rows.
-                        gradients.zero()
-                        sparse.count = 0
-                        var t0 = DispatchTime.now().uptimeNanoseconds
-                        if batch.count > 0 {
-                            let logits = model.forward(batch, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
-                            let lossSum = config.loss.forwardBackward(logits: logits, labels: batch.labels, count: batch.count,
-                                                                      scale: 1 / Float(globalCount), dLogits: dLogits.pointer)
-                            gradients.pointer[layout.count] = Float(lossSum)
-                            timing.forward += DispatchTime.now().uptimeNanoseconds - t0
-                            t0 = DispatchTime.now().uptimeNanoseconds
-                            model.backward(batch, dLogits: dLogits.pointer, parameters: parameters.pointer,
-                                           gradients: gradients.pointer, sparse: sparse)
-                            timing.backward += DispatchTime.now().uptimeNanoseconds - t0
-                        }
-                        if config.debug && step == 0 && worldSize == 1 {
-                            try checkGradients(model: model, batch: batch, parameters: parameters,
-                                               embeddingTable: embeddingTable, gradients: gradients, sparse: sparse,
-                                               globalCount: globalCount)
-                        }
-
-                        // Make the gradients global.
-                        t0 = DispatchTime.now().uptimeNanoseconds
-                        try sync.allreduce(gradients.buffer)
-                        if tables != nil { try sync.exchange(sparse) }
-                        timing.communication += DispatchTime.now().uptimeNanoseconds - t0
-                        let stepLoss = Double(gradients.pointer[layout.count]) / Double(globalCount)
-                        if config.debug {
-                            try checkFinite(step: step, loss: stepLoss, gradients: gradients, layout: layout, sync: sync)
-                        }
-
-                        // The same update on every rank.
-                        t0 = DispatchTime.now().uptimeNanoseconds
-                        optimizer.update(parameters: parameters.buffer,
-                                         gradients: UnsafeBufferPointer(start: gradients.pointer, count: layout.count))
-                        if tables != nil {
-                            optimizer.updateRows(embeddings: embeddingTable.buffer,
-                                                 rows: UnsafeBufferPointer(start: sync.rows, count: sync.rowCount),
-                                                 gradients: UnsafeBufferPointer(start: sync.values.pointer, count: sync.rowCount * dim))
-                        }
-                        let stepEnd = DispatchTime.now().uptimeNanoseconds
-                        timing.optimizer += stepEnd - t0
-                        timing.total += stepEnd - stepStart
-                        timing.steps += 1
-
-                        samplesSeen += globalCount
-                        intervalSamples += globalCount
-                        lossSinceEval += stepLoss * Double(globalCount)
-                        samplesSinceEval += globalCount
-                        guard stepLoss.isFinite else {
-                            throw TrainingError.nonFinite(step: step, what: "the training loss (\(stepLoss))")
-                        }
-
-                        if config.debug {
-                            if rank == 0 {
-                                logger.info("step \(step): loss \(fmt(stepLoss, 5)), forward \(ms(timing.lastForward)) ms, backward \(ms(timing.lastBackward)) ms, communication \(ms(timing.lastCommunication)) ms, optimizer \(ms(timing.lastOptimizer)) ms")
-                            }
-                            timing.markStep()
-                            if worldSize > 1 && (step + 1) % config.debugCheckEvery == 0 {
-                                try checkReplicas(step: step, parameters: parameters, embeddingTable: embeddingTable)
-                            }
-                        }
-
-                        let isLast = step == totalSteps - 1
-                        if rank == 0 && ((step + 1) % logEvery == 0 || isLast) {
-                            let seconds = Date().timeIntervalSince(intervalStart)
-                            logger.info("step \(step + 1)/\(totalSteps)  epoch \(step / stepsPerEpoch + 1)  loss \(fmt(lossSinceEval / Double(max(samplesSinceEval, 1)), 4))  \(Int(Double(intervalSamples) / max(seconds, 1e-9))) samples/s")
-                            trainSeconds += seconds
-                            intervalStart = Date()
-                            intervalSamples = 0
-                        }
-                        if (config.evalEvery > 0 && (step + 1) % config.evalEvery == 0) || isLast {
-                            if rank == 0 {
-                                trainSeconds += Date().timeIntervalSince(intervalStart)
-                                let record = evaluate(model: model, data: data, parameters: parameters, embeddingTable: embeddingTable,
-                                                      step: step + 1, epoch: step / stepsPerEpoch + 1, samples: samplesSeen,
-                                                      trainLoss: lossSinceEval / Double(max(samplesSinceEval, 1)),
-                                                      samplesPerSecond: Double(samplesSeen) / max(trainSeconds, 1e-9),
-                                                      elapsed: Date().timeIntervalSince(runStart))
-                                try appendMetrics(record, to: metricsLog)
-                                lastRecord = record
-                                intervalStart = Date()
-                                intervalSamples = 0
-                            }
-                            lossSinceEval = 0
-                            samplesSinceEval = 0
-                        }
+        /// Rank 0 writes a checkpoint of the current state; all ranks agree on the outcome.
+        func checkpoint() throws {
+            guard let root = config.checkpointDir, checkpointedStep != step else { return }
+            var failure: (any Error)?
+            if rank == 0 {
+                do {
+                    let name = Checkpoint.name(step: step)
+                    var record: EvaluationRecord?
+                    if let r = lastRecord, r.step == step { record = r }
+                    if let r = record, let v = config.selectionMetric.value(of: r), v.isFinite,
+                       bestMetric.map({ config.selectionMetric.isBetter(v, than: $0) }) ?? true {
+                        bestMetric = v
+                        bestCheckpoint = name
                     }
+                    let state = Checkpoint.State(
+                        formatVersion: Checkpoint.formatVersion, step: step, epoch: epoch, epochRowOffset: offset,
+                        samplesSeen: samplesSeen, worldSize: worldSize, optimizerStep: optimizer.step,
+                        evaluation: record, bestMetric: bestMetric, bestCheckpoint: bestCheckpoint, config: config)
+                    let path = try Checkpoint.write(root: root, state: state, buffers: buffers)
+                    if bestCheckpoint == name { try Checkpoint.writePointer(root: root, file: "best", to: name) }
+                    let removed = Checkpoint.prune(root: root, keep: config.keep, protected: bestCheckpoint)
+                    lastCheckpoint = path
+                    logger.info("checkpoint written to \(path)\(removed.isEmpty ? "" : " (removed \(removed.joined(separator: ", ")))")")
+                } catch {
+                    failure = error
                 }
             }
-        }
-
-        // Rank 0 writes the checkpoint; the others wait for its verdict in a matched collective.
-        var checkpointPath: String?
-        var checkpointError: (any Error)?
-        if rank == 0, let dir = config.checkpointDir {
-            do {
-                checkpointPath = try Checkpoint.write(
-                    directory: dir, step: totalSteps, worldSize: worldSize, config: config, layout: layout,
-                    parameters: parameters, embeddingTable: tables == nil ? nil : embeddingTable,
-                    embeddingTables: tables, optimizer: optimizer, evaluation: lastRecord)
-                logger.info("checkpoint written to \(checkpointPath!)")
-            } catch {
-                checkpointError = error
+            checkpointedStep = step
+            lastCheckpointTime = Date()
+            let verdict = try communicator.allreduceMax([failure == nil ? 0 : 1])
+            if verdict[0] != 0 {
+                if config.continueOnCheckpointFailure {
+                    if let failure { logger.warning("\(failure); training continues (--continue-on-checkpoint-failure)") }
+                    return
+                }
+                if let failure { throw failure }
+                throw TrainingError.peerFailed(ranks: [0], stage: "checkpoint writing")
             }
         }
-        let verdict = try communicator.allreduceMax([checkpointError == nil ? 0 : 1])
-        if let checkpointError { throw checkpointError }
-        if verdict[0] != 0 { throw TrainingError.peerFailed(ranks: [0], stage: "checkpoint writing") }
-        if rank == 0 && timing.steps > 0 { logger.info("\(timing.summary())") }
 
-        let total = Date().timeIntervalSince(runStart)
-        return TrainingResult(steps: totalSteps, samples: samplesSeen, finalEvaluation: lastRecord,
-                              checkpointPath: checkpointPath,
-                              samplesPerSecond: Double(samplesSeen) / max(rank == 0 ? trainSeconds : total, 1e-9))
+        func evaluateNow() throws {
+            if rank == 0 {
+                trainSeconds += Date().timeIntervalSince(intervalStart)
+                let record = evaluate(model: model, data: data, parameters: parameters, embeddingTable: embeddingTable,
+                                      step: step, epoch: epoch + (offset == 0 ? 0 : 1), samples: samplesSeen,
+                                      trainLoss: samplesSinceEval > 0 ? lossSinceEval / Double(samplesSinceEval) : nil,
+                                      samplesPerSecond: Double(intervalSamplesTotal) / max(trainSeconds, 1e-9),
+                                      elapsed: Date().timeIntervalSince(runStart))
+                try appendMetrics(record, to: metricsLog)
+                lastRecord = record
+                intervalStart = Date()
+                intervalSamples = 0
+            }
+            lossSinceEval = 0
+            samplesSinceEval = 0
+        }
+        var intervalSamplesTotal = 0
+
+        epochs: while step < lastStep {
+            // This epoch's rows: the full shard, or the rest of a resumed epoch.
+            let (epochShard, rows, firstStep): (BlockCyclicShard, RowStore, Int) =
+                offset == 0 ? (shard, data.train, 0)
+                : offset % shard.globalBatchSize == 0 ? (shard, data.train, offset / shard.globalBatchSize)
+                : (data.resumeShard!, data.resumeRows!, 0)
+            for epochStep in firstStep..<epochShard.stepsPerEpoch {
+                let stepStart = DispatchTime.now().uptimeNanoseconds
+                let batch = rows.batch(epochShard.localRange(step: epochStep))
+                let globalCount = epochShard.globalBatchCount(step: epochStep)
+
+                // Forward, loss, backward on this rank's rows.
+                gradients.zero()
+                sparse.count = 0
+                var t0 = DispatchTime.now().uptimeNanoseconds
+                if batch.count > 0 {
+                    let logits = model.forward(batch, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
+                    extra[Slot.loss] = Float(config.loss.forwardBackward(
+                        logits: logits, labels: batch.labels, count: batch.count,
+                        scale: 1 / Float(globalCount), dLogits: dLogits.pointer))
+                    timing.forward += DispatchTime.now().uptimeNanoseconds - t0
+                    t0 = DispatchTime.now().uptimeNanoseconds
+                    model.backward(batch, dLogits: dLogits.pointer, parameters: parameters.pointer,
+                                   gradients: gradients.pointer, sparse: sparse)
+                    timing.backward += DispatchTime.now().uptimeNanoseconds - t0
+                }
+                if config.debug && step == 0 && worldSize == 1 {
+                    try checkGradients(model: model, batch: batch, parameters: parameters,
+                                       embeddingTable: embeddingTable, gradients: gradients, sparse: sparse,
+                                       globalCount: globalCount)
+                }
+                extra[Slot.stop] = StopSignal.pending != 0 ? 1 : 0
+                extra[Slot.checkpoint] = rank == 0 && config.checkpointEverySeconds > 0
+                    && Date().timeIntervalSince(lastCheckpointTime) >= config.checkpointEverySeconds ? 1 : 0
+
+                // Make the gradients global.
+                t0 = DispatchTime.now().uptimeNanoseconds
+                try sync.allreduce(gradients.buffer)
+                if tables != nil { try sync.exchange(sparse) }
+                timing.communication += DispatchTime.now().uptimeNanoseconds - t0
+                let stepLoss = Double(extra[Slot.loss]) / Double(globalCount)
+                let stopRequested = extra[Slot.stop] > 0, checkpointRequested = extra[Slot.checkpoint] > 0
+
+                // The same update on every rank, unless the step is not finite (all ranks see the
+                // same allreduced values, so they agree).
+                if !isFinite(loss: stepLoss, gradients: gradients, count: layout.count, sync: sync) {
+                    if config.skipNonFinite {
+                        skipped += 1
+                        if rank == 0 { logger.warning("step \(step + 1): non-finite loss or gradient, step skipped on all ranks (--skip-nonfinite)") }
+                    } else if config.debug {
+                        try checkFinite(step: step + 1, loss: stepLoss, gradients: gradients, layout: layout, sync: sync,
+                                        lastCheckpoint: lastCheckpoint)
+                    } else {
+                        throw TrainingError.nonFinite(step: step + 1, what: "the loss (\(stepLoss)) or the gradients",
+                                                      lastCheckpoint: lastCheckpoint)
+                    }
+                } else {
+                    t0 = DispatchTime.now().uptimeNanoseconds
+                    optimizer.update(parameters: parameters.buffer,
+                                     gradients: UnsafeBufferPointer(start: gradients.pointer, count: layout.count))
+                    if tables != nil {
+                        optimizer.updateRows(embeddings: embeddingTable.buffer,
+                                             rows: UnsafeBufferPointer(start: sync.rows, count: sync.rowCount),
+                                             gradients: UnsafeBufferPointer(start: sync.values.pointer, count: sync.rowCount * dim))
+                    }
+                    timing.optimizer += DispatchTime.now().uptimeNanoseconds - t0
+                    lossSinceEval += stepLoss * Double(globalCount)
+                    samplesSinceEval += globalCount
+                }
+                let stepEnd = DispatchTime.now().uptimeNanoseconds
+                timing.total += stepEnd - stepStart
+                timing.steps += 1
+
+                step += 1
+                offset += globalCount
+                if offset >= data.totalTrainRows { epoch += 1; offset = 0 }
+                samplesSeen += globalCount
+                intervalSamples += globalCount
+                intervalSamplesTotal += globalCount
+
+                if config.debug {
+                    if rank == 0 {
+                        logger.info("step \(step - 1): loss \(fmt(stepLoss, 5)), forward \(ms(timing.lastForward)) ms, backward \(ms(timing.lastBackward)) ms, communication \(ms(timing.lastCommunication)) ms, optimizer \(ms(timing.lastOptimizer)) ms")
+                    }
+                    timing.markStep()
+                    if worldSize > 1 && step % config.debugCheckEvery == 0 {
+                        try checkReplicas(step: step, parameters: parameters, embeddingTable: embeddingTable)
+                    }
+                }
+
+                let isLast = step == lastStep
+                if rank == 0 && (step % logEvery == 0 || isLast) {
+                    let seconds = Date().timeIntervalSince(intervalStart)
+                    logger.info("step \(step)/\(lastStep)  epoch \(epoch + (offset == 0 ? 0 : 1))  loss \(fmt(lossSinceEval / Double(max(samplesSinceEval, 1)), 4))  \(Int(Double(intervalSamples) / max(seconds, 1e-9))) samples/s")
+                    trainSeconds += seconds
+                    intervalStart = Date()
+                    intervalSamples = 0
+                }
+                if (config.evalEvery > 0 && step % config.evalEvery == 0) || isLast {
+                    try evaluateNow()
+                }
+                if (config.checkpointEvery > 0 && step % config.checkpointEvery == 0) || checkpointRequested || stopRequested || isLast {
+                    try checkpoint()
+                }
+                if stopRequested {
+                    stopSignal = StopSignal.pending == 0 ? SIGTERM : StopSignal.pending
+                    break epochs
+                }
+                if isLast { break epochs }
+            }
+        }
+
+        if rank == 0 && timing.steps > 0 { logger.info("\(timing.summary())") }
+        if stopSignal != 0 {
+            if config.checkpointDir == nil && rank == 0 { logger.warning("no --checkpoint-dir: nothing was saved") }
+            throw TrainingError.interrupted(signal: stopSignal, step: step, checkpoint: lastCheckpoint)
+        }
+        return TrainingResult(steps: step, samples: samplesSeen, finalEvaluation: lastRecord,
+                              checkpointPath: lastCheckpoint,
+                              samplesPerSecond: Double(intervalSamplesTotal) / max(rank == 0 ? trainSeconds : Date().timeIntervalSince(runStart), 1e-9),
+                              skippedSteps: skipped, resumedFrom: resumed?.step)
+    }
+
+    /// Whether the step's loss and every gradient are finite. NaN and infinity propagate through
+    /// a sum, so one vectorized pass decides.
+    func isFinite(loss: Double, gradients: FloatBuffer, count: Int, sync: GradientSync) -> Bool {
+        guard loss.isFinite else { return false }
+        var s: Float = 0
+        let g = gradients.pointer
+        for i in 0..<count { s += g[i] * 0 }
+        let v = sync.values.pointer
+        for i in 0..<(sync.rowCount * sync.dim) { s += v[i] * 0 }
+        return !s.isNaN
     }
 
     // MARK: - Evaluation (rank 0)
 
     func evaluate(model: any RecModel, data: LoadedData, parameters: FloatBuffer, embeddingTable: FloatBuffer,
-                  step: Int, epoch: Int, samples: Int, trainLoss: Double, samplesPerSecond: Double,
+                  step: Int, epoch: Int, samples: Int, trainLoss: Double?, samplesPerSecond: Double,
                   elapsed: Double) -> EvaluationRecord {
-        let predictions = predict(model: model, rows: data.eval, parameters: parameters, embeddingTable: embeddingTable)
+        let predictions = Trainer.predictions(model: model, rows: data.eval, parameters: parameters.pointer,
+                                              embeddingTable: embeddingTable.pointer)
         var evaluation = BinaryEvaluation()
         predictions.withUnsafeBufferPointer { p in
             data.eval.labels.withUnsafeBufferPointer { l in evaluation.append(probabilities: p, labels: l) }
@@ -341,19 +552,19 @@ public final class Trainer {
         return out
     }
 
-    func predict(model: any RecModel, rows: CriteoRows, parameters: FloatBuffer, embeddingTable: FloatBuffer) -> [Float] {
-        Trainer.predictions(model: model, rows: rows, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
-    }
-
     // MARK: - Metrics log
 
-    func openMetricsLog(_ path: String) throws -> FileHandle {
+    func openMetricsLog(_ path: String, append: Bool) throws -> FileHandle {
         let url = URL(fileURLWithPath: path)
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        guard FileManager.default.createFile(atPath: path, contents: nil) else {
-            throw TrainingError.checkpoint(path: path, message: "cannot create the metrics file; check that the directory is writable (--metrics-out)")
+        if !(append && FileManager.default.fileExists(atPath: path)) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw TrainingError.checkpoint(path: path, message: "cannot create the metrics file; check that the directory is writable (--metrics-out)")
+            }
         }
-        return try FileHandle(forWritingTo: url)
+        let handle = try FileHandle(forWritingTo: url)
+        try handle.seekToEnd()
+        return handle
     }
 
     func appendMetrics(_ record: EvaluationRecord, to handle: FileHandle?) throws {

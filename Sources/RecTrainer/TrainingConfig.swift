@@ -1,3 +1,4 @@
+import Foundation
 import RecCore
 
 /// Everything a training run needs to know, gathered and validated by the CLI.
@@ -28,11 +29,39 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// with several ranks, replica checksums every `debugCheckEvery` steps.
     public var debug: Bool = false
     public var debugCheckEvery: Int = 10
+    /// Write a checkpoint every this many steps (0: off) and/or every this many seconds (0: off),
+    /// besides the one at the end.
+    public var checkpointEvery: Int = 0
+    public var checkpointEverySeconds: Double = 0
+    /// How many recent checkpoints to keep (the best one is kept besides).
+    public var keep: Int = 3
+    /// The evaluation metric that picks the best checkpoint.
+    public var selectionMetric: SelectionMetric = .auc
+    /// Resume from this checkpoint ("latest": the newest in `checkpointDir`).
+    public var resume: String?
+    /// Resume from the newest valid checkpoint in `checkpointDir` if there is one.
+    public var autoResume: Bool = false
+    /// Skip (on every rank) a step whose loss or gradient is NaN or infinite instead of stopping.
+    public var skipNonFinite: Bool = false
+    /// Keep training when a checkpoint cannot be written (default: stop, the previous checkpoint intact).
+    public var continueOnCheckpointFailure: Bool = false
 
     public init(dataPath: String, model: ModelConfig, optimizer: OptimizerConfig) {
         self.dataPath = dataPath
         self.model = model
         self.optimizer = optimizer
+    }
+}
+
+/// Which evaluation metric selects the best checkpoint.
+public enum SelectionMetric: String, CaseIterable, Sendable, Codable {
+    case auc, logloss
+    /// Whether `a` is better than `b`.
+    public func isBetter(_ a: Double, than b: Double) -> Bool {
+        self == .auc ? a > b : a < b
+    }
+    public func value(of record: EvaluationRecord) -> Double? {
+        self == .auc ? record.auc : record.logloss
     }
 }
 
@@ -69,11 +98,13 @@ public enum TrainingError: Error, CustomStringConvertible {
     /// Another rank could not load its shard; that rank printed the reason.
     case peerFailed(ranks: [Int], stage: String)
     /// The loss or a gradient became NaN or infinite.
-    case nonFinite(step: Int, what: String)
+    case nonFinite(step: Int, what: String, lastCheckpoint: String?)
     /// Under --debug, the ranks' parameters stopped being identical.
     case replicasDiverged(step: Int, minimum: Double, maximum: Double)
     /// Under --debug, the analytic gradient disagrees with finite differences.
     case gradientCheckFailed(details: String)
+    /// The run was stopped by a signal (after writing a checkpoint when it could).
+    case interrupted(signal: Int32, step: Int, checkpoint: String?)
     /// The data cannot make a single step.
     case notEnoughData(String)
     /// A checkpoint could not be written or read.
@@ -84,14 +115,21 @@ public enum TrainingError: Error, CustomStringConvertible {
         case let .peerFailed(ranks, stage):
             return "rank(s) \(ranks.map(String.init).joined(separator: ", ")) failed during \(stage); "
                 + "see their error above. All ranks stopped together."
-        case let .nonFinite(step, what):
-            return "non-finite value at step \(step) in \(what). Lower --lr, check the data for extreme "
-                + "values, or try --optimizer adam."
+        case let .nonFinite(step, what, lastCheckpoint):
+            return "non-finite value at step \(step) in \(what). "
+                + (lastCheckpoint.map { "The last good checkpoint is \($0). " } ?? "No checkpoint was written before it. ")
+                + "Lower --lr, check the data for extreme values, or pass --skip-nonfinite to skip such steps."
         case let .replicasDiverged(step, lo, hi):
             return "replicas diverged at step \(step): parameter checksums range over [\(lo), \(hi)]. "
                 + "The ranks are no longer training the same model; check that every rank runs the same binary."
         case let .gradientCheckFailed(details):
             return "finite-difference gradient check failed: \(details)"
+        case let .interrupted(signal, step, checkpoint):
+            let name = signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "signal \(signal)"
+            if let checkpoint {
+                return "stopped by \(name) after step \(step); checkpoint written to \(checkpoint). Continue with --auto-resume (or --resume \(checkpoint))."
+            }
+            return "stopped by \(name) after step \(step); nothing was saved (no --checkpoint-dir)."
         case let .notEnoughData(message):
             return message
         case let .checkpoint(path, message):

@@ -18,6 +18,10 @@ struct RecDist: ParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [Synth.self, Train.self])
+
+    /// Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
+    /// "try again later"; `--auto-resume` continues it).
+    static let interruptedExitCode: Int32 = 75
 }
 
 /// Logging flags shared by every subcommand.
@@ -32,6 +36,7 @@ extension OptimizerKind: ExpressibleByArgument {}
 extension ModelKind: ExpressibleByArgument {}
 extension Loss: ExpressibleByArgument {}
 extension Initializer: ExpressibleByArgument {}
+extension SelectionMetric: ExpressibleByArgument {}
 
 /// A comma-separated list of layer widths, e.g. `512,256`.
 struct LayerWidths: ExpressibleByArgument {
@@ -141,8 +146,24 @@ struct Train: ParsableCommand {
     var logEvery: Int = 0
     @Option(help: "Append one JSON object per evaluation to this file.")
     var metricsOut: String?
-    @Option(help: "Write the final checkpoint into this directory.")
+    @Option(help: "Write checkpoints into this directory (step-NNNNNNNN/, with 'latest' and 'best' pointers); always one at the end.")
     var checkpointDir: String?
+    @Option(help: "Also write a checkpoint every this many steps (0: off).")
+    var checkpointEvery: Int = 0
+    @Option(help: "Also write a checkpoint every this many seconds (0: off).")
+    var checkpointEverySeconds: Double = 0
+    @Option(help: "Keep this many recent checkpoints (the best one is kept besides).")
+    var keep: Int = 3
+    @Option(help: "Metric that selects the best checkpoint: auc or logloss.")
+    var selectMetric: SelectionMetric = .auc
+    @Option(help: "Resume from a checkpoint: a step-NNNNNNNN directory, a checkpoint directory (its latest), or 'latest' (in --checkpoint-dir).")
+    var resume: String?
+    @Flag(help: "Resume from the newest valid checkpoint in --checkpoint-dir if there is one (damaged ones are skipped with a warning); start fresh otherwise.")
+    var autoResume = false
+    @Flag(help: "Skip a step whose loss or gradient is NaN/Inf (on all ranks alike) instead of stopping.")
+    var skipNonfinite = false
+    @Flag(help: "Keep training when a checkpoint cannot be written (default: stop; the previous checkpoint stays intact).")
+    var continueOnCheckpointFailure = false
     @Flag(help: "Extra checks: NaN/Inf detection, a finite-difference gradient check at step 0 (1 rank), per-step timing; under mpirun, replica checksums.")
     var debug = false
     @Option(help: "With --debug under mpirun: compare replica checksums every this many steps.")
@@ -168,6 +189,13 @@ struct Train: ParsableCommand {
         if !(momentum >= 0 && momentum < 1) { throw bad("--momentum", momentum, "use a value in [0, 1)") }
         if debugCheckEvery < 1 { throw bad("--debug-check-every", debugCheckEvery, "use 1 or more") }
         if blasThreads < 1 { throw bad("--blas-threads", blasThreads, "use 1 or more") }
+        if checkpointEvery < 0 { throw bad("--checkpoint-every", checkpointEvery, "use 0 (off) or a positive step count") }
+        if !(checkpointEverySeconds >= 0) { throw bad("--checkpoint-every-seconds", checkpointEverySeconds, "use 0 (off) or a positive number of seconds") }
+        if keep < 1 { throw bad("--keep", keep, "keep at least 1 checkpoint") }
+        if (autoResume || resume == "latest" || checkpointEvery > 0 || checkpointEverySeconds > 0) && checkpointDir == nil {
+            throw ValidationError("--auto-resume, --resume latest and --checkpoint-every(-seconds) need --checkpoint-dir.")
+        }
+        if autoResume && resume != nil { throw ValidationError("use either --resume or --auto-resume, not both.") }
         if nesterov && optimizer != .momentum { throw ValidationError("--nesterov applies to --optimizer momentum only.") }
         if model == .dlrm && Int64(hashBuckets) * 26 * Int64(embeddingDim) > Int64(Int32.max) {
             throw ValidationError("--hash-buckets \(hashBuckets) x 26 fields x --embedding-dim \(embeddingDim) exceeds 2^31 embedding values; lower one of them.")
@@ -200,6 +228,14 @@ struct Train: ParsableCommand {
         config.checkpointDir = checkpointDir
         config.debug = debug
         config.debugCheckEvery = debugCheckEvery
+        config.checkpointEvery = checkpointEvery
+        config.checkpointEverySeconds = checkpointEverySeconds
+        config.keep = keep
+        config.selectionMetric = selectMetric
+        config.resume = resume
+        config.autoResume = autoResume
+        config.skipNonFinite = skipNonfinite
+        config.continueOnCheckpointFailure = continueOnCheckpointFailure
         return config
     }
 
@@ -227,11 +263,14 @@ struct Train: ParsableCommand {
         do {
             let result = try trainer.run()
             if rank == 0 { printSummary(result, config: config, worldSize: communicator.size) }
+            if result.skippedSteps > 0 && rank == 0 { print("skipped \(result.skippedSteps) non-finite step(s)") }
             communicator.finalize()
         } catch let error as TrainingError {
-            // These errors were agreed by every rank in a collective: all ranks stop cleanly.
-            if case .peerFailed = error, rank != 0 { } else { printError("\(error)", rank: rank) }
+            // These errors were agreed by every rank in a collective: all ranks stop cleanly, and
+            // rank 0 speaks for them.
+            if rank == 0 { printError("\(error)", rank: rank) }
             communicator.finalize()
+            if case .interrupted = error { throw ExitCode(RecDist.interruptedExitCode) }
             throw ExitCode.failure
         } catch let error as DataError where isCollectiveStage(error) {
             printError("\(error)", rank: rank)

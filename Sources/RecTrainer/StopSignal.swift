@@ -1,0 +1,25 @@
+import Foundation
+import Synchronization
+
+/// The signal that asked the run to stop (SIGTERM from Slurm's time limit or `scancel`, SIGINT
+/// from Ctrl-C), or 0. Set from the signal handler, read once per step.
+let pendingStopSignal = Atomic<Int32>(0)
+
+/// Catches SIGTERM and SIGINT so the run can stop at the next step boundary, after rank 0 has
+/// written a checkpoint. A second signal of the same kind ends the process at once.
+enum StopSignal {
+    static func install() {
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig) { received in
+                pendingStopSignal.store(received, ordering: .relaxed)
+                signal(received, SIG_DFL)   // a second one stops immediately
+            }
+        }
+    }
+
+    /// The signal received so far, or 0.
+    static var pending: Int32 { pendingStopSignal.load(ordering: .relaxed) }
+
+    /// Forgets a received signal (tests run several trainings in one process).
+    static func reset() { pendingStopSignal.store(0, ordering: .relaxed) }
+}
