@@ -56,6 +56,7 @@ mpirun_args() {
     fi
     # One OpenBLAS thread per rank: ranks already fill the cores.
     args+=(-x OPENBLAS_NUM_THREADS=1 -x OMP_NUM_THREADS=1)
+
     printf '%s\n' "${args[@]}"
 }
 
@@ -77,7 +78,19 @@ run_ranks() {
     cmd+=("$bin" "$@")
     if [ "$dry" -eq 1 ]; then printf '%q ' "${cmd[@]}"; echo; return 0; fi
     [ -x "$bin" ] || build
-    exec "${cmd[@]}"
+    # SIGTERM (a scheduler's time limit, kill) and SIGINT (Ctrl-C) become SIGUSR1 for mpirun,
+    # which forwards it to every rank: they stop at the next step and rank 0 writes a checkpoint
+    # (exit status 75). mpirun would turn a SIGTERM or SIGINT of its own into a kill of the ranks
+    # a second later, so it runs in its own session, out of reach of the terminal's Ctrl-C.
+    setsid "${cmd[@]}" < /dev/null &
+    local pid=$! status=0
+    trap 'kill -USR1 "$pid" 2>/dev/null' TERM INT
+    while true; do
+        wait "$pid" && status=0 || status=$?
+        kill -0 "$pid" 2>/dev/null || break
+    done
+    trap - TERM INT
+    return "$status"
 }
 
 default_run() {

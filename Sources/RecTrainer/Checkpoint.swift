@@ -310,3 +310,48 @@ extension Array where Element == (name: String, values: [Float]) {
         return try go(0, [])
     }
 }
+
+extension Checkpoint {
+    /// A trained model ready to score: its configuration and weights, from a validated checkpoint.
+    public final class TrainedModel {
+        public let directory: String
+        public let config: ModelConfig
+        public let model: any RecModel
+        public let parameters: FloatBuffer
+        public let embeddingTable: FloatBuffer
+
+        /// Loads the checkpoint at `path` (a step directory, or a root with `latest`) for
+        /// scoring batches of up to `maxBatch` rows.
+        public init(path: String, maxBatch: Int = 1024) throws {
+            directory = try Checkpoint.resolve(path)
+            let state = try Checkpoint.validate(directory)
+            config = state.config.model
+            model = makeModel(config, maxBatch: maxBatch)
+            parameters = FloatBuffer(count: model.layout.count)
+            let tables = model.embeddings
+            embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * (tables?.dim ?? 1))
+            let file = try MappedFile(path: directory + "/model.safetensors")
+            let (entries, _) = try SafeTensors.parseHeader(file.bytes, path: directory + "/model.safetensors")
+            var expected: [(String, [Int], UnsafeMutableBufferPointer<Float>)] = model.layout.entries.map {
+                ($0.name, $0.shape, UnsafeMutableBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
+            }
+            if let t = tables {
+                for f in 0..<t.fields {
+                    expected.append(("embedding.C\(f + 1)", [t.buckets, t.dim],
+                                     UnsafeMutableBufferPointer(start: embeddingTable.pointer + f * t.buckets * t.dim, count: t.buckets * t.dim)))
+                }
+            }
+            for (name, shape, destination) in expected {
+                guard let entry = entries[name], entry.shape == shape else {
+                    throw TrainingError.checkpoint(path: directory, message: "tensor \(name) is missing or has the wrong shape for its own model configuration")
+                }
+                SafeTensors.copy(entry, from: file.bytes, into: destination)
+            }
+        }
+
+        /// Click probabilities for `rows`.
+        public func predict(_ rows: CriteoRows) -> [Float] {
+            Trainer.predictions(model: model, rows: rows, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
+        }
+    }
+}

@@ -2,14 +2,15 @@ import Foundation
 import Synchronization
 
 /// The signal that asked the run to stop (SIGTERM from Slurm's time limit or `scancel`, SIGINT
-/// from Ctrl-C), or 0. Set from the signal handler, read once per step.
+/// from Ctrl-C, SIGUSR1 forwarded by mpirun, which launch.sh sends on SIGTERM because mpirun
+/// itself turns SIGTERM into a kill of the ranks), or 0. Set from the signal handler, read once per step.
 let pendingStopSignal = Atomic<Int32>(0)
 
-/// Catches SIGTERM and SIGINT so the run can stop at the next step boundary, after rank 0 has
+/// Catches SIGTERM, SIGINT and SIGUSR1 so the run can stop at the next step boundary, after rank 0 has
 /// written a checkpoint. A second signal of the same kind ends the process at once.
 enum StopSignal {
     static func install() {
-        for sig in [SIGTERM, SIGINT] {
+        for sig in [SIGTERM, SIGINT, SIGUSR1] {
             signal(sig) { received in
                 pendingStopSignal.store(received, ordering: .relaxed)
                 signal(received, SIG_DFL)   // a second one stops immediately

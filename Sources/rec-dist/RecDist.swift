@@ -17,7 +17,7 @@ struct RecDist: ParsableCommand {
         (or `./launch.sh -np N -- train ...`, which sets the right mpirun flags for this machine).
         """,
         version: "0.1.0",
-        subcommands: [Synth.self, Train.self])
+        subcommands: [Synth.self, Train.self, Predict.self])
 
     /// Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
     /// "try again later"; `--auto-resume` continues it).
@@ -268,9 +268,12 @@ struct Train: ParsableCommand {
         } catch let error as TrainingError {
             // These errors were agreed by every rank in a collective: all ranks stop cleanly, and
             // rank 0 speaks for them.
-            if rank == 0 { printError("\(error)", rank: rank) }
             communicator.finalize()
-            if case .interrupted = error { throw ExitCode(RecDist.interruptedExitCode) }
+            if case .interrupted = error {
+                if rank == 0 { print("\n\(error)") }
+                throw ExitCode(RecDist.interruptedExitCode)
+            }
+            if rank == 0 { printError("\(error)", rank: rank) }
             throw ExitCode.failure
         } catch let error as DataError where isCollectiveStage(error) {
             printError("\(error)", rank: rank)
