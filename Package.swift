@@ -51,6 +51,10 @@ let package = Package(
         .testTarget(name: "RecDistributedTests",
                     dependencies: ["RecDistributed", "RecTrainer", "RecData", "RecCore"],
                     swiftSettings: swiftSettings),
+        .testTarget(name: "RecTrainerTests",
+                    dependencies: ["RecTrainer", "RecDistributed", "RecData", "RecCore",
+                                   .product(name: "Logging", package: "swift-log")],
+                    swiftSettings: swiftSettings),
         // End to end: runs the built rec-dist binary, also under real mpirun.
         .testTarget(name: "IntegrationTests", dependencies: ["rec-dist"], swiftSettings: swiftSettings),
     ]

@@ -10,6 +10,12 @@ let pendingStopSignal = Atomic<Int32>(0)
 /// written a checkpoint. A second signal of the same kind ends the process at once.
 enum StopSignal {
     static func install() {
+        // A parent may have left these blocked (test runners do); a blocked stop signal would
+        // never arrive.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGTERM, SIGINT, SIGUSR1] { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         for sig in [SIGTERM, SIGINT, SIGUSR1] {
             signal(sig) { received in
                 pendingStopSignal.store(received, ordering: .relaxed)

@@ -27,13 +27,42 @@ enum RecDist {
         var all: String { stdout + stderr }
     }
 
-    /// Runs `executable` with `arguments`, killing it after `timeout` seconds.
-    static func run(_ executable: String, _ arguments: [String], timeout: Double = 300,
-                    environment: [String: String] = [:]) throws -> Output {
+    /// A process started in the background, its output going to files.
+    final class Job {
+        let process: Process
+        let outPath: String, errPath: String
+        let start = Date()
+        init(process: Process, outPath: String, errPath: String) {
+            self.process = process
+            self.outPath = outPath
+            self.errPath = errPath
+        }
+        var stdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+        var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+
+        /// Waits for the end, killing the process after `timeout` seconds.
+        func wait(timeout: Double) -> Output {
+            var timedOut = false
+            while process.isRunning {
+                if Date().timeIntervalSince(start) > timeout {
+                    timedOut = true
+                    kill(process.processIdentifier, SIGKILL)
+                    break
+                }
+                usleep(20_000)
+            }
+            process.waitUntilExit()
+            return Output(status: process.terminationStatus, stdout: stdout, stderr: stderr,
+                          seconds: Date().timeIntervalSince(start), timedOut: timedOut)
+        }
+    }
+
+    /// Starts `executable` with `arguments` in the background.
+    static func start(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Job {
         let dir = try scratch("run")
-        let outURL = URL(fileURLWithPath: dir + "/stdout"), errURL = URL(fileURLWithPath: dir + "/stderr")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let outPath = dir + "/stdout", errPath = dir + "/stderr"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -44,25 +73,24 @@ enum RecDist {
         env["REC_DIST_BIN"] = binary
         for (k, v) in environment { env[k] = v }
         process.environment = env
-        process.standardOutput = try FileHandle(forWritingTo: outURL)
-        process.standardError = try FileHandle(forWritingTo: errURL)
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         process.standardInput = FileHandle.nullDevice
-        let start = Date()
+        // The test runner blocks most signals in its threads, and a spawned process inherits the
+        // mask: unblock the ones the launcher, mpirun and rec-dist rely on while spawning.
+        var unblock = sigset_t(), previous = sigset_t()
+        sigemptyset(&unblock)
+        for s in [SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGCHLD, SIGHUP, SIGALRM] { sigaddset(&unblock, s) }
+        pthread_sigmask(SIG_UNBLOCK, &unblock, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
         try process.run()
-        var timedOut = false
-        while process.isRunning {
-            if Date().timeIntervalSince(start) > timeout {
-                timedOut = true
-                kill(process.processIdentifier, SIGKILL)
-                break
-            }
-            usleep(20_000)
-        }
-        process.waitUntilExit()
-        return Output(status: process.terminationStatus,
-                      stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-                      stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "",
-                      seconds: Date().timeIntervalSince(start), timedOut: timedOut)
+        return Job(process: process, outPath: outPath, errPath: errPath)
+    }
+
+    /// Runs `executable` with `arguments`, killing it after `timeout` seconds.
+    static func run(_ executable: String, _ arguments: [String], timeout: Double = 300,
+                    environment: [String: String] = [:]) throws -> Output {
+        try start(executable, arguments, environment: environment).wait(timeout: timeout)
     }
 
     /// `rec-dist ARGS` as one process, no launcher.
