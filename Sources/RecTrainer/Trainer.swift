@@ -21,6 +21,12 @@ public struct EvaluationRecord: Codable, Sendable {
     public var elapsed_s: Double
     public var world_size: Int
     public var model: String
+    /// Mean step-time breakdown (milliseconds) over the steps since the previous evaluation.
+    public var step_ms: Double?
+    public var forward_ms: Double?
+    public var backward_ms: Double?
+    public var communication_ms: Double?
+    public var optimizer_ms: Double?
 }
 
 /// What a finished run reports.
@@ -306,6 +312,7 @@ public final class Trainer {
         var trainSeconds = 0.0
         var intervalStart = Date(), intervalSamples = 0
         var timing = StepTiming()
+        var timingAtEval = StepTiming()
         var stopSignal: Int32 = 0
         let extra = gradients.pointer + layout.count
 
@@ -357,8 +364,11 @@ public final class Trainer {
                                       trainLoss: samplesSinceEval > 0 ? lossSinceEval / Double(samplesSinceEval) : nil,
                                       samplesPerSecond: Double(intervalSamplesTotal) / max(trainSeconds, 1e-9),
                                       elapsed: Date().timeIntervalSince(runStart))
-                try appendMetrics(record, to: metricsLog)
-                lastRecord = record
+                var withTiming = record
+                timing.describe(into: &withTiming, since: timingAtEval)
+                timingAtEval = timing
+                try appendMetrics(withTiming, to: metricsLog)
+                lastRecord = withTiming
                 intervalStart = Date()
                 intervalSamples = 0
             }
@@ -593,6 +603,18 @@ struct StepTiming {
     var lastCommunication: UInt64 { communication - mark.communication }
     var lastOptimizer: UInt64 { optimizer - mark.optimizer }
     mutating func markStep() { mark = (forward, backward, communication, optimizer) }
+
+    /// Fills the record's step-time fields with the means since `earlier`.
+    func describe(into record: inout EvaluationRecord, since earlier: StepTiming) {
+        let n = Double(steps - earlier.steps)
+        guard n > 0 else { return }
+        func mean(_ a: UInt64, _ b: UInt64) -> Double { Double(a - b) / n / 1e6 }
+        record.step_ms = mean(total, earlier.total)
+        record.forward_ms = mean(forward, earlier.forward)
+        record.backward_ms = mean(backward, earlier.backward)
+        record.communication_ms = mean(communication, earlier.communication)
+        record.optimizer_ms = mean(optimizer, earlier.optimizer)
+    }
 
     func summary() -> String {
         let n = Double(max(steps, 1)) * 1e6
