@@ -2,6 +2,7 @@
 # Several test "hosts" on this machine: network namespaces joined by a bridge, for running
 # `mpirun --hostfile` across hosts in CI (see hostfiles/netns-test and the README).
 #
+#   scripts/netns-cluster.sh install          install iproute2 when missing (Debian, root)
 #   scripts/netns-cluster.sh up NAME [K]      hosts 1..K (default 2): namespaces NAME-h1..NAME-hK, each
 #                                             with lo and eth0 = 198.18.0.k/24, its port on a bridge
 #                                             in namespace NAME-sw
@@ -28,7 +29,8 @@ need_ip() {
     command -v ip >/dev/null && return 0
     [ "$(id -u)" -eq 0 ] || die "iproute2 (ip) is missing and installing it needs root"
     say "installing iproute2"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2; } \
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=300 iproute2; } \
         >/tmp/netns-cluster-apt.log 2>&1 || { tail -20 /tmp/netns-cluster-apt.log >&2; die "apt-get install iproute2 failed"; }
 }
 
@@ -111,6 +113,7 @@ link() {
 }
 
 case "${1:-}" in
+    install) need_ip ;;
     up) shift; up "${1:-}" "${2:-2}" ;;
     down) shift; down "${1:-}" ;;
     exec) shift; exec_on "$@" ;;

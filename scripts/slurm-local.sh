@@ -39,7 +39,7 @@ install() {
     fi
     local rc=0
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}"; } >/tmp/slurm-local-apt.log 2>&1 || rc=$?
+        -o DPkg::Lock::Timeout=300 "${missing[@]}"; } >/tmp/slurm-local-apt.log 2>&1 || rc=$?
     [ "$added" -eq 1 ] && rm -f "$policy"
     [ "$rc" -eq 0 ] || { tail -20 /tmp/slurm-local-apt.log >&2; die "apt-get install ${missing[*]} failed"; }
 }
@@ -55,7 +55,27 @@ free_port() {
     die "no free port found"
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Alive and not a zombie (an exited daemon waits for its reaper for a moment).
+running() { kill -0 "$1" 2>/dev/null && ! grep -q '^[^)]*) Z' "/proc/$1/stat" 2>/dev/null; }
+pid_alive() { [ -s "$1" ] && running "$(cat "$1")"; }
+
+# Runs a daemon with no file descriptor of ours but 0-2: a caller's descriptor left open in a
+# daemon keeps it waiting (Foundation's Process, for one, sees its child end only when every copy
+# of a socket it handed down is closed).
+daemon() {
+    (
+        for fd in /proc/self/fd/*; do
+            fd="${fd##*/}"
+            [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+        done
+        # Nor a blocked signal: a caller's mask (a test runner's thread) would leave the daemon
+        # deaf to stop's SIGTERM. perl-base is essential on Debian.
+        if command -v perl >/dev/null; then
+            exec perl -MPOSIX -e 'sigprocmask(SIG_SETMASK, POSIX::SigSet->new) or die "sigprocmask: $!"; exec @ARGV or die "$ARGV[0]: $!"' "$@" </dev/null
+        fi
+        exec "$@" </dev/null
+    )
+}
 
 wait_for() { # seconds description command...
     local limit="$1" what="$2"; shift 2
@@ -75,7 +95,7 @@ start() {
     dir="$(cd "$dir" && pwd)"
     chmod 755 "$dir"
     mkdir -p "$dir/munge" "$dir/state" "$dir/spool" "$dir/log"
-    chmod 700 "$dir/munge"
+    chmod 711 "$dir/munge"   # munged wants its socket directory searchable by all
 
     # munge: its own key, socket, PID, seed and log, all in DIR/munge.
     local m="$dir/munge"
@@ -83,7 +103,7 @@ start() {
         dd if=/dev/urandom of="$m/munge.key" bs=1024 count=1 status=none
         chmod 400 "$m/munge.key"
     fi
-    munged --force --socket="$m/munge.socket" --key-file="$m/munge.key" --pid-file="$m/munged.pid" \
+    daemon munged --force --socket="$m/munge.socket" --key-file="$m/munge.key" --pid-file="$m/munged.pid" \
         --seed-file="$m/munged.seed" --log-file="$m/munged.log" \
         || { cat "$m/munged.log" >&2 2>/dev/null; die "munged did not start (log above)"; }
     wait_for 10 "munged" test -S "$m/munge.socket" || die "munged's socket $m/munge.socket did not appear"
@@ -133,11 +153,11 @@ EOF
     : >"$dir/plugstack.conf"
     export SLURM_CONF="$dir/slurm.conf"
 
-    slurmctld -c -f "$SLURM_CONF" \
+    daemon slurmctld -c -f "$SLURM_CONF" \
         || { tail -20 "$dir/log/slurmctld.log" >&2 2>/dev/null; die "slurmctld did not start (log above)"; }
     wait_for 15 "slurmctld" pid_alive "$dir/slurmctld.pid" \
         || { tail -20 "$dir/log/slurmctld.log" >&2; die "slurmctld did not stay up (log above)"; }
-    slurmd -f "$SLURM_CONF" -N "$host" \
+    daemon slurmd -f "$SLURM_CONF" -N "$host" \
         || { tail -20 "$dir/log/slurmd.log" >&2 2>/dev/null; die "slurmd did not start (log above)"; }
 
     node_idle() { [ "$(sinfo -h -n "$host" -o %T 2>/dev/null)" = "idle" ]; }
@@ -157,11 +177,11 @@ stop_pid() {
     [ -s "$file" ] || return 0
     local pid
     pid="$(cat "$file")"
-    kill -0 "$pid" 2>/dev/null || return 0
+    running "$pid" || return 0
     kill -TERM "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + limit))
-    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
+    while running "$pid" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    if running "$pid"; then
         say "$name (pid $pid) ignored TERM; killing it"
         kill -KILL "$pid" 2>/dev/null || true
     fi
