@@ -107,7 +107,8 @@ struct SlurmTests {
         #expect(text.contains("time limit near"), "\(text)")
         #expect(text.contains("requeueing job \(job)"), "\(text)")
         #expect(text.contains("resuming from"), "\(text)")
-        #expect(errors.contains("stopped by SIGTERM"), "\(errors)")
+        #expect((text + errors).contains("stopped by SIGTERM"), "\(text)\n\(errors)")
+        #expect(errors.contains("exit code 75"), "\(errors)")
         let records = try RecDist.metrics(dir + "/metrics.jsonl")
         #expect(records.last?["step"] as? Int == steps)
     }
