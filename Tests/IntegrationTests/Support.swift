@@ -46,10 +46,23 @@ enum RecDist {
             while process.isRunning {
                 if Date().timeIntervalSince(start) > timeout {
                     timedOut = true
+                    // The whole process group (Foundation starts each child in its own).
+                    kill(-process.processIdentifier, SIGKILL)
                     kill(process.processIdentifier, SIGKILL)
                     break
                 }
                 usleep(20_000)
+            }
+            if timedOut {
+                // Foundation sees a child end when every copy of a socket it handed down is
+                // closed; a descendant in another session (launch.sh's mpirun) may still hold
+                // one. Don't wait for it forever: the test's own clean-up must get to run.
+                let killed = Date()
+                while process.isRunning && Date().timeIntervalSince(killed) < 10 { usleep(20_000) }
+                if process.isRunning {
+                    return Output(status: -1, stdout: stdout, stderr: stderr,
+                                  seconds: Date().timeIntervalSince(start), timedOut: true)
+                }
             }
             process.waitUntilExit()
             return Output(status: process.terminationStatus, stdout: stdout, stderr: stderr,
