@@ -271,12 +271,14 @@ struct Train: ParsableCommand {
         } catch let error as TrainingError {
             // These errors were agreed by every rank in a collective: all ranks stop cleanly, and
             // rank 0 speaks for them.
-            communicator.finalize()
             if case .interrupted = error {
+                communicator.finalize()
                 if rank == 0 { print("\n\(error)") }
                 throw ExitCode(RecDist.interruptedExitCode)
             }
+            // Before finalize: if only rank 0 saw the error after all, finalize aborts the job.
             if rank == 0 { printError("\(error)", rank: rank) }
+            communicator.finalize()
             throw ExitCode.failure
         } catch let error as DataError where isCollectiveStage(error) {
             printError("\(error)", rank: rank)
