@@ -20,5 +20,8 @@ static inline MPI_Errhandler rd_errors_return(void) { return MPI_ERRORS_RETURN; 
 static inline int rd_success(void) { return MPI_SUCCESS; }
 static inline int rd_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int rd_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
+// For the collective watchdog: nonblocking requests and wildcard receives.
+static inline MPI_Request rd_request_null(void) { return MPI_REQUEST_NULL; }
+static inline int rd_any_source(void) { return MPI_ANY_SOURCE; }
 
 #endif

@@ -10,14 +10,40 @@ import Glibc
 /// Rank and size come from MPI itself, so `mpirun`, `srun --mpi=pmix` and a singleton
 /// (`rec-dist train` with no launcher) all work. Errors are returned, not fatal
 /// (`MPI_ERRORS_RETURN`), and come back as thrown `CommunicatorError`s. Call from one thread.
+///
+/// Failures of other ranks:
+/// - a rank that dies is the launcher's business: `mpirun` notices and ends the job;
+/// - a rank that is stuck (stopped, looping, deadlocked) is caught by the collective watchdog
+///   when `collectiveTimeout` is set: every collective then runs as its nonblocking form, polled
+///   with a deadline, and on timeout the job is aborted with a report naming the collective and
+///   the ranks that never arrived (see `CollectiveWatchdog`). Off, collectives are the plain
+///   blocking calls;
+/// - `finalize()` waits for every rank for a bounded time (`finalizeTimeout`), so a rank that
+///   stops on an error the others never learn about cannot leave them hanging: the job is aborted.
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
+    /// Seconds a collective may wait for the other ranks before the job is aborted; nil: no limit
+    /// (blocking collectives, no overhead). Non-root ranks allow 1.5 x as long, so rank 0, which
+    /// knows which ranks are missing, reports first.
+    public let collectiveTimeout: Double?
+    /// Seconds `finalize()` waits for the other ranks to finish before aborting the job:
+    /// the collective timeout if it is longer, else 5 s. Finishing is a matched collective too
+    /// (every rank's last step is the same), so healthy runs never come near it.
+    public var finalizeTimeout: Double
     private let comm: MPI_Comm
+    /// A private duplicate of MPI_COMM_WORLD for the watchdog's notices and the finalize barrier.
+    private var control: MPI_Comm?
+    private let watchdog: CollectiveWatchdog
+    /// Collectives issued so far (each chunk of a long buffer counts), numbering reports.
+    private var sequence: Int64 = 0
     private var finalized = false
 
     /// Initializes MPI (funneled threading: only the main thread calls MPI).
-    public init() throws {
+    ///
+    /// - Parameter collectiveTimeout: seconds after which a collective that has not completed
+    ///   aborts the job with a report; nil or 0 turns the watchdog off.
+    public init(collectiveTimeout: Double? = nil) throws {
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
         if initialized == 0 {
@@ -34,12 +60,37 @@ public final class MPICommunicator: Communicator {
         MPI_Comm_size(comm, &s)
         rank = Int(r)
         size = Int(s)
+        let timeout = collectiveTimeout.flatMap { $0 > 0 ? $0 : nil }
+        precondition(timeout.map { $0.isFinite } ?? true, "collectiveTimeout must be finite")
+        self.collectiveTimeout = timeout
+        finalizeTimeout = max(5, timeout ?? 0)
+        var dup: MPI_Comm?
+        let rc = MPI_Comm_dup(comm, &dup)
+        guard rc == rd_success(), let dup else {
+            throw CommunicatorError(operation: "MPI_Comm_dup", message: "error code \(rc)")
+        }
+        control = dup
+        MPI_Comm_set_errhandler(control, rd_errors_return())
+        watchdog = try CollectiveWatchdog(rank: rank, size: size, comm: dup, timeout: timeout)
     }
 
     /// Ends MPI. Call once, after the last collective.
+    ///
+    /// First waits (at most `finalizeTimeout` seconds) until every rank has got here; a rank
+    /// that does not (it is still in an earlier collective because it missed an error only this
+    /// rank saw, or it is stuck) gets the job aborted with a report instead of a hang.
     public func finalize() {
         guard !finalized else { return }
         finalized = true
+        if size > 1 {
+            sequence += 1
+            var request = rd_request_null()
+            if MPI_Ibarrier(control, &request) == rd_success() {
+                try? watchdog.wait(&request, kind: .finalize, sequence: sequence, limit: finalizeTimeout)
+            }
+            watchdog.close()
+        }
+        MPI_Comm_free(&control)
         MPI_Finalize()
     }
 
@@ -81,12 +132,30 @@ public final class MPICommunicator: Communicator {
         try allreduce(buffer, type: rd_double(), op: rd_op_max())
     }
 
+    /// Runs one collective: the blocking call, or with the watchdog on, the nonblocking one
+    /// polled to completion with a deadline.
+    @inline(__always)
+    private func collective(_ kind: CollectiveKind, blocking: () -> Int32,
+                            nonblocking: (UnsafeMutablePointer<MPI_Request?>) -> Int32) throws {
+        sequence += 1
+        guard let timeout = collectiveTimeout else {
+            try check(blocking(), kind.name)
+            return
+        }
+        try watchdog.drain()
+        var request = rd_request_null()
+        try check(nonblocking(&request), kind.name)
+        try watchdog.wait(&request, kind: kind, sequence: sequence, limit: timeout)
+    }
+
     private func allreduce<T>(_ buffer: UnsafeMutableBufferPointer<T>, type: MPI_Datatype, op: MPI_Op) throws {
         guard let base = buffer.baseAddress, size > 1 else { return }
         var start = 0
         while start < buffer.count {
             let n = min(Self.chunk, buffer.count - start)
-            try check(MPI_Allreduce(rd_in_place(), base + start, Int32(n), type, op, comm), "MPI_Allreduce")
+            try collective(.allreduce,
+                           blocking: { MPI_Allreduce(rd_in_place(), base + start, Int32(n), type, op, comm) },
+                           nonblocking: { MPI_Iallreduce(rd_in_place(), base + start, Int32(n), type, op, comm, $0) })
             start += n
         }
     }
@@ -97,7 +166,9 @@ public final class MPICommunicator: Communicator {
         let chunkBytes = Self.chunk * 4
         while start < buffer.count {
             let n = min(chunkBytes, buffer.count - start)
-            try check(MPI_Bcast(base + start, Int32(n), rd_byte(), Int32(root), comm), "MPI_Bcast")
+            try collective(.broadcast,
+                           blocking: { MPI_Bcast(base + start, Int32(n), rd_byte(), Int32(root), comm) },
+                           nonblocking: { MPI_Ibcast(base + start, Int32(n), rd_byte(), Int32(root), comm, $0) })
             start += n
         }
     }
@@ -107,17 +178,25 @@ public final class MPICommunicator: Communicator {
         precondition(counts.count == size && displacements.count == size)
         precondition(counts[rank] == send.count)
         let c32 = counts.map { Int32($0) }, d32 = displacements.map { Int32($0) }
-        let rc = c32.withUnsafeBufferPointer { c in
-            d32.withUnsafeBufferPointer { d in
-                MPI_Allgatherv(send.baseAddress ?? UnsafeRawPointer(receive.baseAddress!), Int32(send.count),
-                               rd_byte(), receive.baseAddress, c.baseAddress, d.baseAddress, rd_byte(), comm)
+        let sendBase = send.baseAddress ?? UnsafeRawPointer(receive.baseAddress!)
+        // The count arrays must outlive a nonblocking call: it completes inside these closures.
+        try c32.withUnsafeBufferPointer { c in
+            try d32.withUnsafeBufferPointer { d in
+                try collective(.allgatherv,
+                               blocking: {
+                                   MPI_Allgatherv(sendBase, Int32(send.count), rd_byte(), receive.baseAddress,
+                                                  c.baseAddress, d.baseAddress, rd_byte(), comm)
+                               },
+                               nonblocking: {
+                                   MPI_Iallgatherv(sendBase, Int32(send.count), rd_byte(), receive.baseAddress,
+                                                   c.baseAddress, d.baseAddress, rd_byte(), comm, $0)
+                               })
             }
         }
-        try check(rc, "MPI_Allgatherv")
     }
 
     public func barrier() throws {
-        try check(MPI_Barrier(comm), "MPI_Barrier")
+        try collective(.barrier, blocking: { MPI_Barrier(comm) }, nonblocking: { MPI_Ibarrier(comm, $0) })
     }
 
     public func abort(code: Int32) -> Never {

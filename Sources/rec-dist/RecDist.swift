@@ -170,6 +170,8 @@ struct Train: ParsableCommand {
     var debugCheckEvery: Int = 10
     @Option(help: "OpenBLAS threads per rank (default 1: one rank per core).")
     var blasThreads: Int = 1
+    @Option(help: "Abort the job when a collective waits this many seconds for the other ranks, naming the missing ranks (0: off). Set it above the longest evaluation, checkpoint or data-loading skew.")
+    var collectiveTimeout: Double = 0
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -196,6 +198,7 @@ struct Train: ParsableCommand {
             throw ValidationError("--auto-resume, --resume latest and --checkpoint-every(-seconds) need --checkpoint-dir.")
         }
         if autoResume && resume != nil { throw ValidationError("use either --resume or --auto-resume, not both.") }
+        if !(collectiveTimeout >= 0 && collectiveTimeout.isFinite) { throw bad("--collective-timeout", collectiveTimeout, "use 0 (off) or a number of seconds, e.g. 60") }
         if nesterov && optimizer != .momentum { throw ValidationError("--nesterov applies to --optimizer momentum only.") }
         if model == .dlrm && Int64(hashBuckets) * 26 * Int64(embeddingDim) > Int64(Int32.max) {
             throw ValidationError("--hash-buckets \(hashBuckets) x 26 fields x --embedding-dim \(embeddingDim) exceeds 2^31 embedding values; lower one of them.")
@@ -243,7 +246,7 @@ struct Train: ParsableCommand {
         GEMM.setThreads(blasThreads)
         let communicator: MPICommunicator
         do {
-            communicator = try MPICommunicator()
+            communicator = try MPICommunicator(collectiveTimeout: collectiveTimeout)
         } catch {
             printError("cannot start MPI: \(error). Is Open MPI installed (./launch.sh setup)?")
             throw ExitCode.failure
@@ -268,12 +271,14 @@ struct Train: ParsableCommand {
         } catch let error as TrainingError {
             // These errors were agreed by every rank in a collective: all ranks stop cleanly, and
             // rank 0 speaks for them.
-            communicator.finalize()
             if case .interrupted = error {
+                communicator.finalize()
                 if rank == 0 { print("\n\(error)") }
                 throw ExitCode(RecDist.interruptedExitCode)
             }
+            // Before finalize: if only rank 0 saw the error after all, finalize aborts the job.
             if rank == 0 { printError("\(error)", rank: rank) }
+            communicator.finalize()
             throw ExitCode.failure
         } catch let error as DataError where isCollectiveStage(error) {
             printError("\(error)", rank: rank)
