@@ -13,6 +13,14 @@ public enum ModelKind: String, CaseIterable, Sendable, Codable {
     case dlrm
 }
 
+/// How a model transforms its dense inputs before the first layer.
+public enum DenseTransform: String, CaseIterable, Sendable, Codable {
+    /// log(1 + max(x, 0)), DLRM's transform of Criteo's raw counts (the raw TSV path).
+    case log1p
+    /// None: the values were already transformed (a prepared dataset, `rec-dist prepare`).
+    case identity
+}
+
 /// Everything that fixes a model's shapes. Stored in checkpoints.
 public struct ModelConfig: Sendable, Codable, Equatable {
     public var kind: ModelKind
@@ -20,12 +28,17 @@ public struct ModelConfig: Sendable, Codable, Equatable {
     public var hidden: [Int] = [128]
     /// mlp: how many of the leading dense features it reads (the seed model uses 10).
     public var mlpDenseFeatures: Int = 10
-    /// Width of the raw dense input (Criteo: 13).
+    /// Width of the raw dense input (Criteo: 13; a prepared dataset: its dense field count, maybe 0).
     public var denseInputs: Int = 13
     /// Number of categorical fields (Criteo: 26).
     public var categoricalFields: Int = 26
-    /// dlrm: rows per embedding table.
+    /// dlrm: rows per embedding table when the categorical values are raw hashes.
     public var hashBuckets: Int = 65_536
+    /// dlrm: rows of each field's table when the categorical values are prepared ids
+    /// (`rec-dist prepare`; ids index the table directly). nil: raw hashes, `hashBuckets` rows each.
+    public var vocabularySizes: [Int]? = nil
+    /// What the model does to the dense inputs first.
+    public var denseTransform: DenseTransform = .log1p
     /// dlrm: embedding width; also the bottom MLP's output width.
     public var embeddingDim: Int = 16
     /// dlrm: bottom MLP hidden widths (the output width is `embeddingDim`).
@@ -37,6 +50,20 @@ public struct ModelConfig: Sendable, Codable, Equatable {
 
     public init(kind: ModelKind) { self.kind = kind }
 
+    /// The embedding tables this configuration describes (dlrm).
+    public var embeddingTables: EmbeddingTables {
+        if let sizes = vocabularySizes {
+            precondition(sizes.count == categoricalFields,
+                         "\(sizes.count) vocabulary sizes for \(categoricalFields) categorical fields")
+            return EmbeddingTables(rowsPerField: sizes, dim: embeddingDim, indexing: .direct)
+        }
+        return EmbeddingTables(fields: categoricalFields, buckets: hashBuckets, dim: embeddingDim)
+    }
+
+    /// dlrm: vectors entering the dot interaction: the bottom MLP's output (when there are dense
+    /// inputs) and one embedding per categorical field.
+    public var interactionSlots: Int { categoricalFields + (denseInputs > 0 ? 1 : 0) }
+
     /// Forward + backward FLOPs per example in the matrix multiplies (2 per multiply-add,
     /// backward twice the forward), for throughput and efficiency figures.
     public var flopsPerExample: Double {
@@ -47,17 +74,52 @@ public struct ModelConfig: Sendable, Codable, Equatable {
         case .mlp:
             return 6 * mlp([mlpDenseFeatures] + hidden + [1])
         case .dlrm:
-            let slots = categoricalFields + 1
-            let inter = Double(slots * (slots - 1) / 2 * embeddingDim)
-            return 6 * (mlp([denseInputs] + bottom + [embeddingDim])
-                        + mlp([embeddingDim + slots * (slots - 1) / 2] + top + [1]) + inter)
+            let slots = interactionSlots
+            let pairs = slots * (slots - 1) / 2
+            let inter = Double(pairs * embeddingDim)
+            let bottomFlops = denseInputs > 0 ? mlp([denseInputs] + bottom + [embeddingDim]) : 0
+            return 6 * (bottomFlops + mlp([(denseInputs > 0 ? embeddingDim : 0) + pairs] + top + [1]) + inter)
         }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case kind, hidden, mlpDenseFeatures, denseInputs, categoricalFields, hashBuckets, vocabularySizes,
+             denseTransform, embeddingDim, bottom, top, initializer
+    }
+
+    /// Decodes a configuration; `vocabularySizes` and `denseTransform` may be absent (checkpoints
+    /// written before prepared datasets existed), meaning raw hashes and log1p.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        kind = try c.decode(ModelKind.self, forKey: .kind)
+        hidden = try c.decode([Int].self, forKey: .hidden)
+        mlpDenseFeatures = try c.decode(Int.self, forKey: .mlpDenseFeatures)
+        denseInputs = try c.decode(Int.self, forKey: .denseInputs)
+        categoricalFields = try c.decode(Int.self, forKey: .categoricalFields)
+        hashBuckets = try c.decode(Int.self, forKey: .hashBuckets)
+        vocabularySizes = try c.decodeIfPresent([Int].self, forKey: .vocabularySizes)
+        denseTransform = try c.decodeIfPresent(DenseTransform.self, forKey: .denseTransform) ?? .log1p
+        embeddingDim = try c.decode(Int.self, forKey: .embeddingDim)
+        bottom = try c.decode([Int].self, forKey: .bottom)
+        top = try c.decode([Int].self, forKey: .top)
+        initializer = try c.decode(Initializer.self, forKey: .initializer)
     }
 }
 
 /// The transform DLRM applies to Criteo's counts: log(1 + max(x, 0)).
 @inline(__always)
 public func logTransform(_ x: Float) -> Float { log1pf(max(x, 0)) }
+
+extension DenseTransform {
+    /// The transformed value of one raw dense input.
+    @inline(__always)
+    public func apply(_ x: Float) -> Float {
+        switch self {
+        case .log1p: return logTransform(x)
+        case .identity: return x
+        }
+    }
+}
 
 /// A model with explicit forward and backward passes over externally owned flat buffers.
 ///
@@ -187,9 +249,9 @@ public final class MLPModel: RecModel {
     public func forward(_ batch: BatchView, parameters: UnsafePointer<Float>,
                         embeddingTable: UnsafePointer<Float>) -> UnsafePointer<Float> {
         precondition(batch.count <= maxBatch && batch.denseWidth == config.denseInputs)
-        let k = config.mlpDenseFeatures, x = input.pointer
+        let k = config.mlpDenseFeatures, x = input.pointer, transform = config.denseTransform
         for b in 0..<batch.count {
-            for j in 0..<k { x[b * k + j] = logTransform(batch.dense[b * batch.denseWidth + j]) }
+            for j in 0..<k { x[b * k + j] = transform.apply(batch.dense[b * batch.denseWidth + j]) }
         }
         stack.forward(x: x, batch: batch.count, parameters: parameters)
         return UnsafePointer(stack.output)
@@ -208,43 +270,52 @@ public final class MLPModel: RecModel {
 ///     dense (13) -> log1p -> bottom MLP 13-512-256-64-16 (relu) ---------------------\
 ///     26 categorical -> hashed embeddings (26 x 16) -> dot interaction of the 27 vectors (351)
 ///     [bottom output (16), interaction (351)] = 367 -> top MLP 367-512-256-1 (relu, then linear) -> logit
+///
+/// Any numbers of dense inputs and categorical fields work the same way, with per-field table
+/// sizes (`ModelConfig.vocabularySizes`) for prepared datasets. With no dense inputs there is no
+/// bottom MLP: the interaction is over the embeddings alone and the top MLP reads the pairs only.
 public final class DLRMModel: RecModel {
     public let config: ModelConfig
     public let layout: ParameterLayout
     public let embeddings: EmbeddingTables?
     public let maxBatch: Int
     let tables: EmbeddingTables
-    let bottom: MLPStack
+    let bottom: MLPStack?         // nil when there are no dense inputs
     let top: MLPStack
     let interaction: DotInteraction
-    let denseInput: FloatBuffer   // (maxBatch, 13), log-transformed
-    let t: FloatBuffer            // (maxBatch, 27, dim): bottom output then embeddings
-    let dT: FloatBuffer           // (maxBatch, 27, dim)
-    let interOut: FloatBuffer     // (maxBatch, dim + 351)
-    let dInterOut: FloatBuffer    // (maxBatch, dim + 351)
-    let rows: UnsafeMutablePointer<Int32>   // (maxBatch, 26) rows looked up by the last forward
+    let firstEmbeddingSlot: Int   // 1 with a bottom MLP (slot 0 is its output), else 0
+    let denseInput: FloatBuffer   // (maxBatch, denseInputs), transformed
+    let t: FloatBuffer            // (maxBatch, slots, dim): bottom output (if any), then embeddings
+    let dT: FloatBuffer           // (maxBatch, slots, dim)
+    let interOut: FloatBuffer     // (maxBatch, interaction.outputSize)
+    let dInterOut: FloatBuffer    // (maxBatch, interaction.outputSize)
+    let rows: UnsafeMutablePointer<Int32>   // (maxBatch, fields) rows looked up by the last forward
 
     public init(config: ModelConfig, maxBatch: Int) {
         precondition(config.kind == .dlrm)
+        precondition(config.interactionSlots >= 2, "dlrm needs at least two of: dense inputs, categorical fields")
         self.config = config
         self.maxBatch = maxBatch
         let dim = config.embeddingDim, fields = config.categoricalFields
-        tables = EmbeddingTables(fields: fields, buckets: config.hashBuckets, dim: dim)
+        let hasBottom = config.denseInputs > 0
+        tables = config.embeddingTables
         embeddings = tables
-        interaction = DotInteraction(slots: fields + 1, dim: dim)
+        let slots = config.interactionSlots
+        interaction = DotInteraction(slots: slots, dim: dim, passthrough: hasBottom)
+        firstEmbeddingSlot = hasBottom ? 1 : 0
         var layout = ParameterLayout()
-        bottom = MLPStack("bottom", sizes: [config.denseInputs] + config.bottom + [dim],
-                          lastActivation: .relu, maxBatch: maxBatch, layout: &layout)
+        bottom = hasBottom ? MLPStack("bottom", sizes: [config.denseInputs] + config.bottom + [dim],
+                                      lastActivation: .relu, maxBatch: maxBatch, layout: &layout) : nil
         top = MLPStack("top", sizes: [interaction.outputSize] + config.top + [1],
                        lastActivation: .linear, maxBatch: maxBatch, layout: &layout)
         self.layout = layout
         denseInput = FloatBuffer(count: maxBatch * config.denseInputs)
-        t = FloatBuffer(count: maxBatch * (fields + 1) * dim)
-        dT = FloatBuffer(count: maxBatch * (fields + 1) * dim)
+        t = FloatBuffer(count: maxBatch * slots * dim)
+        dT = FloatBuffer(count: maxBatch * slots * dim)
         interOut = FloatBuffer(count: maxBatch * interaction.outputSize)
         dInterOut = FloatBuffer(count: maxBatch * interaction.outputSize)
-        rows = .allocate(capacity: maxBatch * fields)
-        rows.initialize(repeating: 0, count: maxBatch * fields)
+        rows = .allocate(capacity: max(maxBatch * fields, 1))
+        rows.initialize(repeating: 0, count: max(maxBatch * fields, 1))
     }
 
     deinit { rows.deallocate() }
@@ -252,7 +323,7 @@ public final class DLRMModel: RecModel {
     public func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>,
                            seed: UInt64) {
         var rng = RNG(seed: seed, stream: 1)
-        bottom.initialize(parameters, with: config.initializer, rng: &rng)
+        bottom?.initialize(parameters, with: config.initializer, rng: &rng)
         top.initialize(parameters, with: config.initializer, rng: &rng)
         var embeddingRNG = RNG(seed: seed, stream: 2)
         tables.initialize(embeddingTable, rng: &embeddingRNG)
@@ -263,13 +334,15 @@ public final class DLRMModel: RecModel {
         let n = batch.count, dim = config.embeddingDim, slots = interaction.slots
         precondition(n <= maxBatch && batch.denseWidth == config.denseInputs
                      && batch.categoricalWidth == config.categoricalFields)
-        let x = denseInput.pointer, width = config.denseInputs
-        for i in 0..<(n * width) { x[i] = logTransform(batch.dense[i]) }
-        bottom.forward(x: x, batch: n, parameters: parameters)
-        let bottomOut = bottom.output
-        for b in 0..<n { (t.pointer + b * slots * dim).update(from: bottomOut + b * dim, count: dim) }
+        if let bottom {
+            let x = denseInput.pointer, width = config.denseInputs, transform = config.denseTransform
+            for i in 0..<(n * width) { x[i] = transform.apply(batch.dense[i]) }
+            bottom.forward(x: x, batch: n, parameters: parameters)
+            let bottomOut = bottom.output
+            for b in 0..<n { (t.pointer + b * slots * dim).update(from: bottomOut + b * dim, count: dim) }
+        }
         tables.lookup(categorical: batch.categorical, batch: n, table: embeddingTable, out: t.pointer,
-                      slots: slots, firstSlot: 1, rows: rows)
+                      slots: slots, firstSlot: firstEmbeddingSlot, rows: rows)
         interaction.forward(t: t.pointer, out: interOut.pointer, batch: n)
         top.forward(x: interOut.pointer, batch: n, parameters: parameters)
         return UnsafePointer(top.output)
@@ -285,11 +358,11 @@ public final class DLRMModel: RecModel {
         interaction.backward(t: t.pointer, dOut: dInterOut.pointer, dT: dT.pointer, batch: n)
         for b in 0..<n {
             let src = dT.pointer + b * slots * dim
-            (bottom.dOutput + b * dim).update(from: src, count: dim)
-            (sparse.values + b * fields * dim).update(from: src + dim, count: fields * dim)
+            if let bottom { (bottom.dOutput + b * dim).update(from: src, count: dim) }
+            (sparse.values + b * fields * dim).update(from: src + firstEmbeddingSlot * dim, count: fields * dim)
         }
         sparse.rows.update(from: rows, count: n * fields)
         sparse.count = n * fields
-        bottom.backward(x: denseInput.pointer, dx: nil, batch: n, parameters: parameters, gradients: gradients)
+        bottom?.backward(x: denseInput.pointer, dx: nil, batch: n, parameters: parameters, gradients: gradients)
     }
 }

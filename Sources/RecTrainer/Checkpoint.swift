@@ -6,7 +6,7 @@ import RecData
 ///
 /// A checkpoint is a directory `step-NNNNNNNN` under the checkpoint root, holding
 /// - `model.safetensors`: the dense tensors by layout name, and each field's embedding table as
-///   `embedding.C<k>` with shape (buckets, dim); metadata carries the model configuration;
+///   `embedding.C<k>` with shape (rows, dim); metadata carries the model configuration;
 /// - `optimizer.safetensors`: the optimizer's state buffers (momentum, Adam moments, Adagrad
 ///   accumulators, dense and embedding);
 /// - `trainer.json`: format version, step, epoch and data position (training rows consumed in
@@ -84,8 +84,8 @@ public enum Checkpoint {
             }
             if let t = buffers.tables {
                 for f in 0..<t.fields {
-                    model.append(SafeTensors.Source(name: "embedding.C\(f + 1)", shape: [t.buckets, t.dim],
-                        values: UnsafeBufferPointer(start: buffers.embeddingTable.pointer + f * t.buckets * t.dim, count: t.buckets * t.dim)))
+                    model.append(SafeTensors.Source(name: "embedding.C\(f + 1)", shape: [t.rows(field: f), t.dim],
+                        values: UnsafeBufferPointer(start: buffers.embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim)))
                 }
             }
             let sorted = JSONEncoder()
@@ -237,8 +237,8 @@ public enum Checkpoint {
         }
         if let t = buffers.tables {
             for f in 0..<t.fields {
-                expected.append(("embedding.C\(f + 1)", [t.buckets, t.dim],
-                                 UnsafeMutableBufferPointer(start: buffers.embeddingTable.pointer + f * t.buckets * t.dim, count: t.buckets * t.dim)))
+                expected.append(("embedding.C\(f + 1)", [t.rows(field: f), t.dim],
+                                 UnsafeMutableBufferPointer(start: buffers.embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim)))
             }
         }
         guard Set(entries.keys) == Set(expected.map(\.0)) else {
@@ -337,8 +337,8 @@ extension Checkpoint {
             }
             if let t = tables {
                 for f in 0..<t.fields {
-                    expected.append(("embedding.C\(f + 1)", [t.buckets, t.dim],
-                                     UnsafeMutableBufferPointer(start: embeddingTable.pointer + f * t.buckets * t.dim, count: t.buckets * t.dim)))
+                    expected.append(("embedding.C\(f + 1)", [t.rows(field: f), t.dim],
+                                     UnsafeMutableBufferPointer(start: embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim)))
                 }
             }
             for (name, shape, destination) in expected {

@@ -67,7 +67,8 @@ extension Trainer {
             let row = Int(sparse.rows[best / sparse.dim]), k = best % sparse.dim
             var analytic = 0.0   // a row may appear several times in a batch
             for pair in 0..<sparse.count where Int(sparse.rows[pair]) == row { analytic += Double(sparse.values[pair * sparse.dim + k]) }
-            checks.append(("embedding field C\(row / tables.buckets + 1) row \(row % tables.buckets)[\(k)]", analytic,
+            let field = tables.field(ofRow: row)
+            checks.append(("embedding field C\(field + 1) row \(row - tables.firstRow(field: field))[\(k)]", analytic,
                            numeric(embeddingTable.pointer + row * tables.dim + k)))
         }
         var failures: [String] = []

@@ -27,6 +27,8 @@ public struct EvaluationRecord: Codable, Sendable {
     public var backward_ms: Double?
     public var communication_ms: Double?
     public var optimizer_ms: Double?
+    /// Mean time a step waited for its batch (prepared datasets are prefetched on a thread).
+    public var data_wait_ms: Double?
 }
 
 /// What a finished run reports.
@@ -56,7 +58,7 @@ final class RowStore {
         dense = FloatBuffer(count: rows.dense.count)
         dense.assign(rows.dense)
         categorical = .allocate(capacity: max(rows.categorical.count, 1))
-        rows.categorical.withUnsafeBufferPointer { categorical.initialize(from: $0.baseAddress!, count: $0.count) }
+        rows.categorical.withUnsafeBufferPointer { if let base = $0.baseAddress { categorical.initialize(from: base, count: $0.count) } }
     }
 
     deinit { categorical.deallocate() }
@@ -105,7 +107,9 @@ public final class Trainer {
         /// shard of the rest of that epoch, and its rows.
         var resumeShard: BlockCyclicShard?
         var resumeRows: RowStore?
-        var eval: CriteoRows          // rank 0 only; empty elsewhere
+        /// A prepared dataset's batches (then `train` holds no rows and the shards count positions).
+        var prepared: PreparedBatchLoader?
+        var eval: FeatureRowsBuffer   // rank 0 only; empty elsewhere
         var oracle: [Double]?         // true probabilities of the eval rows, when a side file exists
         var totalTrainRows: Int
     }
@@ -136,6 +140,7 @@ public final class Trainer {
     }
 
     private func loadLocal(resumeOffset: Int) throws -> LoadedData {
+        if config.usesPreparedData { return try loadPrepared(resumeOffset: resumeOffset) }
         let file = try MappedFile(path: config.dataPath)
         let rowCount = CriteoTSV.countRows(file)
         let split = config.evalPath == nil
@@ -174,7 +179,7 @@ public final class Trainer {
         }
         logger.debug("loaded \(train.count) training rows (of \(split.train.count)) and \(eval.count) evaluation rows in \(fmt(Date().timeIntervalSince(start), 2)) s")
         return LoadedData(train: RowStore(train), shard: shard, resumeShard: resumeShard, resumeRows: resumeRows,
-                          eval: eval, oracle: oracle, totalTrainRows: split.train.count)
+                          prepared: nil, eval: FeatureRowsBuffer(eval), oracle: oracle, totalTrainRows: split.train.count)
     }
 
     // MARK: - Resume
@@ -265,6 +270,7 @@ public final class Trainer {
 
         let resumed = try resumeState(into: buffers)
         let data = try loadData(resumeOffset: resumed?.epochRowOffset ?? 0)
+        defer { data.prepared?.stop() }
 
         // Replicas start identical: rank 0 initializes (or has loaded the checkpoint), everyone
         // receives its values.
@@ -385,8 +391,9 @@ public final class Trainer {
                 : (data.resumeShard!, data.resumeRows!, 0)
             for epochStep in firstStep..<epochShard.stepsPerEpoch {
                 let stepStart = DispatchTime.now().uptimeNanoseconds
-                let batch = rows.batch(epochShard.localRange(step: epochStep))
-                let globalCount = epochShard.globalBatchCount(step: epochStep)
+                let (batch, globalCount) = data.prepared?.batch(epoch: epoch, offset: offset)
+                    ?? (rows.batch(epochShard.localRange(step: epochStep)), epochShard.globalBatchCount(step: epochStep))
+                timing.dataWait += DispatchTime.now().uptimeNanoseconds - stepStart
 
                 // Forward, loss, backward on this rank's rows.
                 gradients.zero()
@@ -521,10 +528,10 @@ public final class Trainer {
                                               embeddingTable: embeddingTable.pointer)
         var evaluation = BinaryEvaluation()
         predictions.withUnsafeBufferPointer { p in
-            data.eval.labels.withUnsafeBufferPointer { l in evaluation.append(probabilities: p, labels: l) }
+            evaluation.append(probabilities: p, labels: UnsafeBufferPointer(start: data.eval.labels, count: data.eval.count))
         }
         let summary = evaluation.summary()
-        let oracleAUC = data.oracle.flatMap { Metrics.auc(scores: $0, labels: data.eval.labels) }
+        let oracleAUC = data.oracle.flatMap { Metrics.auc(scores: $0, labels: data.eval.labelArray) }
         let record = EvaluationRecord(step: step, epoch: epoch, samples: samples, train_loss: trainLoss,
                                       auc: summary.auc, logloss: summary.logloss, accuracy: summary.accuracy,
                                       mean_prediction: summary.meanPrediction, mean_label: summary.meanLabel,
@@ -538,28 +545,23 @@ public final class Trainer {
     }
 
     /// Probabilities for `rows`, in batches of the model's capacity.
-    public static func predictions(model: any RecModel, rows: CriteoRows, parameters: UnsafePointer<Float>,
+    public static func predictions(model: any RecModel, rows: FeatureRowsBuffer, parameters: UnsafePointer<Float>,
                                    embeddingTable: UnsafePointer<Float>) -> [Float] {
         var out = [Float](repeating: 0, count: rows.count)
-        rows.labels.withUnsafeBufferPointer { labels in
-            rows.dense.withUnsafeBufferPointer { dense in
-                rows.categorical.withUnsafeBufferPointer { categorical in
-                    var start = 0
-                    while start < rows.count {
-                        let n = min(model.maxBatch, rows.count - start)
-                        let batch = BatchView(count: n, labels: labels.baseAddress! + start,
-                                              dense: dense.baseAddress! + start * CriteoFormat.denseCount,
-                                              denseWidth: CriteoFormat.denseCount,
-                                              categorical: categorical.baseAddress! + start * CriteoFormat.categoricalCount,
-                                              categoricalWidth: CriteoFormat.categoricalCount)
-                        let logits = model.forward(batch, parameters: parameters, embeddingTable: embeddingTable)
-                        for i in 0..<n { out[start + i] = Loss.sigmoid(logits[i]) }
-                        start += n
-                    }
-                }
-            }
+        var start = 0
+        while start < rows.count {
+            let n = min(model.maxBatch, rows.count - start)
+            let logits = model.forward(rows.view(start..<(start + n)), parameters: parameters, embeddingTable: embeddingTable)
+            for i in 0..<n { out[start + i] = Loss.sigmoid(logits[i]) }
+            start += n
         }
         return out
+    }
+
+    /// Probabilities for Criteo rows (13 dense, 26 hashed categorical fields).
+    public static func predictions(model: any RecModel, rows: CriteoRows, parameters: UnsafePointer<Float>,
+                                   embeddingTable: UnsafePointer<Float>) -> [Float] {
+        predictions(model: model, rows: FeatureRowsBuffer(rows), parameters: parameters, embeddingTable: embeddingTable)
     }
 
     // MARK: - Metrics log
@@ -593,9 +595,29 @@ public final class Trainer {
 func fmt(_ x: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", x) }
 func ms(_ nanoseconds: UInt64) -> String { String(format: "%.3f", Double(nanoseconds) / 1e6) }
 
+/// The process's peak resident set size so far, in MB: VmHWM from /proc/self/status on Linux
+/// (getrusage's ru_maxrss would include the parent's size when the process was spawned, as exec
+/// keeps the high-water mark of the image it replaces).
+func peakResidentMegabytes() -> Int {
+    #if os(Linux)
+    if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+       let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "") {
+        return kilobytes / 1024
+    }
+    return 0
+    #else
+    var usage = rusage()
+    getrusage(RUSAGE_SELF, &usage)
+    return Int(usage.ru_maxrss) / (1024 * 1024)   // bytes on macOS
+    #endif
+}
+
 /// Cumulative step-time breakdown.
 struct StepTiming {
     var forward: UInt64 = 0, backward: UInt64 = 0, communication: UInt64 = 0, optimizer: UInt64 = 0, total: UInt64 = 0
+    /// Time the step waited for its batch (prefetching keeps it near zero when the disk is warm).
+    var dataWait: UInt64 = 0
     var steps = 0
     private var mark = (forward: UInt64(0), backward: UInt64(0), communication: UInt64(0), optimizer: UInt64(0))
     var lastForward: UInt64 { forward - mark.forward }
@@ -614,14 +636,15 @@ struct StepTiming {
         record.backward_ms = mean(backward, earlier.backward)
         record.communication_ms = mean(communication, earlier.communication)
         record.optimizer_ms = mean(optimizer, earlier.optimizer)
+        record.data_wait_ms = mean(dataWait, earlier.dataWait)
     }
 
     func summary() -> String {
         let n = Double(max(steps, 1)) * 1e6
-        let other = total - min(total, forward + backward + communication + optimizer)
+        let other = total - min(total, dataWait + forward + backward + communication + optimizer)
         return "step time (mean over \(steps) steps): " +
-            String(format: "total %.3f ms = forward %.3f + backward %.3f + communication %.3f + optimizer %.3f + other %.3f",
-                   Double(total) / n, Double(forward) / n, Double(backward) / n, Double(communication) / n,
-                   Double(optimizer) / n, Double(other) / n)
+            String(format: "total %.3f ms = data wait %.3f + forward %.3f + backward %.3f + communication %.3f + optimizer %.3f + other %.3f; peak resident memory %d MB",
+                   Double(total) / n, Double(dataWait) / n, Double(forward) / n, Double(backward) / n,
+                   Double(communication) / n, Double(optimizer) / n, Double(other) / n, peakResidentMegabytes())
     }
 }

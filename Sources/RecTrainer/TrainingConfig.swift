@@ -3,7 +3,8 @@ import RecCore
 
 /// Everything a training run needs to know, gathered and validated by the CLI.
 public struct TrainingConfig: Sendable, Codable, Equatable {
-    /// Criteo-format TSV with the training rows (and the evaluation rows, unless `evalPath`).
+    /// Criteo-format TSV with the training rows (and the evaluation rows, unless `evalPath`), or a
+    /// prepared dataset directory (`rec-dist prepare`).
     public var dataPath: String
     /// A separate evaluation file; when nil, the last `evalFraction` of `dataPath` is held out.
     public var evalPath: String?
@@ -45,6 +46,8 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var skipNonFinite: Bool = false
     /// Keep training when a checkpoint cannot be written (default: stop, the previous checkpoint intact).
     public var continueOnCheckpointFailure: Bool = false
+    /// How a prepared dataset is read (shuffling, evaluation split, memory); nil: the defaults.
+    public var preparedData: PreparedDataOptions?
 
     public init(dataPath: String, model: ModelConfig, optimizer: OptimizerConfig) {
         self.dataPath = dataPath

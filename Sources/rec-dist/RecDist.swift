@@ -17,7 +17,7 @@ struct RecDist: ParsableCommand {
         (or `./launch.sh -np N -- train ...`, which sets the right mpirun flags for this machine).
         """,
         version: "0.1.0",
-        subcommands: [Synth.self, Train.self, Predict.self, ReportCommand.self])
+        subcommands: [Synth.self, Prepare.self, Train.self, Predict.self, ReportCommand.self])
 
     /// Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
     /// "try again later"; `--auto-resume` continues it).
@@ -100,7 +100,7 @@ struct Train: ParsableCommand {
           mpirun -np 2 rec-dist train --data data/synth.tsv --model dlrm --optimizer adagrad --lr 0.01
         """)
 
-    @Option(help: "Training data: a Criteo-format TSV (label, I1-I13, C1-C26).")
+    @Option(help: "Training data: a Criteo-format TSV (label, I1-I13, C1-C26), or a directory written by `rec-dist prepare`.")
     var data: String
     @Option(help: "A separate evaluation file (default: hold out the last --eval-fraction of --data).")
     var eval: String?
@@ -172,6 +172,7 @@ struct Train: ParsableCommand {
     var blasThreads: Int = 1
     @Option(help: "Abort the job when a collective waits this many seconds for the other ranks, naming the missing ranks (0: off). Set it above the longest evaluation, checkpoint or data-loading skew.")
     var collectiveTimeout: Double = 0
+    @OptionGroup var preparedData: PreparedDataFlags
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -239,6 +240,7 @@ struct Train: ParsableCommand {
         config.autoResume = autoResume
         config.skipNonFinite = skipNonfinite
         config.continueOnCheckpointFailure = continueOnCheckpointFailure
+        config.preparedData = preparedData.options
         return config
     }
 
@@ -261,7 +263,16 @@ struct Train: ParsableCommand {
         if debug && rank == 0 {
             logger.info("debug mode: \(communicator.size) rank(s) on \(communicator.processorName), OpenBLAS \(GEMM.coreName) with \(GEMM.threads) thread(s)")
         }
-        let config = makeConfig()
+        let config: TrainingConfig
+        do {
+            config = try makeConfig().resolvingPreparedData()   // a prepared dataset shapes the model
+        } catch {
+            // Every rank reads the same manifest, but if only this one failed the others must not wait.
+            printError("\(error)", rank: rank)
+            if communicator.size > 1 { communicator.abort(code: 1) }
+            communicator.finalize()
+            throw ExitCode.failure
+        }
         let trainer = Trainer(config: config, communicator: communicator, logger: logger)
         do {
             let result = try trainer.run()

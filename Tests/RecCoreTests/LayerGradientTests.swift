@@ -162,21 +162,22 @@ struct LayerGradientTests {
         #expect(Array(out2[8..<16]) == [2, 20] + first[2...].map { 4 * $0 })
     }
 
-    @Test("DotInteraction forward and dT", arguments: [(27, 4, 3), (5, 3, 2), (2, 1, 1)])
-    func dotInteraction(slots: Int, dim: Int, batch: Int) {
+    @Test("DotInteraction forward and dT",
+          arguments: [(27, 4, 3, true), (5, 3, 2, true), (2, 1, 1, true), (4, 3, 2, false), (2, 2, 3, false)])
+    func dotInteraction(slots: Int, dim: Int, batch: Int, passthrough: Bool) {
         var rng = RNG(seed: UInt64(7 * slots + dim))
-        let inter = DotInteraction(slots: slots, dim: dim)
-        let width = dim + slots * (slots - 1) / 2
+        let inter = DotInteraction(slots: slots, dim: dim, passthrough: passthrough)
+        let width = (passthrough ? dim : 0) + slots * (slots - 1) / 2
         #expect(inter.outputSize == width)
         let t = GradCheck.floats(batch * slots * dim, &rng)
         let c = GradCheck.floats(batch * width, &rng)
 
-        // Reference: for each example, [t0, then t_i · t_j for i in 1..<slots, j in 0..<i].
+        // Reference: for each example, [t0 (with passthrough), then t_i · t_j for i in 1..<slots, j in 0..<i].
         func reference(_ t: [Double]) -> [Double] {
             var out: [Double] = []
             for b in 0..<batch {
                 func v(_ s: Int, _ k: Int) -> Double { t[(b * slots + s) * dim + k] }
-                for k in 0..<dim { out.append(v(0, k)) }
+                if passthrough { for k in 0..<dim { out.append(v(0, k)) } }
                 for i in 1..<slots {
                     for j in 0..<i { out.append((0..<dim).reduce(0) { $0 + v(i, $1) * v(j, $1) }) }
                 }
@@ -232,6 +233,25 @@ struct LayerGradientTests {
         // Two buckets: every non-missing hash shares id 1.
         let two = EmbeddingTables(fields: 2, buckets: 2, dim: 1)
         #expect(two.row(field: 1, hash: 0) == 2 && two.row(field: 1, hash: 12345) == 3)
+    }
+
+    @Test("EmbeddingTables with per-field sizes and direct ids")
+    func embeddingDirectRows() {
+        let tables = EmbeddingTables(rowsPerField: [3, 1, 10], dim: 2, indexing: .direct)
+        #expect(tables.fields == 3 && tables.rowCount == 14)
+        #expect((0..<3).map { tables.firstRow(field: $0) } == [0, 3, 4])
+        #expect((0..<3).map { tables.rows(field: $0) } == [3, 1, 10])
+        #expect(tables.row(field: 0, value: 2) == 2)
+        #expect(tables.row(field: 1, value: 0) == 3)
+        #expect(tables.row(field: 2, value: 0) == 4 && tables.row(field: 2, value: 9) == 13)
+        #expect((0..<14).map { tables.field(ofRow: $0) } == [0, 0, 0, 1] + Array(repeating: 2, count: 10))
+        // Hashed tables with per-field sizes: 1 + h mod (rows - 1) inside each field's range.
+        let hashed = EmbeddingTables(rowsPerField: [5, 2, 100], dim: 1, indexing: .hashed)
+        #expect(hashed.row(field: 0, value: 0) == 0 && hashed.row(field: 0, value: 9) == 1 + 9 % 4)
+        #expect(hashed.row(field: 1, value: 77) == 5 + 1)
+        #expect(hashed.row(field: 2, value: 1000) == 7 + 1 + 1000 % 99)
+        // A uniform hashed table is the Criteo TSV layout.
+        #expect(EmbeddingTables(fields: 2, buckets: 4, dim: 3) == EmbeddingTables(rowsPerField: [4, 4], dim: 3, indexing: .hashed))
     }
 
     @Test("EmbeddingTables lookup places rows at the given slots")

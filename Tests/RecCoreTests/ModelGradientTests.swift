@@ -100,11 +100,15 @@ struct ReferenceModel {
         return h
     }
 
-    /// log(1 + max(x, 0)) of the first `k` dense features: (n, k).
+    /// log(1 + max(x, 0)) (or the value itself, for the identity transform) of the first `k`
+    /// dense features: (n, k).
     func denseInput(_ k: Int) -> [Double] {
         var x: [Double] = []
         for b in 0..<batch.count {
-            for j in 0..<k { x.append(log1p(max(Double(batch.dense[b * batch.denseWidth + j]), 0))) }
+            for j in 0..<k {
+                let v = Double(batch.dense[b * batch.denseWidth + j])
+                x.append(config.denseTransform == .log1p ? log1p(max(v, 0)) : v)
+            }
         }
         return x
     }
@@ -117,25 +121,28 @@ struct ReferenceModel {
                        reluLast: false, p: p, margin: &margin)
         case .dlrm:
             let dim = config.embeddingDim, fields = config.categoricalFields
-            let bottom = mlp("bottom", layers: config.bottom.count + 1, x: denseInput(config.denseInputs),
-                             reluLast: true, p: p, margin: &margin)
-            let tables = EmbeddingTables(fields: fields, buckets: config.hashBuckets, dim: dim)
+            let hasBottom = config.denseInputs > 0
+            let bottom = hasBottom ? mlp("bottom", layers: config.bottom.count + 1, x: denseInput(config.denseInputs),
+                                         reluLast: true, p: p, margin: &margin) : []
+            let tables = config.embeddingTables
             // Per example: [t0, then t_i · t_j for i in 1..<slots, j in 0..<i], where t0 is the
-            // bottom output and t_(1+f) field f's embedding row.
-            let slots = fields + 1, width = dim + slots * (slots - 1) / 2
+            // bottom output and t_(1+f) field f's embedding row. Without dense inputs there is no
+            // t0 and no pass-through: the slots are the fields' rows and the output is the pairs.
+            let first = hasBottom ? 1 : 0
+            let slots = fields + first, width = (hasBottom ? dim : 0) + slots * (slots - 1) / 2
             var interaction = [Double](repeating: 0, count: batch.count * width)
             bottom.withUnsafeBufferPointer { bottom in
                 e.withUnsafeBufferPointer { e in
                     interaction.withUnsafeMutableBufferPointer { out in
                         for b in 0..<batch.count {
-                            // Where vector s of example b starts: in `bottom` for s 0, in `e` otherwise.
+                            // Where vector s of example b starts: in `bottom` for the bottom slot, in `e` otherwise.
                             func vector(_ s: Int) -> UnsafePointer<Double> {
-                                if s == 0 { return bottom.baseAddress! + b * dim }
-                                let r = tables.row(field: s - 1, hash: batch.categorical[b * fields + s - 1])
+                                if hasBottom && s == 0 { return bottom.baseAddress! + b * dim }
+                                let r = tables.row(field: s - first, value: batch.categorical[b * fields + s - first])
                                 return e.baseAddress! + r * dim
                             }
                             var o = b * width
-                            for k in 0..<dim { out[o] = bottom[b * dim + k]; o += 1 }
+                            if hasBottom { for k in 0..<dim { out[o] = bottom[b * dim + k]; o += 1 } }
                             for i in 1..<slots {
                                 let vi = vector(i)
                                 for j in 0..<i {
@@ -201,25 +208,72 @@ struct ModelUnderTest {
     }
 }
 
-struct ModelGradientTests {
-    static func config(_ kind: ModelKind) -> ModelConfig {
-        var config = ModelConfig(kind: kind)
-        switch kind {
-        case .mlp:
+/// The model shapes under test: the two Criteo models on raw hashes, and the shapes a prepared
+/// dataset gives (per-field vocabulary sizes with direct ids, already-transformed dense values,
+/// other field counts, no dense inputs at all).
+enum ModelVariant: String, CaseIterable, CustomTestStringConvertible {
+    case mlp, dlrm, mlpPrepared, dlrmPrepared, dlrmNoDense
+
+    var testDescription: String { rawValue }
+
+    var config: ModelConfig {
+        switch self {
+        case .mlp, .mlpPrepared:
+            var config = ModelConfig(kind: .mlp)
             config.hidden = [6, 5]
             config.mlpDenseFeatures = 10
-        case .dlrm:
+            if self == .mlpPrepared {
+                config.denseInputs = 11
+                config.categoricalFields = 3
+                config.denseTransform = .identity
+            }
+            return config
+        case .dlrm, .dlrmPrepared, .dlrmNoDense:
+            var config = ModelConfig(kind: .dlrm)
             config.hashBuckets = 50
             config.embeddingDim = 4
             config.bottom = [8]
             config.top = [8]
+            if self == .dlrmPrepared {
+                config.denseInputs = 3
+                config.categoricalFields = 5
+                config.vocabularySizes = [2, 9, 50, 5, 17]
+                config.denseTransform = .identity
+            } else if self == .dlrmNoDense {
+                config.denseInputs = 0
+                config.categoricalFields = 4
+                config.vocabularySizes = [3, 7, 60, 2]
+                config.denseTransform = .identity
+            }
+            return config
         }
-        return config
     }
 
-    @Test("logits and every gradient against a Double reference", arguments: ModelKind.allCases)
-    func gradients(_ kind: ModelKind) {
-        let config = Self.config(kind)
+    /// A random batch for this variant (ids reduced below each table size when ids are direct).
+    func batch(count: Int, rng: inout RNG) -> ModelTestBatch {
+        let config = self.config
+        let batch = ModelTestBatch(count: count, denseWidth: config.denseInputs,
+                                   categoricalWidth: config.categoricalFields, rng: &rng)
+        if let sizes = config.vocabularySizes {
+            for b in 0..<count {
+                for f in sizes.indices {
+                    let i = b * sizes.count + f
+                    batch.categorical[i] = UInt32(UInt64(batch.categorical[i]) % UInt64(sizes[f]))
+                }
+            }
+        }
+        return batch
+    }
+}
+
+struct ModelGradientTests {
+    static func config(_ kind: ModelKind) -> ModelConfig {
+        kind == .mlp ? ModelVariant.mlp.config : ModelVariant.dlrm.config
+    }
+
+    @Test("logits and every gradient against a Double reference", arguments: ModelVariant.allCases)
+    func gradients(_ variant: ModelVariant) {
+        let config = variant.config, kind = config.kind
         let n = 5
         // maxBatch above n: a partial batch must work.
         let m = ModelUnderTest(config, maxBatch: 8, seed: 42)
@@ -229,8 +283,7 @@ struct ModelGradientTests {
         for entry in layout.entries where entry.name.hasSuffix(".bias") {
             for i in 0..<entry.count { m.parameters.pointer[entry.offset + i] = rng.uniform(-0.1, 0.1) }
         }
-        let batch = ModelTestBatch(count: n, denseWidth: config.denseInputs,
-                                   categoricalWidth: config.categoricalFields, rng: &rng)
+        let batch = variant.batch(count: n, rng: &rng)
         let reference = ReferenceModel(config: config, layout: layout, batch: batch)
         let p = m.parameters.toArray().map(Double.init)
         let e = m.table.toArray().map(Double.init)
@@ -242,7 +295,9 @@ struct ModelGradientTests {
             }
             switch kind {
             case .mlp: return names("mlp", config.hidden.count + 1)
-            case .dlrm: return names("bottom", config.bottom.count + 1) + names("top", config.top.count + 1)
+            case .dlrm:
+                return (config.denseInputs > 0 ? names("bottom", config.bottom.count + 1) : [])
+                    + names("top", config.top.count + 1)
             }
         }()
         #expect(Set(layout.entries.map(\.name)) == Set(expectedNames))
@@ -253,7 +308,7 @@ struct ModelGradientTests {
         let expectedLogits = reference.logits(p, e, margin: &margin)
         #expect(margin > 1e-4, "a ReLU input is within \(margin) of the kink: finite differences are unreliable, pick another seed")
         let logits = m.forward(batch)
-        GradCheck.expectClose(logits, expectedLogits, relative: 1e-4, floor: 1e-2, "\(kind) logits")
+        GradCheck.expectClose(logits, expectedLogits, relative: 1e-4, floor: 1e-2, "\(variant) logits")
 
         // Backward of the mean BCE.
         let gradients = FloatBuffer(count: layout.count)
@@ -268,7 +323,7 @@ struct ModelGradientTests {
             return "\(entry.name)[\(i - entry.offset)]"
         }
         GradCheck.expectClose(gradients.toArray(), numericDense, relative: 1e-3, floor: 1e-3,
-                              "\(kind) dense gradient", names: name)
+                              "\(variant) dense gradient", names: name)
         // Not vacuous: most parameters get a visible gradient.
         let visible = numericDense.filter { abs($0) > 1e-5 }.count
         #expect(visible * 2 > layout.count, "only \(visible) of \(layout.count) gradients are non-negligible")
@@ -283,7 +338,7 @@ struct ModelGradientTests {
         #expect(sparse.count == n * fields)
         var expectedRows: [Int] = []
         for b in 0..<n {
-            for f in 0..<fields { expectedRows.append(tables.row(field: f, hash: batch.categorical[b * fields + f])) }
+            for f in 0..<fields { expectedRows.append(tables.row(field: f, value: batch.categorical[b * fields + f])) }
         }
         #expect((0..<sparse.count).map { Int(sparse.rows[$0]) } == expectedRows)
         var summed: [Int: [Double]] = [:]
@@ -295,11 +350,11 @@ struct ModelGradientTests {
         }
         let touched = summed.keys.sorted()
         #expect(touched.count < n * fields, "the batch was meant to repeat rows")
-        #expect(touched.contains(tables.row(field: 1, hash: 0)), "the batch was meant to have a missing value")
+        #expect(touched.contains(tables.row(field: 1, value: 0)), "the batch was meant to have a missing value")
         let indices = touched.flatMap { r in (0..<dim).map { r * dim + $0 } }
         let numericRows = GradCheck.centralDifferences(e, indices: indices) { reference.loss(p, $0) }
         GradCheck.expectClose(touched.flatMap { summed[$0]! }, numericRows, relative: 1e-3, floor: 1e-3,
-                              "\(kind) embedding gradient",
+                              "\(variant) embedding gradient",
                               names: { "row \(touched[$0 / dim])[\($0 % dim)]" })
         let visibleRows = numericRows.filter { abs($0) > 1e-6 }.count
         #expect(visibleRows * 2 > numericRows.count, "only \(visibleRows) of \(numericRows.count) row gradients are non-negligible")

@@ -1,0 +1,519 @@
+import Foundation
+import RecCore
+
+/// The interaction pipeline of `prepare` (MovieLens, Taobao, Amazon, DIGINETICA, and csv data
+/// with --negatives or leave-last-out): every row is read into memory (its categorical keys,
+/// dense values, label and timestamp), side features are joined in, rows are split (per user for
+/// leave-last-out), vocabularies and statistics come from the training rows, and sampled
+/// negatives are written after each positive.
+///
+/// Negatives: for a positive of user u, an item is drawn uniformly from the items of the training
+/// split (seeded) and redrawn while it is a known positive of u (in any split); the negative row
+/// is the positive row with the item and its item-side fields (`FieldRole.itemFeature`, taken
+/// from the item's first training row) replaced, and label 0.
+final class InteractionPreparer {
+    let options: PrepareOptions
+    var layout: InputLayout
+    let files: [MappedFile]
+    let output: OutputDirectory
+    let log: @Sendable (String) -> Void
+    let keyMode: KeyMode
+
+    /// Columns that come from the input lines; the rest are joined side features.
+    var inputCategorical = 0
+    var inputDense = 0
+    var side: [SideTable] = []
+
+    // The rows: keys (n, C), dense (n, D), labels, timestamps, file and line of each.
+    var keys: [UInt64] = []
+    var dense: [Float] = []
+    var labels: [Float] = []
+    var timestamps: [Int64] = []
+    var fileOf: [Int32] = []
+    var lineOf: [Int32] = []
+    var count = 0
+    var counts: [String: Int] = [:]
+    var lines: [Int] = []
+    var headerLines: [Int] = []
+
+    init(options: PrepareOptions, layout: InputLayout, files: [MappedFile], output: OutputDirectory,
+         log: @escaping @Sendable (String) -> Void) {
+        self.options = options
+        self.layout = layout
+        self.files = files
+        self.output = output
+        self.log = log
+        if case .hash = options.encoding { keyMode = .criteoHash } else { keyMode = .key64 }
+    }
+
+    var c: Int { layout.categoricalNames.count }
+    var d: Int { layout.denseNames.count }
+
+    func run(start: Date) throws(DataError) -> (PreparedManifest, String?) {
+        inputCategorical = layout.categoricalNames.count
+        inputDense = layout.denseNames.count
+        try loadSideTables()
+        let badRows = BadRowLog(limit: options.maxBadRows, paths: options.inputs, rejectsPath: output.file("rejects.txt"))
+        try parseInputs(badRows)
+        guard count > 0 else {
+            throw DataError(file: options.inputs[0], message: "no rows: every line was a header or a bad row", hint: "check the --input files")
+        }
+        joinSideFeatures()
+        log("read \(count) interactions")
+
+        // Users and items (all rows), for the manifest.
+        var users = KeyTable(), items = KeyTable()
+        let u = layout.userField, it = layout.itemField
+        if let u, let it {
+            for r in 0..<count {
+                if keys[r * c + u] != 0 { users.add(keys[r * c + u]) }
+                if keys[r * c + it] != 0 { items.add(keys[r * c + it]) }
+            }
+        }
+
+        // Splits.
+        let split = assignSplits()
+        var trainRows = 0
+        for s in split where s == 0 { trainRows += 1 }
+        guard trainRows > 0 else {
+            throw DataError(file: options.inputs[0], message: "the training split is empty (\(count) rows)",
+                            hint: "check the split options")
+        }
+
+        // Vocabularies and statistics from the training rows.
+        var statistics = DenseStatistics(fields: d)
+        var tables = (0..<c).map { _ in KeyTable() }
+        let vocabulary = options.encoding.isVocabulary
+        dense.withUnsafeBufferPointer { values in
+            for r in 0..<count where split[r] == 0 {
+                if d > 0 { statistics.add(values.baseAddress! + r * d) }
+                if vocabulary {
+                    for f in 0..<c where keys[r * c + f] != 0 { tables[f].add(keys[r * c + f]) }
+                }
+            }
+        }
+        let mapper: CategoricalMapper
+        var distinct: [Int]?
+        switch options.encoding {
+        case .hash(let buckets):
+            mapper = CategoricalMapper(hashBuckets: buckets, fields: c)
+        case .vocabulary(let minCount):
+            let vocabularies = tables.map { FieldVocabulary(counts: $0, minCount: minCount) }
+            mapper = CategoricalMapper(vocabularies: vocabularies, minCount: minCount)
+            distinct = vocabularies.map(\.distinct)
+        }
+        tables = []
+        let transformer = DenseTransformer(kind: options.denseTransform, statistics: statistics)
+        let schema = StreamingPreparer.schema(layout: layout, options: options, mapper: mapper, distinct: distinct,
+                                              statistics: statistics)
+        let schemaHash = PreparedManifest.schemaHash(schema)
+
+        // Negative sampling: the training items, each with its first training row (item-side fields).
+        var itemIndex = KeyTable()
+        var universe: [UInt64] = [], representative: [Int] = []
+        var known = KeyTable()
+        if let u, let it {
+            for r in 0..<count {
+                let item = keys[r * c + it]
+                if split[r] == 0 && item != 0 && itemIndex.find(item) == nil {
+                    itemIndex.set(item, UInt32(universe.count))
+                    universe.append(item)
+                    representative.append(r)
+                }
+                if labels[r] == 1 { known.add(Self.pairKey(keys[r * c + u], item)) }
+            }
+        }
+        let wantsNegatives = options.negatives > 0 || (options.split == .leaveLastOut && options.evalNegatives > 0)
+        if wantsNegatives && universe.count < 2 {
+            throw DataError(file: options.inputs[0], message: "cannot sample negatives: the training split has \(universe.count) distinct item(s)")
+        }
+
+        // Write.
+        var writers: [PreparedSplitWriter] = []
+        for name in PreparedManifest.splitNames {
+            writers.append(try PreparedSplitWriter(path: output.file("\(name).rdp"), denseCount: d, categoricalCount: c,
+                                                   schemaHash: schemaHash, split: name, rowsPerGroup: options.rowsPerGroup))
+        }
+        var rng = RNG(seed: options.seed, stream: 0x6E65_6761_7469_7665)   // "negative"
+        let ids = UnsafeMutablePointer<UInt32>.allocate(capacity: max(c, 1))
+        let transformed = UnsafeMutablePointer<Float>.allocate(capacity: max(d, 1))
+        let negativeKeys = UnsafeMutablePointer<UInt64>.allocate(capacity: max(c, 1))
+        let negativeDense = UnsafeMutablePointer<Float>.allocate(capacity: max(d, 1))
+        defer {
+            ids.deallocate(); transformed.deallocate(); negativeKeys.deallocate(); negativeDense.deallocate()
+        }
+        var positives = [0, 0, 0]
+        var sampled = 0, unsampleable = 0
+        let itemSideCategorical = layout.categoricalRoles.indices.filter { layout.categoricalRoles[$0].isItemSide }
+        let itemSideDense = layout.denseRoles.indices.filter { layout.denseRoles[$0].isItemSide }
+        try keys.withUnsafeBufferPointer { (keyBuffer: UnsafeBufferPointer<UInt64>) throws(DataError) in
+            try dense.withUnsafeBufferPointer { (denseBuffer: UnsafeBufferPointer<Float>) throws(DataError) in
+                let keyBase = keyBuffer.baseAddress ?? UnsafePointer(negativeKeys)
+                let denseBase = denseBuffer.baseAddress ?? UnsafePointer(negativeDense)
+                func emit(split s: Int, label: Float, keys rowKeys: UnsafePointer<UInt64>, dense rowDense: UnsafePointer<Float>) throws(DataError) {
+                    mapper.map(rowKeys, into: ids)
+                    if d > 0 { transformer.apply(rowDense, transformed, count: d) }
+                    try writers[s].append(label: label, dense: transformed, categorical: ids)
+                    if label == 1 { positives[s] += 1 }
+                }
+                for r in 0..<count {
+                    let s = split[r]
+                    try emit(split: s, label: labels[r], keys: keyBase + r * c, dense: denseBase + r * d)
+                    guard labels[r] == 1, let u, let it else { continue }
+                    let k = s == 0 || options.split != .leaveLastOut ? options.negatives : options.evalNegatives
+                    if k == 0 { continue }
+                    let user = keyBase[r * c + u]
+                    for _ in 0..<k {
+                        var choice = -1
+                        for _ in 0..<100 {
+                            let j = rng.nextInt(below: universe.count)
+                            if known.find(Self.pairKey(user, universe[j])) == nil { choice = j; break }
+                        }
+                        guard choice >= 0 else { unsampleable += 1; continue }
+                        negativeKeys.update(from: keyBase + r * c, count: c)
+                        if d > 0 { negativeDense.update(from: denseBase + r * d, count: d) }
+                        let source = representative[choice]
+                        negativeKeys[it] = universe[choice]
+                        for f in itemSideCategorical { negativeKeys[f] = keyBase[source * c + f] }
+                        for j in itemSideDense { negativeDense[j] = denseBase[source * d + j] }
+                        try emit(split: s, label: 0, keys: negativeKeys, dense: negativeDense)
+                        sampled += 1
+                    }
+                }
+            }
+        }
+        if unsampleable > 0 { log("warning: \(unsampleable) negatives could not be sampled (users who rated nearly every item)") }
+        var headers: [PreparedSplitHeader] = []
+        for writer in writers { headers.append(try writer.finish()) }
+        let rejects = badRows.close()
+
+        let seconds = Date().timeIntervalSince(start)
+        let bytes = files.reduce(0) { $0 + $1.bytes.count }
+        let group = options.split == .leaveLastOut ? 1 + options.evalNegatives : nil
+        let manifest = PreparedManifest(
+            createdBy: "rec-dist prepare",
+            source: .init(format: options.format.rawValue, inputs: files.enumerated().map { i, file in
+                .init(path: file.path, bytes: file.bytes.count, lines: lines[i], headerLines: headerLines[i], badRows: badRows.perFile[i])
+            } + side.map { .init(path: $0.path, bytes: $0.bytes, lines: $0.lines, headerLines: $0.headerLines, badRows: 0) }),
+            options: options, schema: schema,
+            splits: PreparedManifest.splitNames.enumerated().map { k, name in
+                .init(name: name, file: "\(name).rdp", rows: headers[k].rows, positives: positives[k], groupSize: k == 0 ? nil : group)
+            },
+            statistics: .init(lines: count + badRows.count, badRows: badRows.count, rows: headers.reduce(0) { $0 + $1.rows },
+                              users: u == nil ? nil : users.count, items: it == nil ? nil : items.count,
+                              counts: counts.isEmpty ? nil : counts, sampledNegatives: sampled, seconds: seconds,
+                              megabytesPerSecond: Double(bytes) / 1e6 / max(seconds, 1e-9)),
+            schemaHash: hex64(schemaHash))
+        return (manifest, rejects)
+    }
+
+    /// A key for the (user, item) pair, never 0.
+    @inline(__always)
+    static func pairKey(_ user: UInt64, _ item: UInt64) -> UInt64 {
+        let h = Preparer.mix64(user &* 0x9E37_79B9_7F4A_7C15 ^ (item << 1 | item >> 63))
+        return h == 0 ? 1 : h
+    }
+
+    // MARK: - Reading
+
+    func parseInputs(_ badRows: BadRowLog) throws(DataError) {
+        let parser = RowParser(layout: layoutForInput, keyMode: keyMode)
+        var behaviorCounts: [UInt64: Int] = [:]
+        var ratingCounts: [Double: Int] = [:]
+        for (fileIndex, file) in files.enumerated() {
+            let chunk = TextInput.chunks(of: file, fileIndex: fileIndex, targetBytes: Int.max / 4, threads: 1)[0]
+            lines.append(chunk.lineCount)
+            var bad: [BadRow] = []
+            var headers = 0
+            var sequence: Int64 = 0
+            TextInput.forEachLine(in: chunk, of: file) { line, text in
+                if line == 1 && parser.isHeader(text) { headers = 1; return true }
+                if let problem = parser.parse(text, truncatedEnd: chunk.endsWithoutNewline && line == chunk.lineCount) {
+                    bad.append(BadRow(file: fileIndex, line: line, problem: problem, text: Array(text)))
+                    return bad.count + badRows.count <= options.maxBadRows
+                }
+                for f in 0..<inputCategorical { keys.append(parser.keys[f]) }
+                for _ in inputCategorical..<c { keys.append(0) }
+                for j in 0..<inputDense { dense.append(parser.dense[j]) }
+                for _ in inputDense..<d { dense.append(0) }
+                let y: Float
+                switch layout.label {
+                case .binary: y = parser.label
+                case .rating:
+                    y = options.label!.isPositive(parser.rating) ? 1 : 0
+                    ratingCounts[parser.rating, default: 0] += 1
+                case .behavior:
+                    y = options.positive!.contains { RowParser.key64(Array($0.utf8)) == parser.behaviorKey } ? 1 : 0
+                    behaviorCounts[parser.behaviorKey, default: 0] += 1
+                case .implicit: y = 1
+                }
+                labels.append(y)
+                // Without timestamps, the line order is the time order.
+                timestamps.append(layout.hasTimestamp ? parser.timestamp : sequence)
+                sequence += 1
+                fileOf.append(Int32(fileIndex))
+                lineOf.append(Int32(truncatingIfNeeded: line))
+                count += 1
+                return true
+            }
+            headerLines.append(headers)
+            try badRows.take(bad, write: true)
+        }
+        for name in RowParser.behaviorNames {
+            if let n = behaviorCounts[RowParser.key64(Array(name.utf8))] { counts[name] = n }
+        }
+        for (rating, n) in ratingCounts {
+            counts["rating=" + (rating == rating.rounded() ? String(Int(rating)) : String(rating))] = n
+        }
+    }
+
+    /// The layout of the input lines alone (before side features were appended).
+    var layoutForInput: InputLayout {
+        var l = layout
+        l.categoricalNames = Array(l.categoricalNames.prefix(inputCategorical))
+        l.categoricalRoles = Array(l.categoricalRoles.prefix(inputCategorical))
+        l.denseNames = Array(l.denseNames.prefix(inputDense))
+        l.denseRoles = Array(l.denseRoles.prefix(inputDense))
+        return l
+    }
+
+    /// The split of every row: 0 train, 1 valid, 2 test.
+    func assignSplits() -> [Int] {
+        var split = [Int](repeating: 0, count: count)
+        let v = options.validFraction, t = options.testFraction
+        switch options.split {
+        case .random:
+            for r in 0..<count {
+                let coin = Preparer.splitCoin(seed: options.seed, file: Int(fileOf[r]), line: Int(lineOf[r]))
+                split[r] = coin < 1 - v - t ? 0 : coin < 1 - t ? 1 : 2
+            }
+        case .contiguous:
+            let trainEnd = Int((Double(count) * (1 - v - t)).rounded())
+            let testEnd = trainEnd + Int((Double(count) * t).rounded())
+            for r in 0..<count { split[r] = r < trainEnd ? 0 : r < testEnd ? 2 : 1 }
+        case .time:
+            let sorted = timestamps.sorted()
+            func quantile(_ q: Double) -> Int64 {
+                let k = Int((Double(count) * q).rounded(.down))
+                return k >= count ? .max : sorted[k]
+            }
+            let validFrom = quantile(1 - v - t), testFrom = quantile(1 - t)
+            for r in 0..<count { split[r] = timestamps[r] < validFrom ? 0 : timestamps[r] < testFrom ? 1 : 2 }
+        case .files:
+            for r in 0..<count { split[r] = Int(fileOf[r]) }
+        case .leaveLastOut:
+            let u = layout.userField!
+            var byUser: [UInt64: [Int]] = [:]
+            for r in 0..<count where labels[r] == 1 { byUser[keys[r * c + u], default: []].append(r) }
+            for (_, rows) in byUser {
+                guard rows.count >= 2 else { continue }
+                let ordered = rows.sorted { timestamps[$0] != timestamps[$1] ? timestamps[$0] < timestamps[$1] : $0 < $1 }
+                split[ordered[ordered.count - 1]] = 2
+                if ordered.count >= 3 { split[ordered[ordered.count - 2]] = 1 }
+            }
+        }
+        return split
+    }
+
+    // MARK: - Side features
+
+    /// Features keyed by a user or item id, from a side file.
+    struct SideTable {
+        var path: String
+        var bytes: Int
+        var lines: Int
+        var headerLines: Int
+        /// The categorical field (user or item) whose value is the key.
+        var keyField: Int
+        var index: KeyTable
+        /// Per entry: the keys of the categorical side fields and the dense side values.
+        var categoricalFields: [Int]
+        var denseFields: [Int]
+        var categorical: [UInt64]
+        var dense: [Float]
+        /// Entries read; `index` maps a key to its entry.
+        var rows = 0
+    }
+
+    /// Reads the side files of the format (MovieLens `u.user`/`u.item`, `movies.csv`) found beside
+    /// the first input, and appends their fields to the layout.
+    func loadSideTables() throws(DataError) {
+        let folder = (options.inputs[0] as NSString).deletingLastPathComponent
+        func path(_ name: String) -> String? {
+            let p = (folder as NSString).appendingPathComponent(name)
+            return FileManager.default.fileExists(atPath: p) ? p : nil
+        }
+        switch options.format {
+        case .movielens100k:
+            if let p = path("u.user") { side.append(try readUsers100K(p)) }
+            if let p = path("u.item") { side.append(try readItems100K(p)) }
+        case .movielens:
+            if let p = path("movies.csv") { side.append(try readMovies(p)) }
+        default:
+            break
+        }
+        if !side.isEmpty {
+            log("side features: " + side.map { ($0.path as NSString).lastPathComponent }.joined(separator: ", "))
+        }
+    }
+
+    /// Adds a categorical (or dense) side field to the layout; returns its index.
+    func addCategorical(_ name: String, _ role: FieldRole) -> Int {
+        layout.categoricalNames.append(name)
+        layout.categoricalRoles.append(role)
+        return layout.categoricalNames.count - 1
+    }
+
+    func addDense(_ name: String, _ role: FieldRole) -> Int {
+        layout.denseNames.append(name)
+        layout.denseRoles.append(role)
+        return layout.denseNames.count - 1
+    }
+
+    /// Reads a side file line by line: `body(line, splitter)` fills one entry or reports a problem.
+    func readSide(_ path: String, separator: UInt8, quotes: Bool, columns: Int, utf8: Bool, header: String?,
+                  _ body: (FieldSplitter) -> LineProblem?) throws(DataError) -> (bytes: Int, lines: Int, headers: Int) {
+        let file = try MappedFile(path: path)
+        guard !file.bytes.isEmpty else {
+            throw DataError(file: path, message: "no rows: the file is empty", hint: "remove it, or restore it from the dataset's archive")
+        }
+        let chunk = TextInput.chunks(of: file, fileIndex: 0, targetBytes: Int.max / 4, threads: 1)[0]
+        let splitter = FieldSplitter(separator: separator, quotes: quotes, capacity: columns + 1)
+        var failure: DataError?
+        var headers = 0
+        TextInput.forEachLine(in: chunk, of: file) { line, text in
+            if line == 1, let header, text.starts(with: Array(header.utf8)) { headers = 1; return true }
+            if text.isEmpty && line == chunk.lineCount { return true }   // a blank last line (u.genre style)
+            splitter.split(text)
+            var problem: LineProblem?
+            if splitter.quoteError {
+                problem = LineProblem(field: nil, message: "unterminated or misplaced double quote", hint: nil)
+            } else if splitter.count != columns {
+                problem = LineProblem(field: nil, message: "expected \(columns) fields, found \(splitter.count)", hint: nil)
+            } else if utf8 && splitter.hasHighBytes && !TextInput.isValidUTF8(text) {
+                problem = LineProblem(field: nil, message: "invalid UTF-8", hint: nil)
+            } else {
+                problem = body(splitter)
+            }
+            if let problem {
+                failure = problem.dataError(file: path, line: line)
+                return false
+            }
+            return true
+        }
+        if let failure { throw failure }
+        return (file.bytes.count, chunk.lineCount, headers)
+    }
+
+    /// The key of a side value, as the main parser would compute it.
+    func sideKey(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        if bytes.isEmpty { return 0 }
+        switch keyMode {
+        case .criteoHash: return UInt64(CriteoRows.hashCategorical(bytes))
+        case .key64: return RowParser.key64(bytes)
+        }
+    }
+
+    /// MovieLens 100K `u.user`: user id | age | gender | occupation | zip code.
+    func readUsers100K(_ path: String) throws(DataError) -> SideTable {
+        let age = addDense("age", .userFeature)
+        let gender = addCategorical("gender", .userFeature)
+        let occupation = addCategorical("occupation", .userFeature)
+        let zip = addCategorical("zip_prefix", .userFeature)
+        var table = SideTable(path: path, bytes: 0, lines: 0, headerLines: 0, keyField: layout.userField!, index: KeyTable(),
+                              categoricalFields: [gender, occupation, zip], denseFields: [age], categorical: [], dense: [])
+        let info = try readSide(path, separator: UInt8(ascii: "|"), quotes: false, columns: 5, utf8: true, header: nil) { s in
+            guard let years = TextInput.parseInteger(s.field(1)) else {
+                return LineProblem(field: "age", message: "expected an integer, found \(DataError.quote(s.field(1)))", hint: nil)
+            }
+            table.index.set(sideKey(s.field(0)), UInt32(table.rows))
+            table.rows += 1
+            table.dense.append(Float(years))
+            let z = s.field(4)
+            table.categorical += [sideKey(s.field(2)), sideKey(s.field(3)),
+                                  sideKey(UnsafeRawBufferPointer(rebasing: z[0..<min(3, z.count)]))]
+            return nil
+        }
+        (table.bytes, table.lines, table.headerLines) = info
+        return table
+    }
+
+    static let genres100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+                             "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+                             "Thriller", "War", "Western"]
+
+    /// MovieLens 100K `u.item` (latin-1): movie id | title | release date | video date | URL | 19 genre flags.
+    func readItems100K(_ path: String) throws(DataError) -> SideTable {
+        let year = addCategorical("year", .itemFeature)
+        let genres = Self.genres100K.map { addDense("genre_" + $0, .itemFeature) }
+        var table = SideTable(path: path, bytes: 0, lines: 0, headerLines: 0, keyField: layout.itemField!, index: KeyTable(),
+                              categoricalFields: [year], denseFields: genres, categorical: [], dense: [])
+        let info = try readSide(path, separator: UInt8(ascii: "|"), quotes: false, columns: 24, utf8: false, header: nil) { s in
+            table.index.set(sideKey(s.field(0)), UInt32(table.rows))
+            table.rows += 1
+            let date = s.field(2)   // 01-Jan-1995, or empty
+            table.categorical.append(date.count >= 4 ? sideKey(UnsafeRawBufferPointer(rebasing: date[(date.count - 4)...])) : 0)
+            for g in 0..<19 {
+                let flag = s.field(5 + g)
+                guard flag.count == 1, flag[0] == UInt8(ascii: "0") || flag[0] == UInt8(ascii: "1") else {
+                    return LineProblem(field: "genre_" + Self.genres100K[g], message: "expected 0 or 1, found \(DataError.quote(flag))", hint: nil)
+                }
+                table.dense.append(flag[0] == UInt8(ascii: "1") ? 1 : 0)
+            }
+            return nil
+        }
+        (table.bytes, table.lines, table.headerLines) = info
+        return table
+    }
+
+    /// MovieLens `movies.csv`: movieId, title (quoted when it has commas), genres (`|`-separated).
+    /// The year in the title's trailing "(1995)" becomes a categorical field, each genre a 0/1 dense field.
+    func readMovies(_ path: String) throws(DataError) -> SideTable {
+        // First the genre names (sorted), so the dense fields are known.
+        var names = Set<String>()
+        _ = try readSide(path, separator: UInt8(ascii: ","), quotes: true, columns: 3, utf8: true, header: "movieId,") { s in
+            for g in String(decoding: s.field(2), as: UTF8.self).split(separator: "|") { names.insert(String(g)) }
+            return nil
+        }
+        let genreNames = names.sorted()
+        let year = addCategorical("year", .itemFeature)
+        let genreFields = genreNames.map { addDense("genre_" + $0, .itemFeature) }
+        var table = SideTable(path: path, bytes: 0, lines: 0, headerLines: 0, keyField: layout.itemField!, index: KeyTable(),
+                              categoricalFields: [year], denseFields: genreFields, categorical: [], dense: [])
+        let position = Dictionary(uniqueKeysWithValues: genreNames.enumerated().map { ($1, $0) })
+        let info = try readSide(path, separator: UInt8(ascii: ","), quotes: true, columns: 3, utf8: true, header: "movieId,") { s in
+            table.index.set(sideKey(s.field(0)), UInt32(table.rows))
+            table.rows += 1
+            let title = Array(s.field(1))
+            var yearKey: UInt64 = 0
+            var end = title.count
+            while end > 0 && title[end - 1] == UInt8(ascii: " ") { end -= 1 }
+            if end >= 6 && title[end - 1] == UInt8(ascii: ")") && title[end - 6] == UInt8(ascii: "(")
+                && title[(end - 5)..<(end - 1)].allSatisfy({ ($0 &- UInt8(ascii: "0")) <= 9 }) {
+                yearKey = Array(title[(end - 5)..<(end - 1)]).withUnsafeBytes { sideKey($0) }
+            }
+            table.categorical.append(yearKey)
+            var flags = [Float](repeating: 0, count: genreNames.count)
+            for g in String(decoding: s.field(2), as: UTF8.self).split(separator: "|") {
+                if let k = position[String(g)] { flags[k] = 1 }
+            }
+            table.dense += flags
+            return nil
+        }
+        (table.bytes, table.lines, table.headerLines) = info
+        return table
+    }
+
+    /// Fills the side fields of every row from the side tables (missing entries stay missing / 0).
+    func joinSideFeatures() {
+        for table in side {
+            let kc = table.categoricalFields.count, kd = table.denseFields.count
+            for r in 0..<count {
+                guard let entry = table.index.find(keys[r * c + table.keyField]) else { continue }
+                let row = Int(entry)
+                for (k, f) in table.categoricalFields.enumerated() { keys[r * c + f] = table.categorical[row * kc + k] }
+                for (k, j) in table.denseFields.enumerated() { dense[r * d + j] = table.dense[row * kd + k] }
+            }
+        }
+    }
+}
