@@ -28,6 +28,36 @@ struct RankFailureTests {
         #expect(out.contains("rank \(victim)") && out.contains("signal 9"), "\(out)")
     }
 
+    /// A rank killed mid-run loses nothing that was checkpointed: --auto-resume from the last
+    /// periodic checkpoint ends bitwise where an uninterrupted run ends.
+    @Test func resumeAfterAKilledRankMatchesAnUninterruptedRun() throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let common = ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "300", "--bottom", "32",
+                      "--top", "32", "--batch-size", "8", "--steps", "600", "--seed", "5", "--checkpoint-every", "25"]
+        let reference = try RecDist.scratch("kill-ref"), root = try RecDist.scratch("kill")
+        var out = try RecDist.ranks(2, common + ["--checkpoint-dir", reference], timeout: 100)
+        #expect(out.status == 0, "\(out.all)")
+        let job = try MPIJob(ranks: 2, common + ["--checkpoint-dir", root])
+        defer { job.cleanUp() }
+        let pids = try job.waitUntilTraining()
+        // Let at least one periodic checkpoint land, then kill rank 1.
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, !FileManager.default.fileExists(atPath: root + "/latest") { usleep(20_000) }
+        kill(try #require(pids[1]), SIGKILL)
+        #expect(job.waitForExit(timeout: 30) != nil)
+        #expect(job.status != 0)
+        let before = try String(contentsOfFile: root + "/latest", encoding: .utf8)
+        #expect(!before.contains("00000600"), "the run finished before the kill; nothing was tested")
+        out = try RecDist.ranks(2, common + ["--checkpoint-dir", root, "--auto-resume"], timeout: 100)
+        #expect(out.status == 0, "\(out.all)")
+        #expect(out.stdout.contains("resuming from"))
+        for file in ["model.safetensors", "optimizer.safetensors"] {
+            let a = try Data(contentsOf: URL(fileURLWithPath: reference + "/step-00000600/" + file))
+            let b = try Data(contentsOf: URL(fileURLWithPath: root + "/step-00000600/" + file))
+            #expect(a == b, "\(file) differs from the uninterrupted run")
+        }
+    }
+
     /// SIGSTOP one rank: with --collective-timeout 3 the watchdog names the collective and the
     /// stuck rank, and the job ends (rank 0 reports after 3 s; if rank 0 itself is stuck, the
     /// others report after 4.5 s).
