@@ -69,6 +69,29 @@ struct CheckpointCorruptionTests {
 
     static let files = ["model.safetensors", "optimizer.safetensors", "trainer.json", "CHECKSUMS"]
 
+    /// --auto-resume skips a damaged newest checkpoint (with a warning) and resumes from the
+    /// newest valid one.
+    @Test func autoResumeSkipsADamagedCheckpoint() throws {
+        let root = NSTemporaryDirectory() + "rec-dist-autoresume-\(UUID().uuidString.prefix(8))"
+        var config = Self.original.config
+        config.checkpointDir = root
+        config.checkpointEvery = 1
+        config.keep = 5
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        _ = try Trainer(config: config, communicator: LocalCommunicator(), logger: logger).run()
+        #expect(Checkpoint.list(root: root) == ["step-00000001", "step-00000002", "step-00000003"])
+        let damaged = URL(fileURLWithPath: root + "/step-00000003/model.safetensors")
+        var bytes = try Data(contentsOf: damaged)
+        bytes[bytes.count / 2] ^= 0x40
+        try bytes.write(to: damaged)
+        config.autoResume = true
+        config.steps = 4
+        let result = try Trainer(config: config, communicator: LocalCommunicator(), logger: logger).run()
+        #expect(result.resumedFrom == 2)
+        #expect(result.steps == 4)
+    }
+
     @Test func theOriginalLoads() throws {
         #expect(Self.load(try Self.copy()) == nil)
     }
