@@ -90,6 +90,18 @@ public final class MappedFile: @unchecked Sendable {
         isMapped = false
     }
 
+    /// Drops the pages of `range` (bytes) from the process's resident set, if the file is mapped;
+    /// reading them again is a page-cache hit. The range is shrunk to whole pages.
+    public func releasePages(_ range: Range<Int>) {
+        #if os(Linux)
+        guard isMapped, let base = bytes.baseAddress else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (range.lowerBound + page - 1) / page * page
+        let end = range.upperBound / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED) }
+        #endif
+    }
+
     deinit {
         guard let base = bytes.baseAddress else { return }
         if isMapped {

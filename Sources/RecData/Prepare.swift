@@ -471,7 +471,7 @@ final class StreamingPreparer {
     /// Per-thread state for one wave slot: a parser and what the pass accumulates.
     final class Slot {
         let parser: RowParser
-        var counts: [KeyTable]
+        var counts: FieldCounters?
         var statistics: DenseStatistics
         var timestamps: [Int64] = []
         var bad: [BadRow] = []
@@ -481,7 +481,7 @@ final class StreamingPreparer {
 
         init(layout: InputLayout, keyMode: KeyMode, capacity: Int) {
             parser = RowParser(layout: layout, keyMode: keyMode)
-            counts = layout.categoricalNames.map { _ in KeyTable() }
+            counts = nil
             statistics = DenseStatistics(fields: layout.denseNames.count)
             rows = SplitRows(capacity: capacity, denseCount: layout.denseNames.count, categoricalCount: layout.categoricalNames.count)
             ids = .allocate(capacity: max(layout.categoricalNames.count, 1))
@@ -566,6 +566,9 @@ final class StreamingPreparer {
         }
         if needsStatistics {
             log("pass 1: \(options.encoding.isVocabulary ? "counting values" : "statistics") over \(total) rows")
+            if options.encoding.isVocabulary {
+                for slot in slots { slot.counts = FieldCounters(fields: layout.categoricalNames.count) }
+            }
             try runPass(.statistics, slots: slots, splitOf: splitOf, mapper: nil, transformer: nil, writers: nil, badRows: nil)
             for slot in slots.dropFirst() { slots[0].statistics.merge(slot.statistics) }
             statistics = slots[0].statistics
@@ -576,11 +579,11 @@ final class StreamingPreparer {
         case .vocabulary(let minCount):
             var vocabularies: [FieldVocabulary] = []
             for f in layout.categoricalNames.indices {
-                var merged = slots[0].counts[f]
-                for slot in slots.dropFirst() { merged.merge(slot.counts[f]) }
+                var merged = slots[0].counts?.table(f) ?? KeyTable()
+                for slot in slots.dropFirst() { if let other = slot.counts?.table(f) { merged.merge(other) } }
                 vocabularies.append(FieldVocabulary(counts: merged, minCount: minCount))
             }
-            for slot in slots { slot.counts = [] }
+            for slot in slots { slot.counts = nil }
             mapper = CategoricalMapper(vocabularies: vocabularies, minCount: minCount)
             distinct = vocabularies.map(\.distinct)
         }
@@ -667,6 +670,9 @@ final class StreamingPreparer {
                     }
                 }
             }
+            // Drop the wave's input pages from the process (they stay in the page cache), so
+            // the resident size does not grow with the input.
+            for i in 0..<n { files[chunks[waveStart + i].fileIndex].releasePages(chunks[waveStart + i].bytes) }
             waveStart += n
         }
         return positives
@@ -702,9 +708,7 @@ final class StreamingPreparer {
             case .statistics:
                 guard split == 0 else { return true }
                 if d > 0 { slot.statistics.add(parser.dense) }
-                if !slot.counts.isEmpty {
-                    for f in 0..<c where parser.keys[f] != 0 { slot.counts[f].add(parser.keys[f]) }
-                }
+                if let counts = slot.counts { counts.add(parser.keys) }
             case .write:
                 let y: Float
                 switch label {

@@ -3,8 +3,9 @@ enum KeyMode: Sendable {
     /// `CriteoRows.hashCategorical` (32 bits), as raw Criteo TSV training hashes values: a
     /// prepared dataset hashed into M buckets then gets exactly the ids the TSV path computes.
     case criteoHash
-    /// XXH64 of the bytes (never 0): the key of a vocabulary entry. Two distinct values share a key
-    /// with probability about n² / 2⁶⁵ for n distinct values (1e-5 for 10⁷ values).
+    /// A 64-bit hash of the bytes (never 0, `RowParser.key64`): the key of a vocabulary entry. Two
+    /// distinct values share a key with probability about n² / 2⁶⁵ for n distinct values
+    /// (about 3e-6 for 10⁷ values).
     case key64
 }
 
@@ -29,7 +30,7 @@ final class RowParser {
     // Outputs of the last successful `parse`.
     var label: Float = 0
     var rating: Double = 0
-    /// XXH64 key of the behavior column's bytes.
+    /// The key (`key64`) of the behavior column's bytes.
     var behaviorKey: UInt64 = 0
     var timestamp: Int64 = 0
     /// dense: (denseCount) raw values, before any transform.
@@ -64,10 +65,31 @@ final class RowParser {
         keys.deallocate()
     }
 
-    /// The XXH64 key of `bytes`, never 0.
+    /// The 64-bit key of `bytes`, never 0. Values of up to 16 bytes (nearly all categorical
+    /// values) are read with two overlapping loads that stay inside the bytes (wyhash's trick),
+    /// so (first 8 bytes, last 8 bytes, length) determines the value, and mixed with a
+    /// multiplication and SplitMix64's finalizer; longer values use XXH64. A few nanoseconds a
+    /// value, where XXH64 took about four times as long.
     @inline(__always)
     static func key64(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        let h = XXH64.hash(bytes, seed: 0x7265_632D_6469_7374)
+        let n = bytes.count
+        var h: UInt64
+        if n <= 16, let p = bytes.baseAddress {
+            var a: UInt64 = 0, b: UInt64 = 0
+            if n >= 8 {
+                a = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+                b = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self))
+            } else if n >= 4 {
+                a = UInt64(UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)))
+                b = UInt64(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)))
+            } else if n > 0 {
+                a = UInt64(p.load(as: UInt8.self)) | UInt64(p.load(fromByteOffset: n / 2, as: UInt8.self)) << 8
+                    | UInt64(p.load(fromByteOffset: n - 1, as: UInt8.self)) << 16
+            }
+            h = SynthGenerator.mix64((a &* 0x9E37_79B9_7F4A_7C15) ^ SynthGenerator.mix64(b ^ (UInt64(n) << 56) ^ 0x7265_632D_6469_7374))
+        } else {
+            h = XXH64.hash(bytes, seed: 0x7265_632D_6469_7374)
+        }
         return h == 0 ? 1 : h
     }
 

@@ -44,8 +44,10 @@ enum TextInput {
             let out = UncheckedSendable(out)
             let input = UncheckedSendable(bytes)
             let bounds = bounds
+            let mapped = UncheckedSendable(file)
             parallelFor(bounds.count, threads: threads) { i in
                 out.value[i] = CriteoTSV.countLines(UnsafeRawBufferPointer(rebasing: input.value[bounds[i]]))
+                mapped.value.releasePages(bounds[i])
             }
         }
         var chunks: [TextChunk] = []

@@ -1,17 +1,21 @@
 /// An open-addressing hash table from nonzero 64-bit keys to 32-bit values (linear probing,
-/// power-of-two capacity, at most half full). Used to count categorical values and then to map
-/// them to vocabulary ids; much faster than a `Dictionary` for this one job.
+/// power-of-two capacity, at most half full), each key beside its value so a lookup costs one
+/// cache miss. Used to count categorical values and then to map them to vocabulary ids; much
+/// faster than a `Dictionary` for this one job.
 struct KeyTable: Sendable {
-    private(set) var keys: [UInt64]
-    private(set) var values: [UInt32]
+    struct Slot: Sendable {
+        var key: UInt64
+        var value: UInt32
+    }
+
+    private(set) var slots: [Slot]
     private(set) var count = 0
-    private var mask: Int
+    private(set) var mask: Int
 
     init(capacity: Int = 1024) {
         var size = 16
         while size < 2 * capacity { size <<= 1 }
-        keys = [UInt64](repeating: 0, count: size)
-        values = [UInt32](repeating: 0, count: size)
+        slots = [Slot](repeating: Slot(key: 0, value: 0), count: size)
         mask = size - 1
     }
 
@@ -25,22 +29,25 @@ struct KeyTable: Sendable {
     @inline(__always)
     mutating func add(_ key: UInt64, _ amount: UInt32 = 1) {
         precondition(key != 0)
-        var i = KeyTable.slot(key, mask)
-        while true {
-            let k = keys[i]
-            if k == key {
-                let (sum, overflow) = values[i].addingReportingOverflow(amount)
-                values[i] = overflow ? .max : sum
-                return
+        let inserted: Bool = slots.withUnsafeMutableBufferPointer { table in
+            var i = KeyTable.slot(key, mask)
+            while true {
+                let k = table[i].key
+                if k == key {
+                    let (sum, overflow) = table[i].value.addingReportingOverflow(amount)
+                    table[i].value = overflow ? .max : sum
+                    return false
+                }
+                if k == 0 {
+                    table[i] = Slot(key: key, value: amount)
+                    return true
+                }
+                i = (i + 1) & mask
             }
-            if k == 0 {
-                keys[i] = key
-                values[i] = amount
-                count += 1
-                if 2 * count > keys.count { grow() }
-                return
-            }
-            i = (i + 1) & mask
+        }
+        if inserted {
+            count += 1
+            if 2 * count > slots.count { grow() }
         }
     }
 
@@ -49,13 +56,12 @@ struct KeyTable: Sendable {
         precondition(key != 0)
         var i = KeyTable.slot(key, mask)
         while true {
-            let k = keys[i]
-            if k == key { values[i] = value; return }
+            let k = slots[i].key
+            if k == key { slots[i].value = value; return }
             if k == 0 {
-                keys[i] = key
-                values[i] = value
+                slots[i] = Slot(key: key, value: value)
                 count += 1
-                if 2 * count > keys.count { grow() }
+                if 2 * count > slots.count { grow() }
                 return
             }
             i = (i + 1) & mask
@@ -65,10 +71,16 @@ struct KeyTable: Sendable {
     /// `key`'s value, or nil.
     @inline(__always)
     func find(_ key: UInt64) -> UInt32? {
-        var i = KeyTable.slot(key, mask)
+        slots.withUnsafeBufferPointer { KeyTable.find(key, in: $0.baseAddress!, mask: mask) }
+    }
+
+    /// `key`'s value in a table's slots, or nil.
+    @inline(__always)
+    static func find(_ key: UInt64, in table: UnsafePointer<Slot>, mask: Int) -> UInt32? {
+        var i = slot(key, mask)
         while true {
-            let k = keys[i]
-            if k == key { return values[i] }
+            let k = table[i].key
+            if k == key { return table[i].value }
             if k == 0 { return nil }
             i = (i + 1) & mask
         }
@@ -76,21 +88,20 @@ struct KeyTable: Sendable {
 
     /// Adds every entry of `other` into this table.
     mutating func merge(_ other: KeyTable) {
-        for i in other.keys.indices where other.keys[i] != 0 { add(other.keys[i], other.values[i]) }
+        for s in other.slots where s.key != 0 { add(s.key, s.value) }
     }
 
     /// The (key, value) entries, in no particular order.
     var entries: [(key: UInt64, value: UInt32)] {
-        keys.indices.compactMap { keys[$0] == 0 ? nil : (keys[$0], values[$0]) }
+        slots.compactMap { $0.key == 0 ? nil : ($0.key, $0.value) }
     }
 
     private mutating func grow() {
-        let oldKeys = keys, oldValues = values
-        keys = [UInt64](repeating: 0, count: oldKeys.count * 2)
-        values = [UInt32](repeating: 0, count: oldKeys.count * 2)
-        mask = keys.count - 1
+        let old = slots
+        slots = [Slot](repeating: Slot(key: 0, value: 0), count: old.count * 2)
+        mask = slots.count - 1
         count = 0
-        for i in oldKeys.indices where oldKeys[i] != 0 { set(oldKeys[i], oldValues[i]) }
+        for s in old where s.key != 0 { set(s.key, s.value) }
     }
 }
 
@@ -163,15 +174,22 @@ struct CategoricalMapper: Sendable {
     let vocabularies: [FieldVocabulary]
     /// Ids per field (the embedding table sizes).
     let sizes: [Int]
-
     /// `buckets - 1`, for the hashed ids `1 + h mod (buckets - 1)`.
     let modulo: FastModulo
+    /// Every field's vocabulary slots, one after another, with each field's start and mask: one
+    /// flat array, so the per-row lookups touch no array headers or reference counts.
+    private let slots: [KeyTable.Slot]
+    private let starts: [Int]
+    private let masks: [Int]
 
     init(hashBuckets: Int, fields: Int) {
         encoding = .hash(buckets: hashBuckets)
         vocabularies = []
         sizes = Array(repeating: hashBuckets, count: fields)
         modulo = FastModulo(UInt32(hashBuckets - 1))
+        slots = []
+        starts = []
+        masks = []
     }
 
     init(vocabularies: [FieldVocabulary], minCount: Int) {
@@ -179,6 +197,15 @@ struct CategoricalMapper: Sendable {
         self.vocabularies = vocabularies
         sizes = vocabularies.map(\.size)
         modulo = FastModulo(1)
+        var slots: [KeyTable.Slot] = [], starts: [Int] = [], masks: [Int] = []
+        for v in vocabularies {
+            starts.append(slots.count)
+            masks.append(v.ids.mask)
+            slots += v.ids.slots
+        }
+        self.slots = slots
+        self.starts = starts
+        self.masks = masks
     }
 
     /// keys: (fields) -> ids: (fields).
@@ -191,7 +218,109 @@ struct CategoricalMapper: Sendable {
                 ids[f] = h == 0 ? 0 : 1 + modulo.remainder(h)
             }
         case .vocabulary:
-            for f in 0..<sizes.count { ids[f] = vocabularies[f].id(keys[f]) }
+            slots.withUnsafeBufferPointer { table in
+                starts.withUnsafeBufferPointer { starts in
+                    masks.withUnsafeBufferPointer { masks in
+                        // Every field's first probe is a likely cache miss: issue all of them
+                        // before using any (independent loads overlap), then finish the probes.
+                        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: starts.count) { first in
+                            for f in 0..<starts.count {
+                                first[f] = table[starts[f] + KeyTable.slot(keys[f], masks[f])].key
+                            }
+                            for f in 0..<starts.count {
+                                let key = keys[f]
+                                if key == 0 {
+                                    ids[f] = FieldVocabulary.missingID
+                                } else if first[f] == 0 {
+                                    ids[f] = FieldVocabulary.outOfVocabularyID
+                                } else {
+                                    ids[f] = KeyTable.find(key, in: table.baseAddress! + starts[f], mask: masks[f])
+                                        ?? FieldVocabulary.outOfVocabularyID
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
+    }
+}
+
+/// Frequency counts of every categorical field's values, in one open-addressing table per field
+/// (keys beside their counts), for the first pass of a vocabulary. A row's fields are counted
+/// together: their first probes are issued before any is used, so the cache misses overlap.
+final class FieldCounters {
+    private var tables: [UnsafeMutablePointer<KeyTable.Slot>]
+    private var masks: [Int]
+    private(set) var counts: [Int]
+
+    init(fields: Int) {
+        tables = (0..<fields).map { _ in
+            let t = UnsafeMutablePointer<KeyTable.Slot>.allocate(capacity: 1024)
+            t.initialize(repeating: KeyTable.Slot(key: 0, value: 0), count: 1024)
+            return t
+        }
+        masks = Array(repeating: 1023, count: fields)
+        counts = Array(repeating: 0, count: fields)
+    }
+
+    deinit {
+        for t in tables { t.deallocate() }
+    }
+
+    /// Counts one row's keys: (fields); 0 (missing) is not counted.
+    @inline(__always)
+    func add(_ keys: UnsafePointer<UInt64>) {
+        let fields = tables.count
+        tables.withUnsafeBufferPointer { tables in
+            masks.withUnsafeBufferPointer { masks in
+                withUnsafeTemporaryAllocation(of: UInt64.self, capacity: fields) { first in
+                    for f in 0..<fields { first[f] = tables[f][KeyTable.slot(keys[f], masks[f])].key }
+                }
+            }
+        }
+        for f in 0..<fields where keys[f] != 0 { add(keys[f], field: f) }
+    }
+
+    @inline(__always)
+    private func add(_ key: UInt64, field f: Int) {
+        let table = tables[f], mask = masks[f]
+        var i = KeyTable.slot(key, mask)
+        while true {
+            let k = table[i].key
+            if k == key {
+                if table[i].value < .max { table[i].value += 1 }
+                return
+            }
+            if k == 0 {
+                table[i] = KeyTable.Slot(key: key, value: 1)
+                counts[f] += 1
+                if 2 * counts[f] > mask + 1 { grow(f) }
+                return
+            }
+            i = (i + 1) & mask
+        }
+    }
+
+    private func grow(_ f: Int) {
+        let old = tables[f], oldSize = masks[f] + 1
+        let size = oldSize * 2, mask = size - 1
+        let table = UnsafeMutablePointer<KeyTable.Slot>.allocate(capacity: size)
+        table.initialize(repeating: KeyTable.Slot(key: 0, value: 0), count: size)
+        for j in 0..<oldSize where old[j].key != 0 {
+            var i = KeyTable.slot(old[j].key, mask)
+            while table[i].key != 0 { i = (i + 1) & mask }
+            table[i] = old[j]
+        }
+        old.deallocate()
+        tables[f] = table
+        masks[f] = mask
+    }
+
+    /// Field `f`'s counts as a table.
+    func table(_ f: Int) -> KeyTable {
+        var t = KeyTable(capacity: counts[f])
+        for j in 0...masks[f] where tables[f][j].key != 0 { t.add(tables[f][j].key, tables[f][j].value) }
+        return t
     }
 }
