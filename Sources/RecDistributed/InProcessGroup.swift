@@ -80,10 +80,23 @@ private final class ResultBox<T>: @unchecked Sendable {
 }
 
 /// One rank's view of an `InProcessGroup`.
+///
+/// Nonblocking collectives are deferred: `start...` only records the operation, `test` reports
+/// completion without making progress, and `wait` (or any later blocking collective, which must
+/// match after them) runs the recorded operations in the order they were started. So a caller
+/// that touches a buffer before waiting for it sees wrong sums in tests, as it could under MPI.
 public final class InProcessCommunicator: Communicator, @unchecked Sendable {
     public let rank: Int
     let group: InProcessGroup
     public var size: Int { group.size }
+
+    private enum Pending {
+        case allreduce(UnsafeMutableBufferPointer<Float>)
+        case allgatherv(UnsafeRawBufferPointer, UnsafeMutableRawBufferPointer, counts: [Int], displacements: [Int])
+    }
+    private var pending: [(id: Int, operation: Pending)] = []
+    private var nextRequest = 0
+    private var completedThrough = -1
 
     init(group: InProcessGroup, rank: Int) {
         self.group = group
@@ -91,6 +104,11 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
     }
 
     private func reduce<T>(_ buffer: UnsafeMutableBufferPointer<T>, _ combine: (T, T) -> T) {
+        runPending(through: Int.max)
+        reduceNow(buffer, combine)
+    }
+
+    private func reduceNow<T>(_ buffer: UnsafeMutableBufferPointer<T>, _ combine: (T, T) -> T) {
         group.publish(rank: rank, UnsafeMutableRawPointer(buffer.baseAddress), length: buffer.count)
         var result = [T]()
         result.reserveCapacity(buffer.count)
@@ -114,6 +132,7 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
     public func allreduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws { reduce(buffer, max) }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        runPending(through: Int.max)
         group.publish(rank: rank, buffer.baseAddress, length: buffer.count)
         if rank != root {
             let (p, n) = group.slot(root)
@@ -125,6 +144,12 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
 
     public func allgatherv(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
                            counts: [Int], displacements: [Int]) throws {
+        runPending(through: Int.max)
+        gather(send, into: receive, counts: counts, displacements: displacements)
+    }
+
+    private func gather(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
+                        counts: [Int], displacements: [Int]) {
         precondition(counts.count == size && counts[rank] == send.count)
         group.publish(rank: rank, UnsafeMutableRawPointer(mutating: send.baseAddress), length: send.count)
         for r in 0..<size {
@@ -135,7 +160,45 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         group.barrier()
     }
 
-    public func barrier() throws { group.barrier() }
+    public func barrier() throws {
+        runPending(through: Int.max)
+        group.barrier()
+    }
+
+    public func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> CollectiveRequest {
+        nextRequest += 1
+        pending.append((nextRequest, .allreduce(buffer)))
+        return CollectiveRequest(id: nextRequest)
+    }
+
+    public func startAllgatherv(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
+                                counts: UnsafeBufferPointer<Int>, displacements: UnsafeBufferPointer<Int>) throws
+        -> CollectiveRequest {
+        nextRequest += 1
+        pending.append((nextRequest, .allgatherv(send, receive, counts: Array(counts), displacements: Array(displacements))))
+        return CollectiveRequest(id: nextRequest)
+    }
+
+    public func test(_ request: CollectiveRequest) throws -> Bool { request.id <= completedThrough }
+
+    public func wait(_ request: CollectiveRequest) throws {
+        precondition(request.id <= nextRequest, "wait for a request this communicator never started")
+        runPending(through: request.id)
+    }
+
+    /// Runs the deferred collectives with ids up to `id`, in the order they were started.
+    private func runPending(through id: Int) {
+        while let first = pending.first, first.id <= id {
+            pending.removeFirst()
+            switch first.operation {
+            case .allreduce(let buffer):
+                reduceNow(buffer, +)
+            case let .allgatherv(send, receive, counts, displacements):
+                gather(send, into: receive, counts: counts, displacements: displacements)
+            }
+            completedThrough = first.id
+        }
+    }
 
     public func abort(code: Int32) -> Never {
         fatalError("rank \(rank) aborted with code \(code)")
