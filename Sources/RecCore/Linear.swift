@@ -28,36 +28,47 @@ public struct Linear: Sendable {
         (parameters + biasOffset).update(repeating: 0, count: outputSize)
     }
 
-    /// x: (batch, inputSize) -> y: (batch, outputSize).
+    /// x: (batch, inputSize) -> y = activation(x·W + b): (batch, outputSize).
+    ///
+    /// One sgemm into y, then one fused pass adding the bias and applying the activation.
     @inline(__always)
     public func forward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int,
-                        parameters: UnsafePointer<Float>) {
-        let b = parameters + biasOffset
-        for row in 0..<batch { (y + row * outputSize).update(from: b, count: outputSize) }
+                        parameters: UnsafePointer<Float>, activation: Activation = .linear) {
         GEMM.sgemm(transA: false, transB: false, m: batch, n: outputSize, k: inputSize,
                    alpha: 1, a: x, lda: inputSize, b: parameters + weightOffset, ldb: outputSize,
-                   beta: 1, c: y, ldc: outputSize)
+                   beta: 0, c: y, ldc: outputSize)
+        activation.forwardAddingBias(y, bias: parameters + biasOffset, rows: batch, columns: outputSize)
     }
 
-    /// dy: (batch, outputSize). Accumulates dW += xᵀ·dy and db += Σ dy into `gradients`;
-    /// writes dx = dy·Wᵀ, (batch, inputSize), when `dx` is given.
+    /// dy: (batch, outputSize), the gradient of this layer's output y = activation(x·W + b).
+    /// Turns dy into the gradient before the activation (in place, using y), accumulates
+    /// dW += xᵀ·dy and db += Σ dy into `gradients` (activation and bias in one pass), and writes
+    /// dx = dy·Wᵀ, (batch, inputSize), when `dx` is given. `y` may be nil for `.linear`.
     @inline(__always)
-    public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
-                         dx: UnsafeMutablePointer<Float>?, batch: Int,
+    public func backward(x: UnsafePointer<Float>, y: UnsafePointer<Float>?, dy: UnsafeMutablePointer<Float>,
+                         dx: UnsafeMutablePointer<Float>?, batch: Int, activation: Activation,
                          parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        activation.backwardSummingBias(y: y, dy: dy, biasGradient: gradients + biasOffset,
+                                       rows: batch, columns: outputSize)
         GEMM.sgemm(transA: true, transB: false, m: inputSize, n: outputSize, k: batch,
                    alpha: 1, a: x, lda: inputSize, b: dy, ldb: outputSize,
                    beta: 1, c: gradients + weightOffset, ldc: outputSize)
-        let db = gradients + biasOffset
-        for row in 0..<batch {
-            let d = dy + row * outputSize
-            for j in 0..<outputSize { db[j] += d[j] }
-        }
         if let dx {
             GEMM.sgemm(transA: false, transB: true, m: batch, n: inputSize, k: outputSize,
                        alpha: 1, a: dy, lda: outputSize, b: parameters + weightOffset, ldb: outputSize,
                        beta: 0, c: dx, ldc: inputSize)
         }
+    }
+
+    /// dy: (batch, outputSize), the gradient of y = x·W + b (no activation). Accumulates
+    /// dW += xᵀ·dy and db += Σ dy into `gradients`; writes dx = dy·Wᵀ, (batch, inputSize), when
+    /// `dx` is given.
+    @inline(__always)
+    public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                         dx: UnsafeMutablePointer<Float>?, batch: Int,
+                         parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        backward(x: x, y: nil, dy: UnsafeMutablePointer(mutating: dy), dx: dx, batch: batch, activation: .linear,
+                 parameters: parameters, gradients: gradients)
     }
 }
 
@@ -80,10 +91,93 @@ public enum Activation: String, CaseIterable, Sendable, Codable {
     @inline(__always)
     public func backward(y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>, count: Int) {
         switch self {
-        case .relu: for i in 0..<count where y[i] <= 0 { dy[i] = 0 }
+        case .relu: for i in 0..<count { dy[i] = y[i] <= 0 ? 0 : dy[i] }
         case .sigmoid: for i in 0..<count { dy[i] *= y[i] * (1 - y[i]) }
         case .tanh: for i in 0..<count { dy[i] *= 1 - y[i] * y[i] }
         case .linear: break
+        }
+    }
+
+    /// y[r, j] = f(y[r, j] + bias[j]) for a (rows, columns) y, in one pass.
+    @inline(__always)
+    public func forwardAddingBias(_ y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
+                                  rows: Int, columns: Int) {
+        let wide = columns & ~7
+        switch self {
+        case .relu:
+            // v < 0 ? 0 : v keeps a NaN visible, as max(v, 0) did.
+            for r in 0..<rows {
+                let row = y + r * columns
+                var j = 0
+                while j < wide {
+                    var v = SIMDAccess.load8(row + j) + SIMDAccess.load8(bias + j)
+                    v.replace(with: 0, where: v .< 0)
+                    SIMDAccess.store8(v, row + j)
+                    j += 8
+                }
+                while j < columns { let v = row[j] + bias[j]; row[j] = v < 0 ? 0 : v; j += 1 }
+            }
+        case .linear:
+            for r in 0..<rows {
+                let row = y + r * columns
+                var j = 0
+                while j < wide {
+                    SIMDAccess.store8(SIMDAccess.load8(row + j) + SIMDAccess.load8(bias + j), row + j)
+                    j += 8
+                }
+                while j < columns { row[j] += bias[j]; j += 1 }
+            }
+        case .sigmoid, .tanh:
+            for r in 0..<rows {
+                let row = y + r * columns
+                for j in 0..<columns { row[j] += bias[j] }
+                forward(row, count: columns)
+            }
+        }
+    }
+
+    /// dy *= f'(x) in place (from the output y; `y` may be nil for `.linear`) and
+    /// biasGradient[j] += Σ_r dy[r, j] (rows in order), for a (rows, columns) dy, in one pass.
+    @inline(__always)
+    public func backwardSummingBias(y: UnsafePointer<Float>?, dy: UnsafeMutablePointer<Float>,
+                                    biasGradient db: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
+        let wide = columns & ~7
+        switch self {
+        case .relu:
+            let y = y!
+            for r in 0..<rows {
+                let d = dy + r * columns, yr = y + r * columns
+                var j = 0
+                while j < wide {
+                    var g = SIMDAccess.load8(d + j)
+                    g.replace(with: 0, where: SIMDAccess.load8(yr + j) .<= 0)
+                    SIMDAccess.store8(g, d + j)
+                    SIMDAccess.store8(SIMDAccess.load8(db + j) + g, db + j)
+                    j += 8
+                }
+                while j < columns {
+                    let g = yr[j] <= 0 ? 0 : d[j]
+                    d[j] = g
+                    db[j] += g
+                    j += 1
+                }
+            }
+        case .linear:
+            for r in 0..<rows {
+                let d = dy + r * columns
+                var j = 0
+                while j < wide {
+                    SIMDAccess.store8(SIMDAccess.load8(db + j) + SIMDAccess.load8(d + j), db + j)
+                    j += 8
+                }
+                while j < columns { db[j] += d[j]; j += 1 }
+            }
+        case .sigmoid, .tanh:
+            for r in 0..<rows {
+                let d = dy + r * columns
+                backward(y: y! + r * columns, dy: d, count: columns)
+                for j in 0..<columns { db[j] += d[j] }
+            }
         }
     }
 }
