@@ -46,6 +46,9 @@ let package = Package(
                                          .product(name: "Logging", package: "swift-log")],
                           swiftSettings: swiftSettings),
 
+        // Test support: a counting malloc (C), linked only into the test bundle.
+        .target(name: "AllocationCounter"),
+
         .testTarget(name: "RecCoreTests", dependencies: ["RecCore"], swiftSettings: swiftSettings),
         .testTarget(name: "RecDataTests", dependencies: ["RecData"], swiftSettings: swiftSettings),
         .testTarget(name: "RecDistributedTests",
@@ -54,6 +57,11 @@ let package = Package(
         .testTarget(name: "RecTrainerTests",
                     dependencies: ["RecTrainer", "RecDistributed", "RecData", "RecCore",
                                    .product(name: "Logging", package: "swift-log")],
+                    swiftSettings: swiftSettings),
+        // Guards that are not timed: no heap allocation per training step, the bytes each
+        // gradient exchange path moves, nonblocking collectives against blocking ones.
+        .testTarget(name: "PerformanceTests",
+                    dependencies: ["RecTrainer", "RecDistributed", "RecCore", "AllocationCounter"],
                     swiftSettings: swiftSettings),
         // End to end: runs the built rec-dist binary, also under real mpirun.
         .testTarget(name: "IntegrationTests", dependencies: ["rec-dist"], swiftSettings: swiftSettings),

@@ -5,7 +5,9 @@ import COpenBLAS
 ///
 /// `GEMM.sgemm` calls OpenBLAS; `GEMM.naive` is the reference kernel the tests hold it to.
 public enum GEMM {
-    /// OpenBLAS `cblas_sgemm`, row-major.
+    /// OpenBLAS `cblas_sgemm`, row-major; a product with one row or one column goes to
+    /// `cblas_sgemv` instead (the output layer's forward pass, m x 1): the right kernel for it, and
+    /// OpenBLAS 0.3.21's AVX-512 small-matrix sgemm kernel mallocs a buffer on every such call.
     @inline(__always)
     public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                              alpha: Float, a: UnsafePointer<Float>, lda: Int,
@@ -17,6 +19,20 @@ public enum GEMM {
                 let row = c + i * ldc
                 if beta == 0 { row.update(repeating: 0, count: n) } else if beta != 1 { for j in 0..<n { row[j] *= beta } }
             }
+            return
+        }
+        if n == 1 {
+            // C[:, 0] = alpha op(A) b + beta C[:, 0], b = op(B)'s one column.
+            cblas_sgemv(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                        blasint(transA ? k : m), blasint(transA ? m : k), alpha, a, blasint(lda),
+                        b, blasint(transB ? 1 : ldb), beta, c, blasint(ldc))
+            return
+        }
+        if m == 1 {
+            // C[0, :] = alpha a op(B) + beta C[0, :], a = op(A)'s one row.
+            cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans,
+                        blasint(transB ? n : k), blasint(transB ? k : n), alpha, b, blasint(ldb),
+                        a, blasint(transA ? lda : 1), beta, c, 1)
             return
         }
         cblas_sgemm(CblasRowMajor,
