@@ -104,7 +104,7 @@ public final class GradientSync {
     private let bucketRequest: UnsafeMutablePointer<CollectiveRequest>
     private let bucketStart: UnsafeMutablePointer<UInt64>
     private let bucketDone: UnsafeMutablePointer<Bool>
-    private enum SparseStage { case idle, counting, gathering, reducing, done }
+    private enum SparseStage { case idle, counting, counted, gathering, reducing, done }
     private var sparseStage = SparseStage.idle
     private var sparseRequest = CollectiveRequest(id: 0)
     private var sparseStart: UInt64 = 0
@@ -226,9 +226,15 @@ public final class GradientSync {
 
     /// Every dense gradient at offsets >= `offset` is final: starts the allreduce of each bucket
     /// that lies entirely there, then advances the collectives in flight.
+    ///
+    /// Collectives must start in the same order on every rank, whatever the timing, so the
+    /// embedding pairs' allgatherv, which needs the counts first, starts here (at the first
+    /// dense event after `sparseFinal`, or in `finish`), never when a progress call happens
+    /// to see the counts arrive.
     @inline(__always)
     public func denseFinal(from offset: Int) throws {
         let t0 = MonotonicClock.nanoseconds()
+        if sparseStage == .counting || sparseStage == .counted { try startPairs(now: t0) }
         while nextBucket < buckets.count && buckets[nextBucket].lowerBound >= offset {
             try startBucket(nextBucket, now: t0)
         }
@@ -311,7 +317,7 @@ public final class GradientSync {
         case .counting:
             if try communicator.test(sparseRequest) {
                 timing.hidden += now - sparseStart
-                try startPairs(now: now)
+                sparseStage = .counted
             }
         case .gathering, .reducing:
             if try communicator.test(sparseRequest) {
@@ -319,12 +325,21 @@ public final class GradientSync {
                 sparseStage = .done
                 try mergeReceived()
             }
-        case .idle, .done:
+        case .idle, .counted, .done:
             break
         }
     }
 
+    /// Waits for the counts if they have not arrived, then starts the pairs' allgatherv.
     private func startPairs(now: UInt64) throws {
+        if sparseStage == .counting {
+            timing.hidden += now - sparseStart
+            let w = MonotonicClock.nanoseconds()
+            try communicator.wait(sparseRequest)
+            timing.waiting += MonotonicClock.nanoseconds() - w
+            sparseStage = .counted
+        }
+        precondition(sparseStage == .counted)
         var total = 0
         for r in 0..<size {
             pairBytes[r] = localCounts[r] * stride * 4
@@ -357,12 +372,8 @@ public final class GradientSync {
                 bucketDone[b] = true
             }
         }
-        if sparseStage == .counting {
-            timing.hidden += t0 - sparseStart
-            let w = MonotonicClock.nanoseconds()
-            try communicator.wait(sparseRequest)
-            timing.waiting += MonotonicClock.nanoseconds() - w
-            try startPairs(now: MonotonicClock.nanoseconds())
+        if sparseStage == .counting || sparseStage == .counted {
+            try startPairs(now: t0)
             sparseStart = MonotonicClock.nanoseconds()
         }
         if sparseStage == .gathering || sparseStage == .reducing {

@@ -217,14 +217,17 @@ public enum Benchmark {
             step.phases.dataWait += MonotonicClock.nanoseconds() - t0
             _ = try step.run(view, globalCount: globalCount)
         }
+        // Every rank must run the same number of steps: the warm-up goes in rounds of
+        // `warmupSteps` until the slowest rank has warmed up for `warmupSeconds`.
         let warmStart = MonotonicClock.nanoseconds()
         var warmSteps = 0
-        while warmSteps < options.warmupSteps
-                || Double(MonotonicClock.nanoseconds() - warmStart) / 1e9 < options.warmupSeconds {
-            try oneStep()
-            warmSteps += 1
-        }
-        let perStep = Double(MonotonicClock.nanoseconds() - warmStart) / Double(warmSteps)
+        var warmElapsed = 0.0
+        repeat {
+            for _ in 0..<max(options.warmupSteps, 1) { try oneStep() }
+            warmSteps += max(options.warmupSteps, 1)
+            warmElapsed = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - warmStart)])[0]
+        } while warmElapsed / 1e9 < options.warmupSeconds
+        let perStep = warmElapsed / Double(warmSteps)
         let wanted = try communicator.allreduceMax([Double(max(5, Int(options.windowSeconds * 1e9 / perStep)))])
         let stepsPerWindow = Int(wanted[0])
 
@@ -248,6 +251,7 @@ public enum Benchmark {
             windowSeconds[w] = Double(MonotonicClock.nanoseconds() - t0) / 1e9
         }
         let allocationsAfter = HeapCounter.count()
+        let traffic = step.sync.traffic   // the last timed step's
         let timed = step.phases - before
         let slowest = try communicator.allreduceMax(windowSeconds)
         let throughputs = slowest.map { Double(globalCount * stepsPerWindow) / $0 }
@@ -303,7 +307,6 @@ public enum Benchmark {
 
         let executed = gemmFlopsPerExample + interactionFlops
         let achieved = executed * samplesPerSecond / Double(n) / 1e9
-        let traffic = step.sync.traffic
         let allocations: Double? = HeapCounter.isActive
             ? Double(allocationsAfter - allocationsBefore) / Double(max(timed.steps, 1)) : nil
         return BenchmarkResult(

@@ -57,6 +57,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        BLASKernels.reexecWithNativeKernelsIfNeeded()
         GEMM.setThreads(blasThreads)
         let communicator: MPICommunicator
         do {
