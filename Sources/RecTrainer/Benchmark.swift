@@ -108,7 +108,6 @@ public struct BenchmarkResult: Sendable, Codable {
     public var bytes_embedding_received_per_step: Int
     public var embedding_rows_local: Int
     public var embedding_rows_global: Int
-    public var heap_allocations_per_step: Double?
     /// Bytes, max over ranks.
     public var peak_rss_bytes: Int
     public var baseline_rss_bytes: Int
@@ -235,7 +234,6 @@ public enum Benchmark {
         let windows = options.windows
         var windowSeconds = [Double](repeating: 0, count: windows)
         let before = step.phases
-        let allocationsBefore = HeapCounter.count()
         for w in 0..<windows {
             try communicator.barrier()
             let t0 = MonotonicClock.nanoseconds()
@@ -250,7 +248,6 @@ public enum Benchmark {
             }
             windowSeconds[w] = Double(MonotonicClock.nanoseconds() - t0) / 1e9
         }
-        let allocationsAfter = HeapCounter.count()
         let traffic = step.sync.traffic   // the last timed step's
         let timed = step.phases - before
         let slowest = try communicator.allreduceMax(windowSeconds)
@@ -307,8 +304,6 @@ public enum Benchmark {
 
         let executed = gemmFlopsPerExample + interactionFlops
         let achieved = executed * samplesPerSecond / Double(n) / 1e9
-        let allocations: Double? = HeapCounter.isActive
-            ? Double(allocationsAfter - allocationsBefore) / Double(max(timed.steps, 1)) : nil
         return BenchmarkResult(
             model: benchCase.model.rawValue, batch_per_rank: batch, ranks: n, global_batch: globalCount,
             optimizer: options.optimizer.kind.rawValue, dense_parameters: model.layout.count,
@@ -326,7 +321,6 @@ public enum Benchmark {
             bytes_dense_per_step: traffic.denseBytes, bytes_embedding_sent_per_step: traffic.embeddingSentBytes,
             bytes_embedding_received_per_step: traffic.embeddingReceivedBytes,
             embedding_rows_local: traffic.localRows, embedding_rows_global: traffic.globalRows,
-            heap_allocations_per_step: allocations,
             peak_rss_bytes: peak, baseline_rss_bytes: base, accounted_bytes: accountedTotal, accounted: accounted,
             rss_ratio: Double(peak) / Double(accountedTotal),
             rss_ratio_above_baseline: Double(peak - base) / Double(accountedTotal))
@@ -501,12 +495,4 @@ final class SyntheticBatches {
                          categorical: categorical + r0 * CriteoFormat.categoricalCount,
                          categoricalWidth: CriteoFormat.categoricalCount)
     }
-}
-
-/// Counts heap allocations when a counting allocator is linked in (the allocation tests do);
-/// otherwise inactive.
-public enum HeapCounter {
-    nonisolated(unsafe) public static var source: (() -> Int)?
-    public static var isActive: Bool { source != nil }
-    public static func count() -> Int { source?() ?? 0 }
 }
