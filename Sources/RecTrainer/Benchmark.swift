@@ -52,6 +52,10 @@ public struct BenchmarkOptions: Sendable {
     /// Global batches of synthetic rows held in memory and cycled through.
     public var poolBatches = 32
     public var seed: UInt64 = 42
+    /// With several ranks: after the main windows, alternate windows of rank 0 training alone
+    /// (the others sleeping) with windows of all ranks, so the scaling ratio compares like with
+    /// like on a machine whose load changes.
+    public var compareSingleRank = true
     public init() {}
 }
 
@@ -102,6 +106,12 @@ public struct BenchmarkResult: Sendable, Codable {
     public var efficiency: Double
     /// Blocking collectives alone, median of several runs (N > 1), for comparison.
     public var allreduce_alone_ms: Double?
+    /// With --compare-single-rank (N > 1): alternating windows of rank 0 alone (its batch, a
+    /// LocalCommunicator, the others asleep) and of all ranks; medians, and the median of the
+    /// per-pair ratios (all ranks' samples/s over one rank's).
+    public var single_rank_samples_per_s: Double?
+    public var paired_samples_per_s: Double?
+    public var scaling_vs_single_rank: Double?
     public var embedding_exchange_alone_ms: Double?
     public var bytes_dense_per_step: Int
     public var bytes_embedding_sent_per_step: Int
@@ -142,6 +152,7 @@ public enum Benchmark {
                            progress: (String) -> Void = { _ in }) throws -> BenchmarkReport {
         let start = MonotonicClock.nanoseconds()
         let loadStart = loadAverage()
+        Denormals.flushToZero()
         var results: [BenchmarkResult] = []
         for benchCase in options.cases {
             progress("\(benchCase) on \(communicator.size) rank(s)...")
@@ -150,12 +161,12 @@ public enum Benchmark {
             case .mlp:
                 var config = ModelConfig(kind: .mlp)
                 config.hashBuckets = options.hashBuckets
-                result = try runCase(MLPModel(config: config, maxBatch: benchCase.batchSize), benchCase,
+                result = try runCase({ MLPModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
                                      options: options, communicator: communicator)
             case .dlrm:
                 var config = ModelConfig(kind: .dlrm)
                 config.hashBuckets = options.hashBuckets
-                result = try runCase(DLRMModel(config: config, maxBatch: benchCase.batchSize), benchCase,
+                result = try runCase({ DLRMModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
                                      options: options, communicator: communicator)
             }
             results.append(result)
@@ -177,8 +188,9 @@ public enum Benchmark {
 
     // MARK: - One case
 
-    static func runCase<Model: RecModel>(_ model: Model, _ benchCase: BenchmarkCase, options: BenchmarkOptions,
+    static func runCase<Model: RecModel>(_ makeModel: () -> Model, _ benchCase: BenchmarkCase, options: BenchmarkOptions,
                                          communicator: any Communicator) throws -> BenchmarkResult {
+        let model = makeModel()
         let n = communicator.size, rank = communicator.rank, batch = benchCase.batchSize
         try communicator.barrier()
         resetPeakRSS()
@@ -253,6 +265,7 @@ public enum Benchmark {
         let slowest = try communicator.allreduceMax(windowSeconds)
         let throughputs = slowest.map { Double(globalCount * stepsPerWindow) / $0 }
         let samplesPerSecond = median(throughputs)
+        let peakAfterTraining = peakRSS()
 
         // Breakdown: per step, mean over ranks.
         let perStepNs = Double(max(timed.steps, 1))
@@ -292,6 +305,59 @@ public enum Benchmark {
             }
         }
 
+        // One rank alone against all ranks, in alternating windows.
+        var single: Double?, paired: Double?, scaling: Double?
+        if n > 1 && options.compareSingleRank {
+            let alone = rank == 0 ? makeModel() : nil
+            let soloStep = alone.map {
+                TrainingStep(model: $0, communicator: LocalCommunicator(), optimizer: options.optimizer,
+                             loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes)
+            }
+            if let soloStep, let alone {
+                soloStep.parameters.pointer.update(from: step.parameters.pointer, count: soloStep.parameters.count)
+                soloStep.embeddingTable.pointer.update(from: step.embeddingTable.pointer, count: soloStep.embeddingTable.count)
+                for s in 0..<min(stepsPerWindow, 10) { _ = try soloStep.run(pool.batch(s % pool.count), globalCount: batch) }
+                _ = alone
+            }
+            var soloRates = [Double](), allRates = [Double](), ratios = [Double]()
+            var flag: [Float] = [0]
+            for _ in 0..<windows {
+                // Rank 0 alone; the others sleep in a nonblocking collective until it is done.
+                var soloSeconds = 0.0
+                try flag.withUnsafeMutableBufferPointer { f in
+                    if let soloStep {
+                        let t0 = MonotonicClock.nanoseconds()
+                        for _ in 0..<stepsPerWindow {
+                            _ = try soloStep.run(pool.batch(cursor), globalCount: batch)
+                            cursor = cursor + 1 == pool.count ? 0 : cursor + 1
+                        }
+                        soloSeconds = Double(MonotonicClock.nanoseconds() - t0) / 1e9
+                        try communicator.wait(try communicator.startAllreduceSum(f))
+                    } else {
+                        let request = try communicator.startAllreduceSum(f)
+                        var ts = timespec(tv_sec: 0, tv_nsec: 200_000)
+                        while try !communicator.test(request) { nanosleep(&ts, nil) }
+                    }
+                }
+                // All ranks.
+                try communicator.barrier()
+                let t0 = MonotonicClock.nanoseconds()
+                for _ in 0..<stepsPerWindow {
+                    _ = try step.run(pool.batch(cursor), globalCount: globalCount)
+                    cursor = cursor + 1 == pool.count ? 0 : cursor + 1
+                }
+                let seconds = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - t0) / 1e9])[0]
+                let soloRate = try communicator.allreduceMax([soloSeconds > 0 ? Double(batch * stepsPerWindow) / soloSeconds : 0])[0]
+                let allRate = Double(globalCount * stepsPerWindow) / seconds
+                soloRates.append(soloRate)
+                allRates.append(allRate)
+                ratios.append(allRate / soloRate)
+            }
+            single = median(soloRates)
+            paired = median(allRates)
+            scaling = median(ratios)
+        }
+
         // Memory.
         let sizes = step.bufferBytes
         let poolBytes = pool.bytes
@@ -299,7 +365,7 @@ public enum Benchmark {
                          "optimizer_state": sizes.optimizerState, "activations": sizes.activations,
                          "batch_pool": poolBytes]
         let accountedTotal = accounted.values.reduce(0, +)
-        let rss = try communicator.allreduceMax([Double(peakRSS()), Double(baseline)])
+        let rss = try communicator.allreduceMax([Double(peakAfterTraining), Double(baseline)])
         let peak = Int(rss[0]), base = Int(rss[1])
 
         let executed = gemmFlopsPerExample + interactionFlops
@@ -317,7 +383,8 @@ public enum Benchmark {
             comm_hidden_ms: parts[4], comm_wait_ms: parts[5], optimizer_ms: parts[6], other_ms: max(other, 0),
             comm_exposed_fraction: parts[3] / max(parts[7], 1e-12),
             achieved_gflops_per_rank: achieved, efficiency: achieved / aggregate,
-            allreduce_alone_ms: allreduceAlone, embedding_exchange_alone_ms: exchangeAlone,
+            allreduce_alone_ms: allreduceAlone,
+            single_rank_samples_per_s: single, paired_samples_per_s: paired, scaling_vs_single_rank: scaling, embedding_exchange_alone_ms: exchangeAlone,
             bytes_dense_per_step: traffic.denseBytes, bytes_embedding_sent_per_step: traffic.embeddingSentBytes,
             bytes_embedding_received_per_step: traffic.embeddingReceivedBytes,
             embedding_rows_local: traffic.localRows, embedding_rows_global: traffic.globalRows,

@@ -251,6 +251,7 @@ public final class Trainer {
 
     /// Runs the whole training: resume or initialize, load, step, evaluate, checkpoint.
     public func run() throws -> TrainingResult {
+        Denormals.flushToZero()   // this thread trains: no subnormal slow path in the optimizer state
         let model = makeModel(config.model, maxBatch: max(config.batchSize, config.evalBatchSize))
         let layout = model.layout
         let tables = model.embeddings

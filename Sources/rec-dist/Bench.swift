@@ -41,6 +41,9 @@ struct Bench: ParsableCommand {
     var hashBuckets: Int = 65_536
     @Option(help: "Dense gradient bucket size in KiB (buckets end at layer boundaries).")
     var bucketKib: Int = 1024
+    @Flag(inversion: .prefixedNo,
+          help: "With several ranks, also alternate windows of rank 0 training alone with windows of all ranks (the scaling ratio).")
+    var compareSingleRank = true
     @Option(help: "Write the report as JSON to this file (rank 0).")
     var jsonOut: String?
     @Option(help: "OpenBLAS threads per rank.")
@@ -76,6 +79,7 @@ struct Bench: ParsableCommand {
         options.optimizer = OptimizerConfig(kind: optimizer)
         options.hashBuckets = hashBuckets
         options.bucketBytes = bucketKib * 1024
+        options.compareSingleRank = compareSingleRank
         let rank = communicator.rank
         let report: BenchmarkReport
         do {
@@ -130,6 +134,20 @@ enum BenchmarkTable {
             lines.append(zip(row, widths).map { pad($0, $1) }.joined(separator: " "))
         }
         lines.append("(times are ms per step, mean over timed steps and ranks; samples/s is the median of \(report.results.first?.windows.count ?? 0) windows)")
+        for r in report.results {
+            if let single = r.single_rank_samples_per_s, let paired = r.paired_samples_per_s, let ratio = r.scaling_vs_single_rank {
+                lines.append("\(r.model):\(r.batch_per_rank) alternating windows: 1 rank \(f(single, 0)) samples/s, \(r.ranks) ranks \(f(paired, 0)) samples/s, scaling x\(f(ratio, 2)) (median of per-pair ratios)")
+            }
+        }
+        for r in report.results {
+            var line = "\(r.model):\(r.batch_per_rank) exchange \(r.embedding_exchange), \(r.dense_buckets.count) dense bucket(s); per step \(r.bytes_dense_per_step) B dense"
+            if r.embedding_exchange != "none" {
+                line += ", embedding \(r.bytes_embedding_sent_per_step) B sent / \(r.bytes_embedding_received_per_step) B received (\(r.embedding_rows_local) local rows, \(r.embedding_rows_global) global)"
+            }
+            if let a = r.allreduce_alone_ms { line += "; alone: allreduce \(f(a, 3)) ms" }
+            if let e = r.embedding_exchange_alone_ms { line += ", embedding exchange \(f(e, 3)) ms" }
+            lines.append(line)
+        }
         return lines.joined(separator: "\n")
     }
 }
