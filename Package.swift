@@ -26,12 +26,15 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
+        // Compiler intrinsics (prefetch), header only.
+        .systemLibrary(name: "CIntrinsics"),
+
         // Numerics and models: flat parameters, GEMM, layers, losses, optimizers, metrics, RNG.
-        .target(name: "RecCore", dependencies: ["COpenBLAS"], swiftSettings: swiftSettings),
+        .target(name: "RecCore", dependencies: ["COpenBLAS", "CIntrinsics"], swiftSettings: swiftSettings),
         // Raw formats, the synthetic default dataset, per-rank sharding and batches.
         .target(name: "RecData", dependencies: ["RecCore"], swiftSettings: swiftSettings),
         // The Communicator protocol, the 1-rank and in-process N-rank communicators, gradient sync.
-        .target(name: "RecDistributed", dependencies: ["RecCore"], swiftSettings: swiftSettings),
+        .target(name: "RecDistributed", dependencies: ["RecCore", "CIntrinsics"], swiftSettings: swiftSettings),
         // MPICommunicator: the only Swift code that imports CMPI.
         .target(name: "RecMPI", dependencies: ["CMPI", "RecDistributed"], swiftSettings: swiftSettings),
         // The training loop, evaluation, checkpoints, metrics log.

@@ -1,3 +1,5 @@
+import CIntrinsics
+
 /// Embedding tables for the categorical fields: field `f` has `rows(field: f)` rows, and the
 /// tables are stored one after another in one flat (rowCount, dim) buffer outside the dense
 /// parameters, because their gradients are sparse. Field `f`'s rows are
@@ -95,17 +97,26 @@ public struct EmbeddingTables: Sendable, Equatable {
     public func lookup(categorical: UnsafePointer<UInt32>, batch: Int, table: UnsafePointer<Float>,
                        out: UnsafeMutablePointer<Float>, slots: Int, firstSlot: Int,
                        rows: UnsafeMutablePointer<Int32>) {
-        let dim = self.dim, fields = self.fields
+        let dim = self.dim, fields = self.fields, n = batch * fields
+        // Rows first, then the copies, each row's cache line requested `ahead` copies early: the
+        // table is far larger than the caches, so the copy loop waits on memory otherwise.
+        for i in 0..<n {
+            rows[i] = Int32(truncatingIfNeeded: row(field: i % fields, value: categorical[i]))
+        }
+        let ahead = 16
+        for i in 0..<min(ahead, n) { rd_prefetch(table + Int(rows[i]) * dim) }
+        var i = 0
         for b in 0..<batch {
+            let base = out + (b * slots + firstSlot) * dim
             for f in 0..<fields {
-                let r = row(field: f, value: categorical[b * fields + f])
-                rows[b * fields + f] = Int32(truncatingIfNeeded: r)
-                let dst = out + (b * slots + firstSlot + f) * dim, src = table + r * dim
+                if i + ahead < n { rd_prefetch(table + Int(rows[i + ahead]) * dim) }
+                let dst = base + f * dim, src = table + Int(rows[i]) * dim
                 if dim == 16 {
                     SIMDAccess.store16(SIMDAccess.load16(src), dst)
                 } else {
                     for k in 0..<dim { dst[k] = src[k] }
                 }
+                i += 1
             }
         }
     }

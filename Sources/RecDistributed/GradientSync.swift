@@ -1,3 +1,4 @@
+import CIntrinsics
 import RecCore
 
 /// Makes every rank's gradients the global batch's gradients, overlapping the communication with
@@ -165,8 +166,9 @@ public final class GradientSync {
         case .none, .local: receive = FloatBuffer(count: 0)
         }
         let mapRows = exchange == .none ? 1 : embeddingRows
-        slotOfRow = .allocate(capacity: mapRows)
-        slotOfRow.initialize(repeating: -1, count: mapRows)
+        // One slot per table row (huge pages: the rows a step touches are scattered over it).
+        slotOfRow = LargeAllocation.allocate(bytes: mapRows * 4)
+            .initializeMemory(as: Int32.self, repeating: -1, count: mapRows)
         localCounts = .allocate(capacity: size)
         localCounts.initialize(repeating: 0, count: size)
         countBytes = .allocate(capacity: size)
@@ -193,7 +195,8 @@ public final class GradientSync {
 
     deinit {
         rows.deallocate()
-        slotOfRow.deallocate()
+        LargeAllocation.deallocate(UnsafeMutableRawPointer(slotOfRow),
+                                   bytes: (embeddingExchange == .none ? 1 : embeddingRows) * 4)
         localCounts.deallocate()
         countBytes.deallocate()
         countOffsets.deallocate()
@@ -416,10 +419,12 @@ public final class GradientSync {
     private func coalesceLocal(_ local: SparseGradient, rowsOut: UnsafeMutablePointer<Int32>?,
                                valuesOut: UnsafeMutablePointer<Float>, interleaved: Bool) -> Int {
         let dim = self.dim, stride = interleaved ? self.stride : dim, lead = interleaved ? 1 : 0
-        let map = slotOfRow, limit = embeddingRows
+        let map = slotOfRow, limit = embeddingRows, n = local.count, pairRows = local.rows
         var unique = 0
-        for i in 0..<local.count {
-            let row32 = local.rows[i]
+        for i in 0..<n {
+            // The map is as large as the table: ask for a later pair's slot early.
+            if i + Self.ahead < n { rd_prefetch(map + Int(pairRows[i + Self.ahead])) }
+            let row32 = pairRows[i]
             let row = Int(row32)
             precondition(row >= 0 && row < limit, "embedding row \(row) out of range")
             let src = local.values + i * dim
@@ -428,11 +433,10 @@ public final class GradientSync {
                 map[row] = Int32(truncatingIfNeeded: unique)
                 let dst = valuesOut + unique * stride
                 if interleaved { dst[0] = Float(bitPattern: UInt32(bitPattern: row32)) } else { rowsOut![unique] = row32 }
-                (dst + lead).update(from: src, count: dim)
+                Self.copy(src, to: dst + lead, dim)
                 unique += 1
             } else {
-                let dst = valuesOut + slot * stride + lead
-                for k in 0..<dim { dst[k] += src[k] }
+                Self.add(src, to: valuesOut + slot * stride + lead, dim)
             }
         }
         // Reset the map for the next step.
@@ -441,6 +445,29 @@ public final class GradientSync {
             map[row] = -1
         }
         return unique
+    }
+
+    static let ahead = 16
+
+    @inline(__always)
+    static func copy(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ dim: Int) {
+        if dim == 16 {
+            UnsafeMutableRawPointer(dst).storeBytes(of: UnsafeRawPointer(src).loadUnaligned(as: SIMD16<Float>.self),
+                                                    as: SIMD16<Float>.self)
+        } else {
+            for k in 0..<dim { dst[k] = src[k] }
+        }
+    }
+
+    @inline(__always)
+    static func add(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ dim: Int) {
+        if dim == 16 {
+            let sum = UnsafeRawPointer(dst).loadUnaligned(as: SIMD16<Float>.self)
+                + UnsafeRawPointer(src).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(dst).storeBytes(of: sum, as: SIMD16<Float>.self)
+        } else {
+            for k in 0..<dim { dst[k] += src[k] }
+        }
     }
 
     /// Merges the received blocks (.rows) or extracts the touched rows (.dense) into the output.
@@ -453,6 +480,9 @@ public final class GradientSync {
             var pairs = 0
             for r in 0..<size { pairs += localCounts[r] }
             for i in 0..<pairs {
+                if i + Self.ahead < pairs {
+                    rd_prefetch(map + Int(Int32(bitPattern: g[(i + Self.ahead) * stride].bitPattern)))
+                }
                 let row = Int(Int32(bitPattern: g[i * stride].bitPattern))
                 precondition(row >= 0 && row < embeddingRows, "embedding row \(row) out of range")
                 let src = g + i * stride + 1
@@ -460,11 +490,10 @@ public final class GradientSync {
                 if slot < 0 {
                     map[row] = Int32(truncatingIfNeeded: unique)
                     rows[unique] = Int32(truncatingIfNeeded: row)
-                    (v + unique * dim).update(from: src, count: dim)
+                    Self.copy(src, to: v + unique * dim, dim)
                     unique += 1
                 } else {
-                    let dst = v + slot * dim
-                    for k in 0..<dim { dst[k] += src[k] }
+                    Self.add(src, to: v + slot * dim, dim)
                 }
             }
             for i in 0..<unique { map[Int(rows[i])] = -1 }
