@@ -185,48 +185,70 @@ public struct DotInteraction: Sendable {
         self.passthrough = passthrough
     }
 
+    /// Floats of scratch `forward` needs: the transposed slots of one example, (dim, paddedSlots).
+    public var scratchCount: Int { dim * paddedSlots }
+    var paddedSlots: Int { (slots + 3) / 4 * 4 }
+
     /// t: (batch, slots, dim) -> out: (batch, outputSize).
     @inline(__always)
     public func forward(t: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int) {
         forward(first: t, firstStride: slots * dim, rest: t + dim, restStride: slots * dim, out: out, batch: batch)
     }
 
-    /// Slot 0 of example b at `first + b·firstStride` (dim values); slots 1..<slots of example b
-    /// contiguous at `rest + b·restStride` ((slots - 1)·dim values). out: (batch, outputSize).
-    @inline(__always)
+    /// The split form, with its own scratch (allocates; the model passes scratch instead).
     public func forward(first: UnsafePointer<Float>, firstStride: Int, rest: UnsafePointer<Float>, restStride: Int,
                         out: UnsafeMutablePointer<Float>, batch: Int) {
-        let width = outputSize, dim = self.dim, slots = self.slots
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: scratchCount)
+        defer { scratch.deallocate() }
+        forward(first: first, firstStride: firstStride, rest: rest, restStride: restStride, out: out, batch: batch,
+                scratch: scratch)
+    }
+
+    /// Slot 0 of example b at `first + b·firstStride` (dim values); slots 1..<slots of example b
+    /// contiguous at `rest + b·restStride` ((slots - 1)·dim values). out: (batch, outputSize).
+    /// scratch: `scratchCount` floats.
+    ///
+    /// Each dot product is summed over k in order, exactly as the naive kernel sums it (so the
+    /// results are bit for bit the naive ones); the vectorization is across pairs instead: the
+    /// example's slots are transposed to (dim, slots) in scratch, and for each i the products
+    /// with 4 slots j at a time accumulate in one 4-lane vector.
+    @inline(__always)
+    public func forward(first: UnsafePointer<Float>, firstStride: Int, rest: UnsafePointer<Float>, restStride: Int,
+                        out: UnsafeMutablePointer<Float>, batch: Int, scratch: UnsafeMutablePointer<Float>) {
+        let width = outputSize, dim = self.dim, slots = self.slots, padded = paddedSlots
+        let tT = scratch   // (dim, padded): tT[k * padded + j] = slot j's k-th value
+        for k in 0..<dim { for j in slots..<padded { tT[k * padded + j] = 0 } }
         for b in 0..<batch {
             let t0 = first + b * firstStride, te = rest + b * restStride
             let o = out + b * width
+            for k in 0..<dim { tT[k * padded] = t0[k] }
+            for j in 1..<slots {
+                let tj = te + (j - 1) * dim
+                for k in 0..<dim { tT[k * padded + j] = tj[k] }
+            }
             var p = 0
             if passthrough {
                 for k in 0..<dim { o[k] = t0[k] }
                 p = dim
             }
-            if dim == 16 {
-                let v0 = SIMDAccess.load16(t0)
-                for i in 1..<slots {
-                    let ti = SIMDAccess.load16(te + (i - 1) * 16)
-                    o[p] = SIMDAccess.sum(ti * v0)
-                    p += 1
-                    for j in 1..<i {
-                        o[p] = SIMDAccess.sum(ti * SIMDAccess.load16(te + (j - 1) * 16))
-                        p += 1
+            for i in 1..<slots {
+                let ti = te + (i - 1) * dim
+                var j = 0
+                while j < i {
+                    var acc = SIMD4<Float>(repeating: 0)
+                    let column = tT + j
+                    for k in 0..<dim {
+                        acc += SIMD4(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD4<Float>.self)
                     }
-                }
-            } else {
-                for i in 1..<slots {
-                    let ti = te + (i - 1) * dim
-                    for j in 0..<i {
-                        let tj = j == 0 ? t0 : te + (j - 1) * dim
-                        var s: Float = 0
-                        for k in 0..<dim { s += ti[k] * tj[k] }
-                        o[p] = s
-                        p += 1
+                    let valid = min(4, i - j)
+                    if valid == 4 {
+                        UnsafeMutableRawPointer(o + p + j).storeBytes(of: acc, as: SIMD4<Float>.self)
+                    } else {
+                        for l in 0..<valid { o[p + j + l] = acc[l] }
                     }
+                    j += 4
                 }
+                p += i
             }
         }
     }

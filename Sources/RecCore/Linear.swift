@@ -30,14 +30,28 @@ public struct Linear: Sendable {
 
     /// x: (batch, inputSize) -> y = activation(x·W + b): (batch, outputSize).
     ///
-    /// One sgemm into y, then one fused pass adding the bias and applying the activation.
+    /// The bias is fused into the sgemm: y starts as the bias rows and the sgemm accumulates onto
+    /// them (beta = 1, so OpenBLAS skips its zeroing pass; the rounding is that of b + x·W summed
+    /// in OpenBLAS's order, as before). Then one SIMD pass applies the activation.
     @inline(__always)
     public func forward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int,
                         parameters: UnsafePointer<Float>, activation: Activation = .linear) {
+        let b = parameters + biasOffset
+        for row in 0..<batch { Self.copyRow(b, to: y + row * outputSize, outputSize) }
         GEMM.sgemm(transA: false, transB: false, m: batch, n: outputSize, k: inputSize,
                    alpha: 1, a: x, lda: inputSize, b: parameters + weightOffset, ldb: outputSize,
-                   beta: 0, c: y, ldc: outputSize)
-        activation.forwardAddingBias(y, bias: parameters + biasOffset, rows: batch, columns: outputSize)
+                   beta: 1, c: y, ldc: outputSize)
+        activation.forward(y, count: batch * outputSize)
+    }
+
+    @inline(__always)
+    static func copyRow(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ n: Int) {
+        var j = 0
+        while j + 8 <= n {
+            SIMDAccess.store8(SIMDAccess.load8(src + j), dst + j)
+            j += 8
+        }
+        while j < n { dst[j] = src[j]; j += 1 }
     }
 
     /// dy: (batch, outputSize), the gradient of this layer's output y = activation(x·W + b).
@@ -80,7 +94,16 @@ public enum Activation: String, CaseIterable, Sendable, Codable {
     @inline(__always)
     public func forward(_ y: UnsafeMutablePointer<Float>, count: Int) {
         switch self {
-        case .relu: for i in 0..<count { y[i] = max(y[i], 0) }
+        case .relu:
+            // v < 0 ? 0 : v keeps a NaN visible, as max(v, 0) does.
+            var i = 0
+            while i + 8 <= count {
+                var v = SIMDAccess.load8(y + i)
+                v.replace(with: 0, where: v .< 0)
+                SIMDAccess.store8(v, y + i)
+                i += 8
+            }
+            while i < count { y[i] = y[i] < 0 ? 0 : y[i]; i += 1 }
         case .sigmoid: for i in 0..<count { y[i] = Loss.sigmoid(y[i]) }
         case .tanh: for i in 0..<count { y[i] = Float(_tanh(Double(y[i]))) }
         case .linear: break

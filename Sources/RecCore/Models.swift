@@ -325,6 +325,7 @@ public final class DLRMModel: RecModel {
     let embedded: FloatBuffer     // (maxBatch, fields, dim): the gathered embedding rows
     let interOut: FloatBuffer     // (maxBatch, interaction.outputSize)
     let dInterOut: FloatBuffer    // (maxBatch, interaction.outputSize)
+    let interScratch: FloatBuffer // the interaction's per-example scratch
     let rows: UnsafeMutablePointer<Int32>   // (maxBatch, fields) rows looked up by the last forward
 
     public init(config: ModelConfig, maxBatch: Int) {
@@ -349,6 +350,7 @@ public final class DLRMModel: RecModel {
         embedded = FloatBuffer(count: maxBatch * fields * dim)
         interOut = FloatBuffer(count: maxBatch * interaction.outputSize)
         dInterOut = FloatBuffer(count: maxBatch * interaction.outputSize)
+        interScratch = FloatBuffer(count: interaction.scratchCount)
         rows = .allocate(capacity: max(maxBatch * fields, 1))
         rows.initialize(repeating: 0, count: max(maxBatch * fields, 1))
     }
@@ -357,7 +359,7 @@ public final class DLRMModel: RecModel {
 
     public var activationBytes: Int {
         (bottom?.activationBytes ?? 0) + top.activationBytes
-            + (denseInput.count + embedded.count + interOut.count + dInterOut.count + maxBatch * config.categoricalFields) * 4
+            + (denseInput.count + embedded.count + interOut.count + dInterOut.count + maxBatch * config.categoricalFields) * 4 + interScratch.count * 4
     }
 
     public func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>,
@@ -385,10 +387,10 @@ public final class DLRMModel: RecModel {
         let e = embedded.pointer
         if let bottom {
             interaction.forward(first: bottom.output, firstStride: dim, rest: e, restStride: fields * dim,
-                                out: interOut.pointer, batch: n)
+                                out: interOut.pointer, batch: n, scratch: interScratch.pointer)
         } else {
             interaction.forward(first: e, firstStride: fields * dim, rest: e + dim, restStride: fields * dim,
-                                out: interOut.pointer, batch: n)
+                                out: interOut.pointer, batch: n, scratch: interScratch.pointer)
         }
         top.forward(x: interOut.pointer, batch: n, parameters: parameters)
         return UnsafePointer(top.output)

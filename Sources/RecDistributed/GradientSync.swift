@@ -11,19 +11,22 @@ import RecCore
 /// (`denseFinal(from:)`), in place. The 1/globalBatch scale is folded into the loss gradient, so
 /// the sum is the average.
 ///
-/// **Embedding gradients** (one (row, gradient) pair per example and field) are first summed per
-/// distinct row on each rank, then exchanged in one of three ways, chosen once from the sizes:
+/// **Embedding gradients** (one (row, gradient) pair per example and field) are exchanged in one
+/// of three ways, chosen once from the sizes:
 ///
-/// - `.local` (1 rank): nothing to exchange.
-/// - `.rows`: every rank's distinct rows are allgathered (their count first, then
-///   `(row, gradient)` pairs: Horovod's sparse allreduce) and merged in rank order.
+/// - `.local` (1 rank): nothing to exchange; pairs are summed per distinct row.
+/// - `.rows`: every rank's pairs are allgathered (their count first, then `(row, gradient)`
+///   pairs: Horovod's sparse allreduce) and summed per distinct row in rank order, which is the
+///   global example order: each row's sum is the one a single rank would compute. With
+///   `localSums`, each rank first sums its own pairs per distinct row and sends those (fewer
+///   bytes, less merging; measured in docs/performance.md), at the price of another association
+///   of the sums: (rank 0's partial) + (rank 1's partial) instead of one sum in example order.
 /// - `.dense`: when `ranks x maxLocalPairs` exceeds the table's rows, a gather could move more
-///   than the whole table, so each rank scatters its rows into a dense (rows, dim + 1) buffer
-///   (the last column counts the row's touches) and one allreduce sums it.
+///   than the whole table, so each rank scatters its summed rows into a dense (rows, dim + 1)
+///   buffer (the last column counts the row's touches) and one allreduce sums it.
 ///
 /// Either way every rank ends with the same distinct touched rows (`rows`, `rowCount`) and their
-/// summed gradients (`values`). A row's sum is each rank's partial sum in example order, then the
-/// ranks' partials in rank order; rows keep the first-touched order of the rank-ordered examples
+/// summed gradients (`values`), rows in the order the (rank-ordered) examples first touch them
 /// (the `.dense` path lists them by increasing row).
 ///
 /// Per step: `beginStep(gradients:)`, then (from the model's backward events) `denseFinal(from:)`
@@ -51,7 +54,8 @@ public final class GradientSync {
         public var embeddingSentBytes = 0
         /// The embedding exchange's payload this rank received (all ranks' blocks, its own included).
         public var embeddingReceivedBytes = 0
-        /// Distinct rows this rank touched.
+        /// Rows this rank sent (its distinct rows with `localSums`, else all its pairs); on one
+        /// rank, its distinct rows.
         public var localRows = 0
         /// Distinct rows touched by any rank.
         public var globalRows = 0
@@ -77,6 +81,8 @@ public final class GradientSync {
     public let dim: Int
     public let embeddingRows: Int
     public let embeddingExchange: EmbeddingExchange
+    /// `.rows`: sum each rank's pairs per distinct row before sending (see the type's notes).
+    public let localSums: Bool
     /// Coalesced output: distinct rows (`rowCount` of them).
     public let rows: UnsafeMutablePointer<Int32>
     /// Coalesced output: (rowCount, dim) summed gradients.
@@ -118,8 +124,11 @@ public final class GradientSync {
     ///   - bucketBytes: the smallest bucket, in bytes, except the one at offset 0 (the last).
     ///   - embeddingRows: rows of the embedding table (0 without one).
     ///   - maxLocalPairs: the most (row, gradient) pairs one rank produces per step.
+    ///   - localSums: `.rows` path: send per-rank sums of distinct rows instead of every pair.
     public init(communicator: any Communicator, denseCount: Int, boundaries: [Int] = [],
-                bucketBytes: Int = 1 << 20, embeddingRows: Int, dim: Int, maxLocalPairs: Int) {
+                bucketBytes: Int = 1 << 20, embeddingRows: Int, dim: Int, maxLocalPairs: Int,
+                localSums: Bool = false) {
+        self.localSums = localSums
         precondition(denseCount >= 0 && dim >= 1 && embeddingRows >= 0 && maxLocalPairs >= 0)
         self.communicator = communicator
         self.denseCount = denseCount
@@ -268,9 +277,19 @@ public final class GradientSync {
             traffic.globalRows = rowCount
             sparseStage = .done
         case .rows:
-            localUnique = coalesceLocal(local, rowsOut: nil, valuesOut: send.pointer, interleaved: true)
+            if localSums {
+                localUnique = coalesceLocal(local, rowsOut: nil, valuesOut: send.pointer, interleaved: true)
+                traffic.localRows = localUnique
+            } else {
+                let out = send.pointer, stride = self.stride
+                for i in 0..<local.count {
+                    out[i * stride] = Float(bitPattern: UInt32(bitPattern: local.rows[i]))
+                    Self.copy(local.values + i * dim, to: out + i * stride + 1, dim)
+                }
+                localUnique = local.count
+                traffic.localRows = local.count
+            }
             localCounts[me] = localUnique
-            traffic.localRows = localUnique
             sparseStart = t0
             sparseRequest = try communicator.startAllgatherv(
                 UnsafeRawBufferPointer(start: localCounts + me, count: MemoryLayout<Int>.size),

@@ -56,6 +56,8 @@ public struct BenchmarkOptions: Sendable {
     /// (the others sleeping) with windows of all ranks, so the scaling ratio compares like with
     /// like on a machine whose load changes.
     public var compareSingleRank = true
+    /// Embedding exchange: send per-rank sums of distinct rows (GradientSync.localSums).
+    public var localSums = false
     public init() {}
 }
 
@@ -83,7 +85,7 @@ public struct BenchmarkResult: Sendable, Codable {
     /// `ModelConfig.flopsPerExample` (counts a first-layer dx that is never computed).
     public var nominal_flops_per_example: Double
     /// The step's sgemm shapes run back to back on every rank at once: aggregate GFLOP/s per rank
-    /// (mean over ranks), the roofline of the efficiency figure.
+    /// (each rank's best of 5 rounds, mean over ranks), the roofline of the efficiency figure.
     public var sgemm_gflops_per_rank: Double
     public var sgemm_shapes: [GEMMShapeRate]
     public var steps_per_window: Int
@@ -182,7 +184,7 @@ public enum Benchmark {
                       "window_seconds": "\(options.windowSeconds)", "sgemm_seconds": "\(options.sgemmSeconds)",
                       "hash_buckets": "\(options.hashBuckets)", "bucket_bytes": "\(options.bucketBytes)",
                       "optimizer": options.optimizer.kind.rawValue, "loss": options.loss.rawValue,
-                      "pool_batches": "\(options.poolBatches)"],
+                      "pool_batches": "\(options.poolBatches)", "local_sums": "\(options.localSums)"],
             results: results)
     }
 
@@ -208,7 +210,8 @@ public enum Benchmark {
 
         // The step and its data.
         let step = TrainingStep(model: model, communicator: communicator, optimizer: options.optimizer,
-                                loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes)
+                                loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes,
+                                localSums: options.localSums)
         if rank == 0 {
             model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer,
                              seed: options.seed)
@@ -458,16 +461,21 @@ public enum Benchmark {
             rates.append(GEMMShapeRate(m: s.m, n: s.n, k: s.k, transA: s.transA, transB: s.transB, what: s.what,
                                        gflops: 2 * Double(s.m * s.n * s.k) * Double(reps) / dt))
         }
-        try communicator.barrier()
-        var rounds = 0
-        let budget = UInt64(seconds * 0.8e9)
-        let t0 = MonotonicClock.nanoseconds()
-        while rounds < 3 || MonotonicClock.nanoseconds() - t0 < budget {
-            for s in shapes { call(s) }
-            rounds += 1
+        // The sequence: in 5 rounds, each rank's best round (transient load elsewhere on the
+        // machine only slows rounds down), then the mean over ranks.
+        var best = 0.0
+        for _ in 0..<5 {
+            try communicator.barrier()
+            var rounds = 0
+            let budget = UInt64(seconds * 0.8e9 / 5)
+            let t0 = MonotonicClock.nanoseconds()
+            while rounds < 2 || MonotonicClock.nanoseconds() - t0 < budget {
+                for s in shapes { call(s) }
+                rounds += 1
+            }
+            best = max(best, flopsPerRound * Double(rounds) / Double(MonotonicClock.nanoseconds() - t0))
         }
-        let rate = flopsPerRound * Double(rounds) / Double(MonotonicClock.nanoseconds() - t0)
-        let sum = try communicator.allreduceSum([rate])
+        let sum = try communicator.allreduceSum([best])
         return (sum[0] / Double(communicator.size), rates)
     }
 

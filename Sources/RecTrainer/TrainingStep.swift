@@ -72,8 +72,9 @@ public final class TrainingStep<Model: RecModel> {
     /// - Parameters:
     ///   - batchSize: the most rows per rank per step.
     ///   - bucketBytes: the dense gradient bucket size (see `GradientSync`).
+    ///   - localSums: sum embedding pairs per rank before the exchange (see `GradientSync`).
     public init(model: Model, communicator: any Communicator, optimizer: OptimizerConfig, loss: Loss,
-                batchSize: Int, bucketBytes: Int = 1 << 20) {
+                batchSize: Int, bucketBytes: Int = 1 << 20, localSums: Bool = false) {
         self.model = model
         self.loss = loss
         self.batchSize = batchSize
@@ -91,7 +92,7 @@ public final class TrainingStep<Model: RecModel> {
         sync = GradientSync(communicator: communicator, denseCount: layout.count + 1,
                             boundaries: layout.entries.map(\.offset), bucketBytes: bucketBytes,
                             embeddingRows: tables?.rowCount ?? 0, dim: dim,
-                            maxLocalPairs: tables == nil ? 0 : batchSize * fields)
+                            maxLocalPairs: tables == nil ? 0 : batchSize * fields, localSums: localSums)
         self.optimizer = Optimizer(config: optimizer, parameterCount: layout.count,
                                    embeddingRows: tables?.rowCount ?? 0, embeddingDim: dim)
     }

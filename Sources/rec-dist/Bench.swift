@@ -44,6 +44,8 @@ struct Bench: ParsableCommand {
     @Flag(inversion: .prefixedNo,
           help: "With several ranks, also alternate windows of rank 0 training alone with windows of all ranks (the scaling ratio).")
     var compareSingleRank = true
+    @Flag(help: "Embedding exchange: each rank sums its pairs per distinct row before sending (fewer bytes; another association of the sums).")
+    var localSums = false
     @Option(help: "Write the report as JSON to this file (rank 0).")
     var jsonOut: String?
     @Option(help: "OpenBLAS threads per rank.")
@@ -80,6 +82,7 @@ struct Bench: ParsableCommand {
         options.hashBuckets = hashBuckets
         options.bucketBytes = bucketKib * 1024
         options.compareSingleRank = compareSingleRank
+        options.localSums = localSums
         let rank = communicator.rank
         let report: BenchmarkReport
         do {

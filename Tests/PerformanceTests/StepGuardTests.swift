@@ -31,11 +31,12 @@ struct StepAllocationTests {
     /// Runs `warmup` steps, then counts the heap allocations of `counted` more on this thread.
     /// One OpenBLAS thread, as rec-dist runs (threaded OpenBLAS mallocs job tables per call).
     static func allocations<Model: RecModel>(_ model: Model, communicator: any Communicator, batch: Int,
-                                             optimizer: OptimizerKind, warmup: Int = 3, counted: Int = 5) throws
+                                             optimizer: OptimizerKind, localSums: Bool = false,
+                                             warmup: Int = 3, counted: Int = 5) throws
         -> (allocations: UInt64, exchange: GradientSync.EmbeddingExchange) {
         GEMM.setThreads(1)
         let step = TrainingStep(model: model, communicator: communicator, optimizer: OptimizerConfig(kind: optimizer),
-                                loss: .bce, batchSize: batch, bucketBytes: 1024)
+                                loss: .bce, batchSize: batch, bucketBytes: 1024, localSums: localSums)
         model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer, seed: 1)
         let pool = SyntheticBatches(rank: communicator.rank, worldSize: communicator.size, batchSize: batch,
                                     batches: 4, seed: 3)
@@ -62,15 +63,16 @@ struct StepAllocationTests {
     }
 
     /// Two and three in-process ranks: the overlapped dense buckets, and both embedding paths
-    /// (1000 buckets: rows; 20 buckets: 520 rows < ranks x 32 x 26 pairs, so dense).
-    @Test(arguments: [(2, 1000), (3, 1000), (2, 20)])
-    func severalRanksStepAllocatesNothing(ranks: Int, hashBuckets: Int) throws {
+    /// (1000 buckets: rows, with and without local sums; 20 buckets: 520 rows < ranks x 32 x 26
+    /// pairs, so dense).
+    @Test(arguments: [(2, 1000, false), (3, 1000, false), (2, 1000, true), (2, 20, false)])
+    func severalRanksStepAllocatesNothing(ranks: Int, hashBuckets: Int, localSums: Bool) throws {
         guard rd_allocation_counter_available() != 0 else { return }
         let batch = 32
         let results = try InProcessGroup.run(size: ranks) { comm in
             let config = Self.model(.dlrm, hashBuckets: hashBuckets, batch: batch)
             let r = try Self.allocations(DLRMModel(config: config, maxBatch: batch), communicator: comm,
-                                         batch: batch, optimizer: .adam)
+                                         batch: batch, optimizer: .adam, localSums: localSums)
             return [Int(r.allocations), r.exchange == .rows ? 1 : r.exchange == .dense ? 2 : 0]
         }
         for (rank, r) in results.enumerated() {
@@ -124,12 +126,12 @@ struct ExchangeTrafficTests {
         return (0..<count).map { _ in Int32(rng.nextInt(below: rows)) }
     }
 
-    @Test(arguments: [(2, 400), (3, 400), (2, 30), (3, 40)])
-    func bytesMatchFormula(ranks: Int, rows: Int) throws {
+    @Test(arguments: [(2, 400, false), (3, 400, false), (2, 400, true), (3, 400, true), (2, 30, false), (3, 40, true)])
+    func bytesMatchFormula(ranks: Int, rows: Int, localSums: Bool) throws {
         let perRank = 25, dim = Self.dim, denseCount = 100
         let results = try InProcessGroup.run(size: ranks) { comm -> [Int] in
             let sync = GradientSync(communicator: comm, denseCount: denseCount, boundaries: [40, 70], bucketBytes: 4,
-                                    embeddingRows: rows, dim: dim, maxLocalPairs: perRank)
+                                    embeddingRows: rows, dim: dim, maxLocalPairs: perRank, localSums: localSums)
             let local = SparseGradient(capacity: perRank, dim: dim)
             let mine = Self.pairs(rank: comm.rank, rows: rows, count: perRank)
             local.count = mine.count
@@ -145,7 +147,9 @@ struct ExchangeTrafficTests {
             return [sync.embeddingExchange == .rows ? 1 : 2, t.denseBytes, t.embeddingSentBytes,
                     t.embeddingReceivedBytes, t.localRows, t.globalRows, sync.buckets.count]
         }
+        // Rows each rank sends: its distinct rows with local sums, else every pair.
         let distinct = (0..<ranks).map { Set(Self.pairs(rank: $0, rows: rows, count: perRank)).count }
+        let sent = localSums ? distinct : [Int](repeating: perRank, count: ranks)
         let union = Set((0..<ranks).flatMap { Self.pairs(rank: $0, rows: rows, count: perRank) }).count
         let dense = ranks * perRank > rows
         for (rank, r) in results.enumerated() {
@@ -155,24 +159,27 @@ struct ExchangeTrafficTests {
             let pair = 4 * (dim + 1)
             if dense {
                 #expect(r[2] == rows * pair && r[3] == rows * pair)
+                #expect(r[4] == distinct[rank])
             } else {
-                #expect(r[2] == 8 + distinct[rank] * pair)
-                #expect(r[3] == 8 * ranks + distinct.reduce(0, +) * pair)
+                #expect(r[2] == 8 + sent[rank] * pair)
+                #expect(r[3] == 8 * ranks + sent.reduce(0, +) * pair)
+                #expect(r[4] == sent[rank])
             }
-            #expect(r[4] == distinct[rank])
             #expect(r[5] == union)
         }
     }
 
     /// The dlrm step at a known configuration: dense allreduce of every parameter plus the loss
-    /// slot; embedding rows by the formula, with the distinct rows counted from the batch.
-    @Test func dlrmStepTraffic() throws {
+    /// slot; embedding rows by the formula: every pair (16 x 26 per rank), or with local sums the
+    /// distinct rows counted from the batch.
+    @Test(arguments: [false, true])
+    func dlrmStepTraffic(localSums: Bool) throws {
         let batch = 16, ranks = 2
         let results = try InProcessGroup.run(size: ranks) { comm -> [Int] in
             let config = StepAllocationTests.model(.dlrm, hashBuckets: 5000, batch: batch)
             let model = DLRMModel(config: config, maxBatch: batch)
             let step = TrainingStep(model: model, communicator: comm, optimizer: OptimizerConfig(kind: .adagrad),
-                                    loss: .bce, batchSize: batch)
+                                    loss: .bce, batchSize: batch, localSums: localSums)
             let pool = SyntheticBatches(rank: comm.rank, worldSize: ranks, batchSize: batch, batches: 1, seed: 4)
             let view = pool.batch(0)
             _ = try step.run(view, globalCount: batch * ranks)
@@ -183,7 +190,8 @@ struct ExchangeTrafficTests {
                 }
             }
             let t = step.sync.traffic
-            return [t.denseBytes, t.embeddingSentBytes, t.embeddingReceivedBytes, rows.count, model.layout.count]
+            return [t.denseBytes, t.embeddingSentBytes, t.embeddingReceivedBytes,
+                    localSums ? rows.count : batch * config.categoricalFields, model.layout.count]
         }
         let pair = 4 * (16 + 1)   // the row and its 16 gradient values
         for r in results {
