@@ -187,7 +187,7 @@ public struct DotInteraction: Sendable {
 
     /// Floats of scratch `forward` needs: the transposed slots of one example, (dim, paddedSlots).
     public var scratchCount: Int { dim * paddedSlots }
-    var paddedSlots: Int { (slots + 3) / 4 * 4 }
+    var paddedSlots: Int { (slots + 15) / 16 * 16 }   // whole 16-lane groups
 
     /// t: (batch, slots, dim) -> out: (batch, outputSize).
     @inline(__always)
@@ -233,23 +233,48 @@ public struct DotInteraction: Sendable {
             }
             for i in 1..<slots {
                 let ti = te + (i - 1) * dim
+                // Slots j < i, 16, 8 or 4 at a time: several independent accumulators per k, so
+                // the k-ordered additions of different pairs overlap instead of waiting on each
+                // other.
                 var j = 0
-                while j < i {
+                while i - j > 8 {
+                    var acc = SIMD16<Float>(repeating: 0)
+                    let column = tT + j
+                    for k in 0..<dim {
+                        acc += SIMD16(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD16<Float>.self)
+                    }
+                    Self.store(acc, lanes: i - j, o + p + j)
+                    j += 16
+                }
+                if i - j > 4 {
+                    var acc = SIMD8<Float>(repeating: 0)
+                    let column = tT + j
+                    for k in 0..<dim {
+                        acc += SIMD8(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD8<Float>.self)
+                    }
+                    Self.store(acc, lanes: i - j, o + p + j)
+                    j += 8
+                }
+                if i - j > 0 {
                     var acc = SIMD4<Float>(repeating: 0)
                     let column = tT + j
                     for k in 0..<dim {
                         acc += SIMD4(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD4<Float>.self)
                     }
-                    let valid = min(4, i - j)
-                    if valid == 4 {
-                        UnsafeMutableRawPointer(o + p + j).storeBytes(of: acc, as: SIMD4<Float>.self)
-                    } else {
-                        for l in 0..<valid { o[p + j + l] = acc[l] }
-                    }
-                    j += 4
+                    Self.store(acc, lanes: i - j, o + p + j)
                 }
                 p += i
             }
+        }
+    }
+
+    /// Stores the first min(lanes, width) lanes of `v` at `dst`.
+    @inline(__always)
+    static func store<V: SIMD>(_ v: V, lanes: Int, _ dst: UnsafeMutablePointer<Float>) where V.Scalar == Float {
+        if lanes >= v.scalarCount {
+            UnsafeMutableRawPointer(dst).storeBytes(of: v, as: V.self)
+        } else {
+            for l in 0..<lanes { dst[l] = v[l] }
         }
     }
 
