@@ -58,6 +58,11 @@ public struct BenchmarkOptions: Sendable {
     public var compareSingleRank = true
     /// Embedding exchange: send per-rank sums of distinct rows (GradientSync.localSums).
     public var localSums = false
+    /// A prepared dataset (`rec-dist prepare`) to read batches from, through the trainer's
+    /// loader (memory-mapped, prefetched on a thread); nil: synthetic rows held in memory.
+    public var dataPath: String?
+    /// With `dataPath`: mapped pages a rank keeps resident before dropping them.
+    public var residentDataBytes = 64 << 20
     public init() {}
 }
 
@@ -156,20 +161,31 @@ public enum Benchmark {
         let loadStart = loadAverage()
         Denormals.flushToZero()
         var results: [BenchmarkResult] = []
+        let dataset = try options.dataPath.map { try PreparedDataset(directory: $0) }
         for benchCase in options.cases {
             progress("\(benchCase) on \(communicator.size) rank(s)...")
             let result: BenchmarkResult
+            func shaped(_ kind: ModelKind) -> ModelConfig {
+                var config = ModelConfig(kind: kind)
+                config.hashBuckets = options.hashBuckets
+                if let dataset {   // the model the prepared data asks for, as `train` builds it
+                    config.denseInputs = dataset.denseCount
+                    config.categoricalFields = dataset.categoricalCount
+                    config.vocabularySizes = dataset.manifest.vocabularySizes
+                    config.denseTransform = .identity
+                    config.mlpDenseFeatures = min(config.mlpDenseFeatures, max(dataset.denseCount, 1))
+                }
+                return config
+            }
             switch benchCase.model {
             case .mlp:
-                var config = ModelConfig(kind: .mlp)
-                config.hashBuckets = options.hashBuckets
+                let config = shaped(.mlp)
                 result = try runCase({ MLPModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
-                                     options: options, communicator: communicator)
+                                     options: options, dataset: dataset, communicator: communicator)
             case .dlrm:
-                var config = ModelConfig(kind: .dlrm)
-                config.hashBuckets = options.hashBuckets
+                let config = shaped(.dlrm)
                 result = try runCase({ DLRMModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
-                                     options: options, communicator: communicator)
+                                     options: options, dataset: dataset, communicator: communicator)
             }
             results.append(result)
         }
@@ -184,14 +200,16 @@ public enum Benchmark {
                       "window_seconds": "\(options.windowSeconds)", "sgemm_seconds": "\(options.sgemmSeconds)",
                       "hash_buckets": "\(options.hashBuckets)", "bucket_bytes": "\(options.bucketBytes)",
                       "optimizer": options.optimizer.kind.rawValue, "loss": options.loss.rawValue,
-                      "pool_batches": "\(options.poolBatches)", "local_sums": "\(options.localSums)"],
+                      "pool_batches": "\(options.poolBatches)", "local_sums": "\(options.localSums)",
+                      "data": options.dataPath ?? "synthetic rows in memory",
+                      "resident_data_bytes": "\(options.residentDataBytes)"],
             results: results)
     }
 
     // MARK: - One case
 
     static func runCase<Model: RecModel>(_ makeModel: () -> Model, _ benchCase: BenchmarkCase, options: BenchmarkOptions,
-                                         communicator: any Communicator) throws -> BenchmarkResult {
+                                         dataset: PreparedDataset?, communicator: any Communicator) throws -> BenchmarkResult {
         let model = makeModel()
         let n = communicator.size, rank = communicator.rank, batch = benchCase.batchSize
         try communicator.barrier()
@@ -218,18 +236,16 @@ public enum Benchmark {
         }
         try communicator.broadcast(step.parameters.buffer, root: 0)
         if model.embeddings != nil { try communicator.broadcast(step.embeddingTable.buffer, root: 0) }
-        let pool = SyntheticBatches(rank: rank, worldSize: n, batchSize: batch, batches: options.poolBatches,
-                                    seed: options.seed)
+        let pool = try BenchBatches(dataset: dataset, rank: rank, worldSize: n, batchSize: batch, options: options)
+        defer { pool.stop() }
         let globalCount = batch * n
 
         // Warm-up, then size the windows from the warm-up's pace (agreed by all ranks).
-        var cursor = 0
         func oneStep() throws {
             let t0 = MonotonicClock.nanoseconds()
-            let view = pool.batch(cursor)
-            cursor = cursor + 1 == pool.count ? 0 : cursor + 1
+            let (view, count) = pool.next()
             step.phases.dataWait += MonotonicClock.nanoseconds() - t0
-            _ = try step.run(view, globalCount: globalCount)
+            _ = try step.run(view, globalCount: count)
         }
         // Every rank must run the same number of steps: the warm-up goes in rounds of
         // `warmupSteps` until the slowest rank has warmed up for `warmupSeconds`.
@@ -248,25 +264,28 @@ public enum Benchmark {
         // Timed windows. Each starts at a barrier; its time is the slowest rank's.
         let windows = options.windows
         var windowSeconds = [Double](repeating: 0, count: windows)
+        var windowSamples = [Double](repeating: 0, count: windows)
         let before = step.phases
         for w in 0..<windows {
             try communicator.barrier()
+            var samples = 0
             let t0 = MonotonicClock.nanoseconds()
             for _ in 0..<stepsPerWindow {
                 let s0 = MonotonicClock.nanoseconds()
-                let view = pool.batch(cursor)
-                cursor = cursor + 1 == pool.count ? 0 : cursor + 1
+                let (view, count) = pool.next()
                 let s1 = MonotonicClock.nanoseconds()
                 step.phases.dataWait += s1 - s0
                 step.phases.total += s1 - s0
-                _ = try step.run(view, globalCount: globalCount)
+                _ = try step.run(view, globalCount: count)
+                samples += count
             }
             windowSeconds[w] = Double(MonotonicClock.nanoseconds() - t0) / 1e9
+            windowSamples[w] = Double(samples)
         }
         let traffic = step.sync.traffic   // the last timed step's
         let timed = step.phases - before
         let slowest = try communicator.allreduceMax(windowSeconds)
-        let throughputs = slowest.map { Double(globalCount * stepsPerWindow) / $0 }
+        let throughputs = zip(windowSamples, slowest).map { $0 / $1 }
         let samplesPerSecond = median(throughputs)
         let peakAfterTraining = peakRSS()
 
@@ -293,7 +312,7 @@ public enum Benchmark {
             }
             allreduceAlone = median(try communicator.allreduceMax(times))
             if model.embeddings != nil {
-                let view = pool.batch(0)
+                let view = pool.next().batch
                 _ = model.forward(view, parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer)
                 model.backward(view, dLogits: step.dLogits.pointer, parameters: step.parameters.pointer,
                                gradients: step.gradients.pointer, sparse: step.sparse)
@@ -319,7 +338,7 @@ public enum Benchmark {
             if let soloStep, let alone {
                 soloStep.parameters.pointer.update(from: step.parameters.pointer, count: soloStep.parameters.count)
                 soloStep.embeddingTable.pointer.update(from: step.embeddingTable.pointer, count: soloStep.embeddingTable.count)
-                for s in 0..<min(stepsPerWindow, 10) { _ = try soloStep.run(pool.batch(s % pool.count), globalCount: batch) }
+                for _ in 0..<min(stepsPerWindow, 10) { _ = try soloStep.run(pool.next().batch, globalCount: batch) }
                 _ = alone
             }
             var soloRates = [Double](), allRates = [Double](), ratios = [Double]()
@@ -330,10 +349,7 @@ public enum Benchmark {
                 try flag.withUnsafeMutableBufferPointer { f in
                     if let soloStep {
                         let t0 = MonotonicClock.nanoseconds()
-                        for _ in 0..<stepsPerWindow {
-                            _ = try soloStep.run(pool.batch(cursor), globalCount: batch)
-                            cursor = cursor + 1 == pool.count ? 0 : cursor + 1
-                        }
+                        for _ in 0..<stepsPerWindow { _ = try soloStep.run(pool.next().batch, globalCount: batch) }
                         soloSeconds = Double(MonotonicClock.nanoseconds() - t0) / 1e9
                         try communicator.wait(try communicator.startAllreduceSum(f))
                     } else {
@@ -346,8 +362,8 @@ public enum Benchmark {
                 try communicator.barrier()
                 let t0 = MonotonicClock.nanoseconds()
                 for _ in 0..<stepsPerWindow {
-                    _ = try step.run(pool.batch(cursor), globalCount: globalCount)
-                    cursor = cursor + 1 == pool.count ? 0 : cursor + 1
+                    let (view, count) = pool.next()
+                    _ = try step.run(view, globalCount: count)
                 }
                 let seconds = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - t0) / 1e9])[0]
                 let soloRate = try communicator.allreduceMax([soloSeconds > 0 ? Double(batch * stepsPerWindow) / soloSeconds : 0])[0]
@@ -363,10 +379,9 @@ public enum Benchmark {
 
         // Memory.
         let sizes = step.bufferBytes
-        let poolBytes = pool.bytes
         let accounted = ["parameters": sizes.parameters, "gradients": sizes.gradients,
                          "optimizer_state": sizes.optimizerState, "activations": sizes.activations,
-                         "batch_pool": poolBytes]
+                         pool.accountingName: pool.bytes]
         let accountedTotal = accounted.values.reduce(0, +)
         let rss = try communicator.allreduceMax([Double(peakAfterTraining), Double(baseline)])
         let peak = Int(rss[0]), base = Int(rss[1])
@@ -524,6 +539,56 @@ public enum Benchmark {
         _ = write(fd, "5", 1)
         close(fd)
     }
+}
+
+/// Where the benchmark's batches come from: a pool of synthetic rows in memory (fetching is
+/// free), or a prepared dataset through the trainer's loader (memory-mapped, shuffled,
+/// prefetched on a thread: its wait is the step's data wait).
+final class BenchBatches {
+    private let synthetic: SyntheticBatches?
+    private let loader: PreparedBatchLoader?
+    private let globalBatch: Int
+    private let prefetchBytes: Int
+    private let residentBudget: Int
+    private var step = 0
+
+    init(dataset: PreparedDataset?, rank: Int, worldSize: Int, batchSize: Int, options: BenchmarkOptions) throws {
+        globalBatch = batchSize * worldSize
+        residentBudget = options.residentDataBytes
+        if let dataset {
+            let split = try dataset.open(split: "train")
+            let rows = split.header.rows
+            guard rows >= globalBatch else {
+                throw TrainingError.notEnoughData("'\(options.dataPath ?? "")' has \(rows) training rows, fewer than one global batch of \(globalBatch)")
+            }
+            let shard = BlockCyclicShard(rank: rank, worldSize: worldSize, blockSize: batchSize, rows: 0..<rows)
+            let order = EpochOrder(rows: rows, shuffle: true, seed: options.seed)
+            let prefetch = PreparedDataOptions().prefetch
+            loader = PreparedBatchLoader(split: split, shard: shard, order: order, prefetch: prefetch,
+                                         residentBudget: options.residentDataBytes)
+            prefetchBytes = prefetch * batchSize * 4 * (1 + dataset.denseCount + dataset.categoricalCount)
+            synthetic = nil
+        } else {
+            synthetic = SyntheticBatches(rank: rank, worldSize: worldSize, batchSize: batchSize,
+                                         batches: options.poolBatches, seed: options.seed)
+            loader = nil
+            prefetchBytes = 0
+        }
+    }
+
+    /// The next step's batch and the global batch's row count (steps run on through epochs).
+    @inline(__always)
+    func next() -> (batch: BatchView, globalCount: Int) {
+        defer { step += 1 }
+        if let synthetic { return (synthetic.batch(step % synthetic.count), globalBatch) }
+        return loader!.batch(step: step)
+    }
+
+    /// Bytes to account for: the pool, or the prefetch ring plus the resident budget of the mapping.
+    var bytes: Int { synthetic?.bytes ?? prefetchBytes + residentBudget }
+    var accountingName: String { synthetic == nil ? "prefetch_and_resident_data" : "batch_pool" }
+
+    func stop() { loader?.stop() }
 }
 
 /// A fixed pool of synthetic Criteo rows for this rank, in the step's columnar layout: the rank's

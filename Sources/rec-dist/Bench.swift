@@ -46,6 +46,10 @@ struct Bench: ParsableCommand {
     var compareSingleRank = true
     @Flag(help: "Embedding exchange: each rank sums its pairs per distinct row before sending (fewer bytes; another association of the sums).")
     var localSums = false
+    @Option(help: "A prepared dataset directory (rec-dist prepare) to read batches from, memory-mapped and prefetched as train does (default: synthetic rows in memory).")
+    var data: String?
+    @Option(help: "With --data: MB of the mapped data a rank keeps resident before dropping pages.")
+    var residentDataMb: Int = 64
     @Option(help: "Write the report as JSON to this file (rank 0).")
     var jsonOut: String?
     @Option(help: "OpenBLAS threads per rank.")
@@ -83,6 +87,8 @@ struct Bench: ParsableCommand {
         options.bucketBytes = bucketKib * 1024
         options.compareSingleRank = compareSingleRank
         options.localSums = localSums
+        options.dataPath = data
+        options.residentDataBytes = residentDataMb << 20
         let rank = communicator.rank
         let report: BenchmarkReport
         do {
