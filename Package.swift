@@ -26,12 +26,15 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
+        // Compiler intrinsics (prefetch), header only.
+        .systemLibrary(name: "CIntrinsics"),
+
         // Numerics and models: flat parameters, GEMM, layers, losses, optimizers, metrics, RNG.
-        .target(name: "RecCore", dependencies: ["COpenBLAS"], swiftSettings: swiftSettings),
+        .target(name: "RecCore", dependencies: ["COpenBLAS", "CIntrinsics"], swiftSettings: swiftSettings),
         // Raw formats, the synthetic default dataset, per-rank sharding and batches.
         .target(name: "RecData", dependencies: ["RecCore"], swiftSettings: swiftSettings),
         // The Communicator protocol, the 1-rank and in-process N-rank communicators, gradient sync.
-        .target(name: "RecDistributed", dependencies: ["RecCore"], swiftSettings: swiftSettings),
+        .target(name: "RecDistributed", dependencies: ["RecCore", "CIntrinsics"], swiftSettings: swiftSettings),
         // MPICommunicator: the only Swift code that imports CMPI.
         .target(name: "RecMPI", dependencies: ["CMPI", "RecDistributed"], swiftSettings: swiftSettings),
         // The training loop, evaluation, checkpoints, metrics log.
@@ -46,6 +49,9 @@ let package = Package(
                                          .product(name: "Logging", package: "swift-log")],
                           swiftSettings: swiftSettings),
 
+        // Test support: a counting malloc (C), linked only into the test bundle.
+        .target(name: "AllocationCounter"),
+
         .testTarget(name: "RecCoreTests", dependencies: ["RecCore"], swiftSettings: swiftSettings),
         .testTarget(name: "RecDataTests", dependencies: ["RecData"], swiftSettings: swiftSettings),
         .testTarget(name: "RecDistributedTests",
@@ -54,6 +60,11 @@ let package = Package(
         .testTarget(name: "RecTrainerTests",
                     dependencies: ["RecTrainer", "RecDistributed", "RecData", "RecCore",
                                    .product(name: "Logging", package: "swift-log")],
+                    swiftSettings: swiftSettings),
+        // Guards that are not timed: no heap allocation per training step, the bytes each
+        // gradient exchange path moves, nonblocking collectives against blocking ones.
+        .testTarget(name: "PerformanceTests",
+                    dependencies: ["RecTrainer", "RecDistributed", "RecCore", "AllocationCounter"],
                     swiftSettings: swiftSettings),
         // End to end: runs the built rec-dist binary, also under real mpirun.
         .testTarget(name: "IntegrationTests", dependencies: ["rec-dist"], swiftSettings: swiftSettings),

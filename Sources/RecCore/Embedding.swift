@@ -1,3 +1,5 @@
+import CIntrinsics
+
 /// Embedding tables for the categorical fields: field `f` has `rows(field: f)` rows, and the
 /// tables are stored one after another in one flat (rowCount, dim) buffer outside the dense
 /// parameters, because their gradients are sparse. Field `f`'s rows are
@@ -95,14 +97,64 @@ public struct EmbeddingTables: Sendable, Equatable {
     public func lookup(categorical: UnsafePointer<UInt32>, batch: Int, table: UnsafePointer<Float>,
                        out: UnsafeMutablePointer<Float>, slots: Int, firstSlot: Int,
                        rows: UnsafeMutablePointer<Int32>) {
-        let fields = self.fields
+        let dim = self.dim, fields = self.fields, n = batch * fields
+        // Rows first, then the copies, each row's cache line requested `ahead` copies early: the
+        // table is far larger than the caches, so the copy loop waits on memory otherwise.
+        for i in 0..<n {
+            rows[i] = Int32(truncatingIfNeeded: row(field: i % fields, value: categorical[i]))
+        }
+        let ahead = 16
+        for i in 0..<min(ahead, n) { rd_prefetch(table + Int(rows[i]) * dim) }
+        var i = 0
         for b in 0..<batch {
+            let base = out + (b * slots + firstSlot) * dim
             for f in 0..<fields {
-                let r = row(field: f, value: categorical[b * fields + f])
-                rows[b * fields + f] = Int32(r)
-                (out + (b * slots + firstSlot + f) * dim).update(from: table + r * dim, count: dim)
+                if i + ahead < n { rd_prefetch(table + Int(rows[i + ahead]) * dim) }
+                let dst = base + f * dim, src = table + Int(rows[i]) * dim
+                if dim == 16 {
+                    SIMDAccess.store16(SIMDAccess.load16(src), dst)
+                } else {
+                    for k in 0..<dim { dst[k] = src[k] }
+                }
+                i += 1
             }
         }
+    }
+}
+
+/// Unaligned SIMD loads and stores of Float rows.
+@usableFromInline
+enum SIMDAccess {
+    @inline(__always) @usableFromInline
+    static func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+    }
+    @inline(__always) @usableFromInline
+    static func load16(_ p: UnsafeMutablePointer<Float>) -> SIMD16<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+    }
+    @inline(__always) @usableFromInline
+    static func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
+    }
+    @inline(__always) @usableFromInline
+    static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+    }
+    @inline(__always) @usableFromInline
+    static func load8(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+    }
+    @inline(__always) @usableFromInline
+    static func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+    }
+    /// The sum of the 16 lanes, as a tree.
+    @inline(__always) @usableFromInline
+    static func sum(_ v: SIMD16<Float>) -> Float {
+        let a = v.lowHalf + v.highHalf
+        let b = a.lowHalf + a.highHalf
+        return (b[0] + b[1]) + (b[2] + b[3])
     }
 }
 
@@ -113,12 +165,17 @@ public struct EmbeddingTables: Sendable, Equatable {
 /// the ordering of the DLRM reference implementation. Without `passthrough` (a model with no
 /// dense inputs, hence no bottom MLP) every slot is an embedding and out is the pairs only:
 /// (batch, slots·(slots-1)/2).
+///
+/// The kernels take slot 0 and slots 1... from separate places (`first`, `rest`), so the model
+/// needs no concatenated copy; `forward(t:...)` and `backward(t:...)` are the single-tensor form.
+/// `dim == 16` (the Criteo configuration) runs on 16-wide SIMD rows; other widths on plain loops.
+/// `naiveForward` and `naiveBackward` are the reference kernels the tests hold them to.
 public struct DotInteraction: Sendable {
     public let slots: Int
     public let dim: Int
+    public var pairs: Int { slots * (slots - 1) / 2 }
     /// Whether slot 0 is copied to the front of the output.
     public let passthrough: Bool
-    public var pairs: Int { slots * (slots - 1) / 2 }
     public var outputSize: Int { (passthrough ? dim : 0) + pairs }
 
     public init(slots: Int, dim: Int, passthrough: Bool = true) {
@@ -128,27 +185,96 @@ public struct DotInteraction: Sendable {
         self.passthrough = passthrough
     }
 
+    /// Floats of scratch `forward` needs: the transposed slots of one example, (dim, paddedSlots).
+    public var scratchCount: Int { dim * paddedSlots }
+    var paddedSlots: Int { (slots + 15) / 16 * 16 }   // whole 16-lane groups
+
+    /// t: (batch, slots, dim) -> out: (batch, outputSize).
     @inline(__always)
     public func forward(t: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int) {
-        let width = outputSize
+        forward(first: t, firstStride: slots * dim, rest: t + dim, restStride: slots * dim, out: out, batch: batch)
+    }
+
+    /// The split form, with its own scratch (allocates; the model passes scratch instead).
+    public func forward(first: UnsafePointer<Float>, firstStride: Int, rest: UnsafePointer<Float>, restStride: Int,
+                        out: UnsafeMutablePointer<Float>, batch: Int) {
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: scratchCount)
+        defer { scratch.deallocate() }
+        forward(first: first, firstStride: firstStride, rest: rest, restStride: restStride, out: out, batch: batch,
+                scratch: scratch)
+    }
+
+    /// Slot 0 of example b at `first + b·firstStride` (dim values); slots 1..<slots of example b
+    /// contiguous at `rest + b·restStride` ((slots - 1)·dim values). out: (batch, outputSize).
+    /// scratch: `scratchCount` floats.
+    ///
+    /// Each dot product is summed over k in order, exactly as the naive kernel sums it (so the
+    /// results are bit for bit the naive ones); the vectorization is across pairs instead: the
+    /// example's slots are transposed to (dim, slots) in scratch, and for each i the products
+    /// with 4 slots j at a time accumulate in one 4-lane vector.
+    @inline(__always)
+    public func forward(first: UnsafePointer<Float>, firstStride: Int, rest: UnsafePointer<Float>, restStride: Int,
+                        out: UnsafeMutablePointer<Float>, batch: Int, scratch: UnsafeMutablePointer<Float>) {
+        let width = outputSize, dim = self.dim, slots = self.slots, padded = paddedSlots
+        let tT = scratch   // (dim, padded): tT[k * padded + j] = slot j's k-th value
+        for k in 0..<dim { for j in slots..<padded { tT[k * padded + j] = 0 } }
         for b in 0..<batch {
-            let tb = t + b * slots * dim
-            let ob = out + b * width
+            let t0 = first + b * firstStride, te = rest + b * restStride
+            let o = out + b * width
+            for k in 0..<dim { tT[k * padded] = t0[k] }
+            for j in 1..<slots {
+                let tj = te + (j - 1) * dim
+                for k in 0..<dim { tT[k * padded + j] = tj[k] }
+            }
             var p = 0
             if passthrough {
-                ob.update(from: tb, count: dim)
+                for k in 0..<dim { o[k] = t0[k] }
                 p = dim
             }
             for i in 1..<slots {
-                let ti = tb + i * dim
-                for j in 0..<i {
-                    let tj = tb + j * dim
-                    var s: Float = 0
-                    for k in 0..<dim { s += ti[k] * tj[k] }
-                    ob[p] = s
-                    p += 1
+                let ti = te + (i - 1) * dim
+                // Slots j < i, 16, 8 or 4 at a time: several independent accumulators per k, so
+                // the k-ordered additions of different pairs overlap instead of waiting on each
+                // other.
+                var j = 0
+                while i - j > 8 {
+                    var acc = SIMD16<Float>(repeating: 0)
+                    let column = tT + j
+                    for k in 0..<dim {
+                        acc += SIMD16(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD16<Float>.self)
+                    }
+                    Self.store(acc, lanes: i - j, o + p + j)
+                    j += 16
                 }
+                if i - j > 4 {
+                    var acc = SIMD8<Float>(repeating: 0)
+                    let column = tT + j
+                    for k in 0..<dim {
+                        acc += SIMD8(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD8<Float>.self)
+                    }
+                    Self.store(acc, lanes: i - j, o + p + j)
+                    j += 8
+                }
+                if i - j > 0 {
+                    var acc = SIMD4<Float>(repeating: 0)
+                    let column = tT + j
+                    for k in 0..<dim {
+                        acc += SIMD4(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD4<Float>.self)
+                    }
+                    Self.store(acc, lanes: i - j, o + p + j)
+                }
+                p += i
             }
+        }
+    }
+
+    /// Stores the first min(lanes, width) lanes of `v` at `dst`.
+    @inline(__always)
+    static func store<V: SIMD>(_ v: V, lanes: Int, _ dst: UnsafeMutablePointer<Float>) where V.Scalar == Float {
+        if lanes >= v.scalarCount {
+            UnsafeMutableRawPointer(dst).storeBytes(of: v, as: V.self)
+        } else {
+            for l in 0..<lanes { dst[l] = v[l] }
         }
     }
 
@@ -156,26 +282,107 @@ public struct DotInteraction: Sendable {
     @inline(__always)
     public func backward(t: UnsafePointer<Float>, dOut: UnsafePointer<Float>,
                          dT: UnsafeMutablePointer<Float>, batch: Int) {
+        backward(first: t, firstStride: slots * dim, rest: t + dim, restStride: slots * dim, dOut: dOut,
+                 dFirst: dT, dFirstStride: slots * dim, dRest: dT + dim, dRestStride: slots * dim, batch: batch)
+    }
+
+    /// The split form of `backward(t:dOut:dT:batch:)`: inputs as in the split `forward`; the
+    /// gradient of slot 0 goes to `dFirst + b·dFirstStride`, of slots 1... to
+    /// `dRest + b·dRestStride` (contiguous), both overwritten.
+    ///
+    /// For i = 1, 2, ...: dT_i = Σ_{j<i} g_ij t_j is written once (nothing has touched it yet),
+    /// and every dT_j (j < i) gains g_ij t_i; so no zeroing pass is needed.
+    @inline(__always)
+    public func backward(first: UnsafePointer<Float>, firstStride: Int, rest: UnsafePointer<Float>, restStride: Int,
+                         dOut: UnsafePointer<Float>, dFirst: UnsafeMutablePointer<Float>, dFirstStride: Int,
+                         dRest: UnsafeMutablePointer<Float>, dRestStride: Int, batch: Int) {
+        let width = outputSize, dim = self.dim, slots = self.slots
+        for b in 0..<batch {
+            let t0 = first + b * firstStride, te = rest + b * restStride
+            let d0 = dFirst + b * dFirstStride, de = dRest + b * dRestStride
+            let g = dOut + b * width
+            var p = passthrough ? dim : 0
+            if dim == 16 {
+                let v0 = SIMDAccess.load16(t0)
+                // Slot 0 is also copied to the output directly (with passthrough).
+                var acc0 = passthrough ? SIMDAccess.load16(g) : SIMD16<Float>(repeating: 0)
+                for i in 1..<slots {
+                    let ti = SIMDAccess.load16(te + (i - 1) * 16)
+                    let g0 = g[p]
+                    p += 1
+                    var acc = g0 * v0
+                    acc0 += g0 * ti
+                    for j in 1..<i {
+                        let gij = g[p]
+                        p += 1
+                        let dj = de + (j - 1) * 16
+                        acc += gij * SIMDAccess.load16(te + (j - 1) * 16)
+                        SIMDAccess.store16(SIMDAccess.load16(dj) + gij * ti, dj)
+                    }
+                    SIMDAccess.store16(acc, de + (i - 1) * 16)
+                }
+                SIMDAccess.store16(acc0, d0)
+            } else {
+                for k in 0..<dim { d0[k] = passthrough ? g[k] : 0 }
+                for i in 1..<slots {
+                    let ti = te + (i - 1) * dim, di = de + (i - 1) * dim
+                    for k in 0..<dim { di[k] = 0 }
+                    for j in 0..<i {
+                        let gij = g[p]
+                        p += 1
+                        let tj = j == 0 ? t0 : te + (j - 1) * dim
+                        let dj = j == 0 ? d0 : de + (j - 1) * dim
+                        for k in 0..<dim {
+                            di[k] += gij * tj[k]
+                            dj[k] += gij * ti[k]
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The reference forward: one dot product per pair, t: (batch, slots, dim).
+    public func naiveForward(t: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int) {
+        let width = outputSize
+        for b in 0..<batch {
+            let tb = t + b * slots * dim
+            let ob = out + b * width
+            var p = 0
+            if passthrough {
+                for k in 0..<dim { ob[k] = tb[k] }
+                p = dim
+            }
+            for i in 1..<slots {
+                for j in 0..<i {
+                    var s: Float = 0
+                    for k in 0..<dim { s += tb[i * dim + k] * tb[j * dim + k] }
+                    ob[p] = s
+                    p += 1
+                }
+            }
+        }
+    }
+
+    /// The reference backward: dT zeroed, then each pair's two contributions.
+    public func naiveBackward(t: UnsafePointer<Float>, dOut: UnsafePointer<Float>,
+                              dT: UnsafeMutablePointer<Float>, batch: Int) {
         let width = outputSize
         dT.update(repeating: 0, count: batch * slots * dim)
         for b in 0..<batch {
-            let tb = t + b * slots * dim
-            let db = dT + b * slots * dim
-            let gb = dOut + b * width
+            let tb = t + b * slots * dim, db = dT + b * slots * dim, gb = dOut + b * width
             var p = 0
             if passthrough {
                 for k in 0..<dim { db[k] = gb[k] }
                 p = dim
             }
             for i in 1..<slots {
-                let ti = tb + i * dim, dti = db + i * dim
                 for j in 0..<i {
                     let g = gb[p]
                     p += 1
-                    let tj = tb + j * dim, dtj = db + j * dim
                     for k in 0..<dim {
-                        dti[k] += g * tj[k]
-                        dtj[k] += g * ti[k]
+                        db[i * dim + k] += g * tb[j * dim + k]
+                        db[j * dim + k] += g * tb[i * dim + k]
                     }
                 }
             }

@@ -28,36 +28,61 @@ public struct Linear: Sendable {
         (parameters + biasOffset).update(repeating: 0, count: outputSize)
     }
 
-    /// x: (batch, inputSize) -> y: (batch, outputSize).
+    /// x: (batch, inputSize) -> y = activation(x·W + b): (batch, outputSize).
+    ///
+    /// The bias is fused into the sgemm: y starts as the bias rows and the sgemm accumulates onto
+    /// them (beta = 1, so OpenBLAS skips its zeroing pass; the rounding is that of b + x·W summed
+    /// in OpenBLAS's order, as before). Then one SIMD pass applies the activation.
     @inline(__always)
     public func forward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int,
-                        parameters: UnsafePointer<Float>) {
+                        parameters: UnsafePointer<Float>, activation: Activation = .linear) {
         let b = parameters + biasOffset
-        for row in 0..<batch { (y + row * outputSize).update(from: b, count: outputSize) }
+        for row in 0..<batch { Self.copyRow(b, to: y + row * outputSize, outputSize) }
         GEMM.sgemm(transA: false, transB: false, m: batch, n: outputSize, k: inputSize,
                    alpha: 1, a: x, lda: inputSize, b: parameters + weightOffset, ldb: outputSize,
                    beta: 1, c: y, ldc: outputSize)
+        activation.forward(y, count: batch * outputSize)
     }
 
-    /// dy: (batch, outputSize). Accumulates dW += xᵀ·dy and db += Σ dy into `gradients`;
-    /// writes dx = dy·Wᵀ, (batch, inputSize), when `dx` is given.
     @inline(__always)
-    public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
-                         dx: UnsafeMutablePointer<Float>?, batch: Int,
+    static func copyRow(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ n: Int) {
+        var j = 0
+        while j + 8 <= n {
+            SIMDAccess.store8(SIMDAccess.load8(src + j), dst + j)
+            j += 8
+        }
+        while j < n { dst[j] = src[j]; j += 1 }
+    }
+
+    /// dy: (batch, outputSize), the gradient of this layer's output y = activation(x·W + b).
+    /// Turns dy into the gradient before the activation (in place, using y), accumulates
+    /// dW += xᵀ·dy and db += Σ dy into `gradients` (activation and bias in one pass), and writes
+    /// dx = dy·Wᵀ, (batch, inputSize), when `dx` is given. `y` may be nil for `.linear`.
+    @inline(__always)
+    public func backward(x: UnsafePointer<Float>, y: UnsafePointer<Float>?, dy: UnsafeMutablePointer<Float>,
+                         dx: UnsafeMutablePointer<Float>?, batch: Int, activation: Activation,
                          parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        activation.backwardSummingBias(y: y, dy: dy, biasGradient: gradients + biasOffset,
+                                       rows: batch, columns: outputSize)
         GEMM.sgemm(transA: true, transB: false, m: inputSize, n: outputSize, k: batch,
                    alpha: 1, a: x, lda: inputSize, b: dy, ldb: outputSize,
                    beta: 1, c: gradients + weightOffset, ldc: outputSize)
-        let db = gradients + biasOffset
-        for row in 0..<batch {
-            let d = dy + row * outputSize
-            for j in 0..<outputSize { db[j] += d[j] }
-        }
         if let dx {
             GEMM.sgemm(transA: false, transB: true, m: batch, n: inputSize, k: outputSize,
                        alpha: 1, a: dy, lda: outputSize, b: parameters + weightOffset, ldb: outputSize,
                        beta: 0, c: dx, ldc: inputSize)
         }
+    }
+
+    /// dy: (batch, outputSize), the gradient of y = x·W + b (no activation). Accumulates
+    /// dW += xᵀ·dy and db += Σ dy into `gradients`; writes dx = dy·Wᵀ, (batch, inputSize), when
+    /// `dx` is given.
+    @inline(__always)
+    public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                         dx: UnsafeMutablePointer<Float>?, batch: Int,
+                         parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        backward(x: x, y: nil, dy: UnsafeMutablePointer(mutating: dy), dx: dx, batch: batch, activation: .linear,
+                 parameters: parameters, gradients: gradients)
     }
 }
 
@@ -69,7 +94,16 @@ public enum Activation: String, CaseIterable, Sendable, Codable {
     @inline(__always)
     public func forward(_ y: UnsafeMutablePointer<Float>, count: Int) {
         switch self {
-        case .relu: for i in 0..<count { y[i] = max(y[i], 0) }
+        case .relu:
+            // v < 0 ? 0 : v keeps a NaN visible, as max(v, 0) does.
+            var i = 0
+            while i + 8 <= count {
+                var v = SIMDAccess.load8(y + i)
+                v.replace(with: 0, where: v .< 0)
+                SIMDAccess.store8(v, y + i)
+                i += 8
+            }
+            while i < count { y[i] = y[i] < 0 ? 0 : y[i]; i += 1 }
         case .sigmoid: for i in 0..<count { y[i] = Loss.sigmoid(y[i]) }
         case .tanh: for i in 0..<count { y[i] = Float(_tanh(Double(y[i]))) }
         case .linear: break
@@ -80,10 +114,93 @@ public enum Activation: String, CaseIterable, Sendable, Codable {
     @inline(__always)
     public func backward(y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>, count: Int) {
         switch self {
-        case .relu: for i in 0..<count where y[i] <= 0 { dy[i] = 0 }
+        case .relu: for i in 0..<count { dy[i] = y[i] <= 0 ? 0 : dy[i] }
         case .sigmoid: for i in 0..<count { dy[i] *= y[i] * (1 - y[i]) }
         case .tanh: for i in 0..<count { dy[i] *= 1 - y[i] * y[i] }
         case .linear: break
+        }
+    }
+
+    /// y[r, j] = f(y[r, j] + bias[j]) for a (rows, columns) y, in one pass.
+    @inline(__always)
+    public func forwardAddingBias(_ y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
+                                  rows: Int, columns: Int) {
+        let wide = columns & ~7
+        switch self {
+        case .relu:
+            // v < 0 ? 0 : v keeps a NaN visible, as max(v, 0) did.
+            for r in 0..<rows {
+                let row = y + r * columns
+                var j = 0
+                while j < wide {
+                    var v = SIMDAccess.load8(row + j) + SIMDAccess.load8(bias + j)
+                    v.replace(with: 0, where: v .< 0)
+                    SIMDAccess.store8(v, row + j)
+                    j += 8
+                }
+                while j < columns { let v = row[j] + bias[j]; row[j] = v < 0 ? 0 : v; j += 1 }
+            }
+        case .linear:
+            for r in 0..<rows {
+                let row = y + r * columns
+                var j = 0
+                while j < wide {
+                    SIMDAccess.store8(SIMDAccess.load8(row + j) + SIMDAccess.load8(bias + j), row + j)
+                    j += 8
+                }
+                while j < columns { row[j] += bias[j]; j += 1 }
+            }
+        case .sigmoid, .tanh:
+            for r in 0..<rows {
+                let row = y + r * columns
+                for j in 0..<columns { row[j] += bias[j] }
+                forward(row, count: columns)
+            }
+        }
+    }
+
+    /// dy *= f'(x) in place (from the output y; `y` may be nil for `.linear`) and
+    /// biasGradient[j] += Σ_r dy[r, j] (rows in order), for a (rows, columns) dy, in one pass.
+    @inline(__always)
+    public func backwardSummingBias(y: UnsafePointer<Float>?, dy: UnsafeMutablePointer<Float>,
+                                    biasGradient db: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
+        let wide = columns & ~7
+        switch self {
+        case .relu:
+            let y = y!
+            for r in 0..<rows {
+                let d = dy + r * columns, yr = y + r * columns
+                var j = 0
+                while j < wide {
+                    var g = SIMDAccess.load8(d + j)
+                    g.replace(with: 0, where: SIMDAccess.load8(yr + j) .<= 0)
+                    SIMDAccess.store8(g, d + j)
+                    SIMDAccess.store8(SIMDAccess.load8(db + j) + g, db + j)
+                    j += 8
+                }
+                while j < columns {
+                    let g = yr[j] <= 0 ? 0 : d[j]
+                    d[j] = g
+                    db[j] += g
+                    j += 1
+                }
+            }
+        case .linear:
+            for r in 0..<rows {
+                let d = dy + r * columns
+                var j = 0
+                while j < wide {
+                    SIMDAccess.store8(SIMDAccess.load8(db + j) + SIMDAccess.load8(d + j), db + j)
+                    j += 8
+                }
+                while j < columns { db[j] += d[j]; j += 1 }
+            }
+        case .sigmoid, .tanh:
+            for r in 0..<rows {
+                let d = dy + r * columns
+                backward(y: y! + r * columns, dy: d, count: columns)
+                for j in 0..<columns { db[j] += d[j] }
+            }
         }
     }
 }

@@ -121,6 +121,16 @@ extension DenseTransform {
     }
 }
 
+/// What a model's backward pass reports as it goes, so a caller can start communicating the
+/// finished gradients while the rest of the backward pass runs.
+public enum BackwardEvent: Sendable, Equatable {
+    /// Every dense gradient at flat offsets >= `from` (to the end of the layout) is final for
+    /// this backward pass. Models finish their layers in decreasing layout order.
+    case denseFinal(from: Int)
+    /// The sparse (embedding) gradient of this backward pass is complete.
+    case sparseFinal
+}
+
 /// A model with explicit forward and backward passes over externally owned flat buffers.
 ///
 /// Dense parameters live in one flat buffer described by `layout`; embedding tables (if any) in a
@@ -141,9 +151,24 @@ public protocol RecModel: AnyObject {
                  embeddingTable: UnsafePointer<Float>) -> UnsafePointer<Float>
     /// Back-propagates dLogits: (batch.count) through the last `forward` of the same batch,
     /// accumulating dense gradients into `gradients` and overwriting `sparse` with the embedding
-    /// gradients (when the model has embeddings).
+    /// gradients (when the model has embeddings). Calls `events` as parts of the gradient become
+    /// final: `.denseFinal` after each layer, with decreasing offsets, ending with
+    /// `.denseFinal(from: 0)`, and `.sparseFinal` once `sparse` is complete (models without
+    /// embeddings report it too, with `sparse.count == 0`).
     func backward(_ batch: BatchView, dLogits: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
-                  gradients: UnsafeMutablePointer<Float>, sparse: SparseGradient)
+                  gradients: UnsafeMutablePointer<Float>, sparse: SparseGradient,
+                  events: (BackwardEvent) throws -> Void) rethrows
+    /// Bytes of activation and scratch buffers the model allocated for `maxBatch` examples.
+    var activationBytes: Int { get }
+}
+
+extension RecModel {
+    /// `backward` without progress events.
+    public func backward(_ batch: BatchView, dLogits: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
+                         gradients: UnsafeMutablePointer<Float>, sparse: SparseGradient) {
+        backward(batch, dLogits: dLogits, parameters: parameters, gradients: gradients, sparse: sparse,
+                 events: { _ in })
+    }
 }
 
 /// Builds the model `config` describes, with buffers for `maxBatch` examples.
@@ -197,26 +222,29 @@ public final class MLPStack {
         var input = x
         for l in 0..<layers.count {
             let y = outputs[l].pointer
-            layers[l].forward(x: input, y: y, batch: batch, parameters: parameters)
-            activation(l).forward(y, count: batch * layers[l].outputSize)
+            layers[l].forward(x: input, y: y, batch: batch, parameters: parameters, activation: activation(l))
             input = UnsafePointer(y)
         }
     }
 
     /// Consumes `dOutput` (batch, outputSize), accumulates parameter gradients and writes
     /// dx: (batch, inputSize) when given.
+    /// Reports `.denseFinal(from: layer.weightOffset)` to `events` after each layer.
     @inline(__always)
     public func backward(x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, batch: Int,
-                         parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+                         parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                         events: (BackwardEvent) throws -> Void = { _ in }) rethrows {
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
-            let n = batch * layers[l].outputSize
-            activation(l).backward(y: outputs[l].pointer, dy: dOutputs[l].pointer, count: n)
             let input = l == 0 ? x : UnsafePointer(outputs[l - 1].pointer)
             let dInput = l == 0 ? dx : dOutputs[l - 1].pointer
-            layers[l].backward(x: input, dy: dOutputs[l].pointer, dx: dInput, batch: batch,
-                               parameters: parameters, gradients: gradients)
+            layers[l].backward(x: input, y: outputs[l].pointer, dy: dOutputs[l].pointer, dx: dInput, batch: batch,
+                               activation: activation(l), parameters: parameters, gradients: gradients)
+            try events(.denseFinal(from: layers[l].weightOffset))
         }
     }
+
+    /// Bytes of the activation buffers.
+    public var activationBytes: Int { (outputs.reduce(0) { $0 + $1.count } + dOutputs.reduce(0) { $0 + $1.count }) * 4 }
 }
 
 /// The seed's click model: x = log1p(max(dense[0..<k], 0)) -> Dense(h, relu)... -> Dense(1) -> logit.
@@ -258,11 +286,16 @@ public final class MLPModel: RecModel {
     }
 
     public func backward(_ batch: BatchView, dLogits: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
-                         gradients: UnsafeMutablePointer<Float>, sparse: SparseGradient) {
-        stack.dOutput.update(from: dLogits, count: batch.count)
-        stack.backward(x: input.pointer, dx: nil, batch: batch.count, parameters: parameters, gradients: gradients)
+                         gradients: UnsafeMutablePointer<Float>, sparse: SparseGradient,
+                         events: (BackwardEvent) throws -> Void) rethrows {
         sparse.count = 0
+        try events(.sparseFinal)
+        stack.dOutput.update(from: dLogits, count: batch.count)
+        try stack.backward(x: input.pointer, dx: nil, batch: batch.count, parameters: parameters,
+                           gradients: gradients, events: events)
     }
+
+    public var activationBytes: Int { stack.activationBytes + input.count * 4 }
 }
 
 /// DLRM, Criteo Kaggle configuration (github.com/facebookresearch/dlrm):
@@ -274,6 +307,10 @@ public final class MLPModel: RecModel {
 /// Any numbers of dense inputs and categorical fields work the same way, with per-field table
 /// sizes (`ModelConfig.vocabularySizes`) for prepared datasets. With no dense inputs there is no
 /// bottom MLP: the interaction is over the embeddings alone and the top MLP reads the pairs only.
+///
+/// The interaction reads the bottom output and the gathered embeddings where they are, and its
+/// backward pass writes their gradients straight into the bottom MLP's output gradient and the
+/// sparse gradient: no concatenated copy of the vectors.
 public final class DLRMModel: RecModel {
     public let config: ModelConfig
     public let layout: ParameterLayout
@@ -285,10 +322,10 @@ public final class DLRMModel: RecModel {
     let interaction: DotInteraction
     let firstEmbeddingSlot: Int   // 1 with a bottom MLP (slot 0 is its output), else 0
     let denseInput: FloatBuffer   // (maxBatch, denseInputs), transformed
-    let t: FloatBuffer            // (maxBatch, slots, dim): bottom output (if any), then embeddings
-    let dT: FloatBuffer           // (maxBatch, slots, dim)
+    let embedded: FloatBuffer     // (maxBatch, fields, dim): the gathered embedding rows
     let interOut: FloatBuffer     // (maxBatch, interaction.outputSize)
     let dInterOut: FloatBuffer    // (maxBatch, interaction.outputSize)
+    let interScratch: FloatBuffer // the interaction's per-example scratch
     let rows: UnsafeMutablePointer<Int32>   // (maxBatch, fields) rows looked up by the last forward
 
     public init(config: ModelConfig, maxBatch: Int) {
@@ -310,15 +347,20 @@ public final class DLRMModel: RecModel {
                        lastActivation: .linear, maxBatch: maxBatch, layout: &layout)
         self.layout = layout
         denseInput = FloatBuffer(count: maxBatch * config.denseInputs)
-        t = FloatBuffer(count: maxBatch * slots * dim)
-        dT = FloatBuffer(count: maxBatch * slots * dim)
+        embedded = FloatBuffer(count: maxBatch * fields * dim)
         interOut = FloatBuffer(count: maxBatch * interaction.outputSize)
         dInterOut = FloatBuffer(count: maxBatch * interaction.outputSize)
+        interScratch = FloatBuffer(count: interaction.scratchCount)
         rows = .allocate(capacity: max(maxBatch * fields, 1))
         rows.initialize(repeating: 0, count: max(maxBatch * fields, 1))
     }
 
     deinit { rows.deallocate() }
+
+    public var activationBytes: Int {
+        (bottom?.activationBytes ?? 0) + top.activationBytes
+            + (denseInput.count + embedded.count + interOut.count + dInterOut.count + maxBatch * config.categoricalFields) * 4 + interScratch.count * 4
+    }
 
     public func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>,
                            seed: UInt64) {
@@ -331,38 +373,52 @@ public final class DLRMModel: RecModel {
 
     public func forward(_ batch: BatchView, parameters: UnsafePointer<Float>,
                         embeddingTable: UnsafePointer<Float>) -> UnsafePointer<Float> {
-        let n = batch.count, dim = config.embeddingDim, slots = interaction.slots
+        let n = batch.count, dim = config.embeddingDim, fields = config.categoricalFields
         precondition(n <= maxBatch && batch.denseWidth == config.denseInputs
                      && batch.categoricalWidth == config.categoricalFields)
         if let bottom {
             let x = denseInput.pointer, width = config.denseInputs, transform = config.denseTransform
             for i in 0..<(n * width) { x[i] = transform.apply(batch.dense[i]) }
             bottom.forward(x: x, batch: n, parameters: parameters)
-            let bottomOut = bottom.output
-            for b in 0..<n { (t.pointer + b * slots * dim).update(from: bottomOut + b * dim, count: dim) }
         }
-        tables.lookup(categorical: batch.categorical, batch: n, table: embeddingTable, out: t.pointer,
-                      slots: slots, firstSlot: firstEmbeddingSlot, rows: rows)
-        interaction.forward(t: t.pointer, out: interOut.pointer, batch: n)
+        tables.lookup(categorical: batch.categorical, batch: n, table: embeddingTable, out: embedded.pointer,
+                      slots: fields, firstSlot: 0, rows: rows)
+        // Slot 0 is the bottom MLP's output when there is one, else the first embedding.
+        let e = embedded.pointer
+        if let bottom {
+            interaction.forward(first: bottom.output, firstStride: dim, rest: e, restStride: fields * dim,
+                                out: interOut.pointer, batch: n, scratch: interScratch.pointer)
+        } else {
+            interaction.forward(first: e, firstStride: fields * dim, rest: e + dim, restStride: fields * dim,
+                                out: interOut.pointer, batch: n, scratch: interScratch.pointer)
+        }
         top.forward(x: interOut.pointer, batch: n, parameters: parameters)
         return UnsafePointer(top.output)
     }
 
     public func backward(_ batch: BatchView, dLogits: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
-                         gradients: UnsafeMutablePointer<Float>, sparse: SparseGradient) {
-        let n = batch.count, dim = config.embeddingDim, slots = interaction.slots, fields = config.categoricalFields
+                         gradients: UnsafeMutablePointer<Float>, sparse: SparseGradient,
+                         events: (BackwardEvent) throws -> Void) rethrows {
+        let n = batch.count, dim = config.embeddingDim, fields = config.categoricalFields
         precondition(sparse.capacity >= n * fields && sparse.dim == dim)
         top.dOutput.update(from: dLogits, count: n)
-        top.backward(x: interOut.pointer, dx: dInterOut.pointer, batch: n, parameters: parameters,
-                     gradients: gradients)
-        interaction.backward(t: t.pointer, dOut: dInterOut.pointer, dT: dT.pointer, batch: n)
-        for b in 0..<n {
-            let src = dT.pointer + b * slots * dim
-            if let bottom { (bottom.dOutput + b * dim).update(from: src, count: dim) }
-            (sparse.values + b * fields * dim).update(from: src + firstEmbeddingSlot * dim, count: fields * dim)
+        try top.backward(x: interOut.pointer, dx: dInterOut.pointer, batch: n, parameters: parameters,
+                         gradients: gradients, events: events)
+        // dT straight into the bottom MLP's output gradient (slot 0) and the sparse gradient.
+        let e = embedded.pointer, v = sparse.values
+        if let bottom {
+            interaction.backward(first: bottom.output, firstStride: dim, rest: e, restStride: fields * dim,
+                                 dOut: dInterOut.pointer, dFirst: bottom.dOutput, dFirstStride: dim,
+                                 dRest: v, dRestStride: fields * dim, batch: n)
+        } else {
+            interaction.backward(first: e, firstStride: fields * dim, rest: e + dim, restStride: fields * dim,
+                                 dOut: dInterOut.pointer, dFirst: v, dFirstStride: fields * dim,
+                                 dRest: v + dim, dRestStride: fields * dim, batch: n)
         }
         sparse.rows.update(from: rows, count: n * fields)
         sparse.count = n * fields
-        bottom?.backward(x: denseInput.pointer, dx: nil, batch: n, parameters: parameters, gradients: gradients)
+        try events(.sparseFinal)
+        try bottom?.backward(x: denseInput.pointer, dx: nil, batch: n, parameters: parameters, gradients: gradients,
+                             events: events)
     }
 }

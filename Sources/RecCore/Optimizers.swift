@@ -1,3 +1,4 @@
+import CIntrinsics
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -163,7 +164,7 @@ public final class Optimizer {
 
     deinit {
         for buffer in [denseA, denseB, embeddingA, embeddingB] where buffer.baseAddress != nil {
-            buffer.deallocate()
+            LargeAllocation.deallocate(UnsafeMutableRawPointer(buffer.baseAddress!), bytes: buffer.count * 4)
         }
     }
 
@@ -206,7 +207,18 @@ public final class Optimizer {
         let p = embeddings.baseAddress!, g = gradients.baseAddress!
         let a = embeddingA.baseAddress, b = embeddingB.baseAddress
         let limit = embeddingRows
-        for i in 0..<rows.count {
+        // Rows are scattered over tables far larger than the caches: request each row's parameter
+        // and state lines `ahead` rows before updating it.
+        let ahead = 8, n = rows.count
+        for i in 0..<n {
+            if i + ahead < n {
+                let next = Int(rows[i + ahead]) * dim
+                if next >= 0 && next < limit * dim {
+                    rd_prefetch_write(p + next)
+                    if let a { rd_prefetch_write(a + next) }
+                    if let b { rd_prefetch_write(b + next) }
+                }
+            }
             let r = Int(rows[i])
             precondition(r >= 0 && r < limit, "Optimizer.updateRows: row \(r) out of range 0..<\(limit)")
             let offset = r * dim
@@ -368,9 +380,9 @@ public final class Optimizer {
 
     private static func allocate(_ count: Int, value: Float) -> UnsafeMutableBufferPointer<Float> {
         guard count > 0 else { return UnsafeMutableBufferPointer(start: nil, count: 0) }
-        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
-        buffer.initialize(repeating: value)
-        return buffer
+        let raw = LargeAllocation.allocate(bytes: count * 4)
+        let start = raw.initializeMemory(as: Float.self, repeating: value, count: count)
+        return UnsafeMutableBufferPointer(start: start, count: count)
     }
 
     private static func areDistinct(_ rows: UnsafeBufferPointer<Int32>) -> Bool {

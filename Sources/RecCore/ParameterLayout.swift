@@ -46,11 +46,11 @@ public final class FloatBuffer: @unchecked Sendable {
 
     public init(count: Int) {
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        let raw = LargeAllocation.allocate(bytes: max(count, 1) * 4)
         pointer = raw.initializeMemory(as: Float.self, repeating: 0, count: max(count, 1))
     }
 
-    deinit { pointer.deallocate() }
+    deinit { LargeAllocation.deallocate(UnsafeMutableRawPointer(pointer), bytes: max(count, 1) * 4) }
 
     @inline(__always)
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }

@@ -25,8 +25,33 @@ public protocol Communicator: AnyObject {
                     counts: [Int], displacements: [Int]) throws
     /// Blocks until every rank has called it.
     func barrier() throws
+
+    /// Starts an in-place allreduce-sum of `buffer` and returns at once. The buffer belongs to the
+    /// collective until `wait` returns for the request: do not read or write it before.
+    ///
+    /// Nonblocking collectives are matched like blocking ones: every rank starts the same
+    /// collectives in the same order. `test` and `wait` are local and may be called in any order.
+    func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> CollectiveRequest
+    /// Starts `allgatherv` and returns at once. `send` and `receive` belong to the collective until
+    /// `wait` returns. `counts` and `displacements` (bytes, identical on all ranks, one per rank)
+    /// are copied before this returns.
+    func startAllgatherv(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
+                         counts: UnsafeBufferPointer<Int>, displacements: UnsafeBufferPointer<Int>) throws
+        -> CollectiveRequest
+    /// Advances communication and reports whether `request` has completed (after which it must
+    /// not be tested or waited for again). Never blocks on other ranks.
+    func test(_ request: CollectiveRequest) throws -> Bool
+    /// Blocks until `request` has completed.
+    func wait(_ request: CollectiveRequest) throws
     /// Ends every rank of the job now with `code` (a fatal error on one rank).
     func abort(code: Int32) -> Never
+}
+
+/// A nonblocking collective in flight: an opaque ticket of the communicator that started it.
+public struct CollectiveRequest: Sendable, Hashable {
+    /// The communicator's own identifier (a slot index); meaningless to anyone else.
+    public let id: Int
+    public init(id: Int) { self.id = id }
 }
 
 /// An error raised by a communication backend.

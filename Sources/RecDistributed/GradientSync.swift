@@ -1,103 +1,534 @@
+import CIntrinsics
 import RecCore
 
-/// Makes every rank's gradients the global batch's gradients.
+/// Makes every rank's gradients the global batch's gradients, overlapping the communication with
+/// the backward pass where it can.
 ///
-/// Dense gradients: one in-place allreduce-sum over the flat buffer (the 1/globalBatch scale is
-/// folded into the loss gradient, so the sum is the average). Embedding gradients: each rank's
-/// (row, gradient) pairs are allgathered in rank order (Horovod's sparse allreduce) and coalesced
-/// into distinct rows with summed gradients, identically on every rank. Because rank r holds the
-/// r-th block of each global batch, the gathered order is the global example order for any N.
+/// **Dense gradients** (the flat buffer, with the step's loss riding along in its last slot) are
+/// cut into buckets of whole tensors, about `bucketBytes` each, counted from the end of the layout:
+/// a model's backward pass finishes its layers in decreasing layout order, so each bucket is final
+/// as soon as the backward pass of its layers is done, and its allreduce starts then
+/// (`denseFinal(from:)`), in place. The 1/globalBatch scale is folded into the loss gradient, so
+/// the sum is the average.
+///
+/// **Embedding gradients** (one (row, gradient) pair per example and field) are exchanged in one
+/// of three ways, chosen once from the sizes:
+///
+/// - `.local` (1 rank): nothing to exchange; pairs are summed per distinct row.
+/// - `.rows`: every rank's pairs are allgathered (their count first, then `(row, gradient)`
+///   pairs: Horovod's sparse allreduce) and summed per distinct row in rank order, which is the
+///   global example order: each row's sum is the one a single rank would compute. With
+///   `localSums`, each rank first sums its own pairs per distinct row and sends those (fewer
+///   bytes, less merging; measured in docs/performance.md), at the price of another association
+///   of the sums: (rank 0's partial) + (rank 1's partial) instead of one sum in example order.
+/// - `.dense`: when `ranks x maxLocalPairs` exceeds the table's rows, a gather could move more
+///   than the whole table, so each rank scatters its summed rows into a dense (rows, dim + 1)
+///   buffer (the last column counts the row's touches) and one allreduce sums it.
+///
+/// Either way every rank ends with the same distinct touched rows (`rows`, `rowCount`) and their
+/// summed gradients (`values`), rows in the order the (rank-ordered) examples first touch them
+/// (the `.dense` path lists them by increasing row).
+///
+/// Per step: `beginStep(gradients:)`, then (from the model's backward events) `denseFinal(from:)`
+/// and `sparseFinal(_:)`, which may also be called late, then `finish()`. Nothing here allocates
+/// after `init`. Not thread-safe: one per rank.
 public final class GradientSync {
+    /// How the embedding gradients travel between ranks.
+    public enum EmbeddingExchange: String, Sendable, Codable {
+        /// No embedding tables.
+        case none
+        /// One rank: the local sums are the global sums.
+        case local
+        /// Allgather of each rank's distinct (row, gradient) pairs.
+        case rows
+        /// Allreduce of a dense (rows, dim + 1) gradient-and-touch buffer.
+        case dense
+    }
+
+    /// What the last step moved, in bytes this rank contributed (`sent`) and collected
+    /// (`received`) as collective payloads, not counting the transport's own copies.
+    public struct Traffic: Sendable, Equatable, Codable {
+        /// The dense gradient allreduce: 4 x denseCount (sent, and received back summed).
+        public var denseBytes = 0
+        /// The embedding exchange's payload this rank sent.
+        public var embeddingSentBytes = 0
+        /// The embedding exchange's payload this rank received (all ranks' blocks, its own included).
+        public var embeddingReceivedBytes = 0
+        /// Rows this rank sent (its distinct rows with `localSums`, else all its pairs); on one
+        /// rank, its distinct rows.
+        public var localRows = 0
+        /// Distinct rows touched by any rank.
+        public var globalRows = 0
+    }
+
+    /// Where the step's communication time went, in nanoseconds, accumulated over steps.
+    public struct Timing: Sendable, Equatable {
+        /// Time the caller spent inside this object's methods: starting collectives, packing,
+        /// merging, and waiting for collectives to complete. The exposed communication.
+        public var exposed: UInt64 = 0
+        /// Time collectives were in flight while the caller computed (from their start until a
+        /// progress call saw them complete or the final wait began): hidden communication.
+        public var hidden: UInt64 = 0
+        /// Of `exposed`, the time blocked in waits.
+        public var waiting: UInt64 = 0
+    }
+
     public let communicator: any Communicator
+    /// Floats in the dense gradient buffer: the layout's parameters plus the loss slot.
+    public let denseCount: Int
+    /// The dense buckets, in the order they are started (decreasing offsets).
+    public let buckets: [Range<Int>]
     public let dim: Int
-    /// Floats per gathered pair: the row (bit pattern) followed by `dim` gradient values.
-    private let stride: Int
-    private let send: FloatBuffer
-    private let receive: FloatBuffer
-    private let slotOfRow: UnsafeMutablePointer<Int32>
-    private let embeddingRows: Int
-    /// Coalesced output: distinct rows, in order of first appearance.
+    public let embeddingRows: Int
+    public let embeddingExchange: EmbeddingExchange
+    /// `.rows`: sum each rank's pairs per distinct row before sending (see the type's notes).
+    public let localSums: Bool
+    /// Coalesced output: distinct rows (`rowCount` of them).
     public let rows: UnsafeMutablePointer<Int32>
     /// Coalesced output: (rowCount, dim) summed gradients.
     public let values: FloatBuffer
     public private(set) var rowCount = 0
-    private var counts: [Double]
+    public private(set) var traffic = Traffic()
+    public var timing = Timing()
+
+    private let size: Int
+    private let me: Int
+    private let maxLocalPairs: Int
+    /// Floats per exchanged pair: the row (bit pattern) followed by `dim` gradient values.
+    private let stride: Int
+    private let send: FloatBuffer          // (maxLocalPairs, stride): this rank's distinct rows
+    private let receive: FloatBuffer       // (size * maxLocalPairs, stride) (.rows); (rows, dim + 1) (.dense)
+    private let slotOfRow: UnsafeMutablePointer<Int32>
+    private let localCounts: UnsafeMutablePointer<Int>      // (size): distinct rows per rank
+    private let countBytes: UnsafeMutablePointer<Int>       // (size): 8 each
+    private let countOffsets: UnsafeMutablePointer<Int>     // (size)
+    private let pairBytes: UnsafeMutablePointer<Int>        // (size)
+    private let pairOffsets: UnsafeMutablePointer<Int>      // (size)
+
+    // The step in progress.
+    private var gradients: UnsafeMutablePointer<Float>?
+    private var nextBucket = 0
+    private let bucketRequest: UnsafeMutablePointer<CollectiveRequest>
+    private let bucketStart: UnsafeMutablePointer<UInt64>
+    private let bucketDone: UnsafeMutablePointer<Bool>
+    private enum SparseStage { case idle, counting, counted, gathering, reducing, done }
+    private var sparseStage = SparseStage.idle
+    private var sparseRequest = CollectiveRequest(id: 0)
+    private var sparseStart: UInt64 = 0
+    private var localUnique = 0
 
     /// - Parameters:
+    ///   - denseCount: floats in the dense gradient buffer (parameters + the loss slot).
+    ///   - boundaries: offsets where a bucket may end (the tensors' offsets); 0 and `denseCount`
+    ///     are implied.
+    ///   - bucketBytes: the smallest bucket, in bytes, except the one at offset 0 (the last).
+    ///   - embeddingRows: rows of the embedding table (0 without one).
     ///   - maxLocalPairs: the most (row, gradient) pairs one rank produces per step.
-    public init(communicator: any Communicator, embeddingRows: Int, dim: Int, maxLocalPairs: Int) {
+    ///   - localSums: `.rows` path: send per-rank sums of distinct rows instead of every pair.
+    public init(communicator: any Communicator, denseCount: Int, boundaries: [Int] = [],
+                bucketBytes: Int = 1 << 20, embeddingRows: Int, dim: Int, maxLocalPairs: Int,
+                localSums: Bool = false) {
+        self.localSums = localSums
+        precondition(denseCount >= 0 && dim >= 1 && embeddingRows >= 0 && maxLocalPairs >= 0)
         self.communicator = communicator
+        self.denseCount = denseCount
         self.dim = dim
         self.embeddingRows = embeddingRows
+        self.maxLocalPairs = maxLocalPairs
+        size = communicator.size
+        me = communicator.rank
         stride = dim + 1
-        let n = communicator.size
-        send = FloatBuffer(count: maxLocalPairs * stride)
-        receive = FloatBuffer(count: n * maxLocalPairs * stride)
-        slotOfRow = .allocate(capacity: max(embeddingRows, 1))
-        slotOfRow.initialize(repeating: -1, count: max(embeddingRows, 1))
-        let maxRows = max(min(n * maxLocalPairs, embeddingRows), 1)
+
+        // Buckets from the end: grow each until it reaches bucketBytes at a boundary.
+        var cuts = Set(boundaries.filter { $0 > 0 && $0 < denseCount })
+        cuts.insert(0)
+        let sortedCuts = cuts.sorted(by: >)
+        var buckets: [Range<Int>] = []
+        var upper = denseCount
+        for cut in sortedCuts where (upper - cut) * 4 >= bucketBytes || cut == 0 {
+            if cut < upper { buckets.append(cut..<upper) }
+            upper = cut
+        }
+        if denseCount == 0 { buckets = [] }
+        self.buckets = buckets
+
+        let exchange: EmbeddingExchange
+        if embeddingRows == 0 || maxLocalPairs == 0 {
+            exchange = .none
+        } else if size == 1 {
+            exchange = .local
+        } else if size * maxLocalPairs > embeddingRows {
+            exchange = .dense
+        } else {
+            exchange = .rows
+        }
+        embeddingExchange = exchange
+
+        let maxRows = max(min(size * maxLocalPairs, embeddingRows), 1)
         rows = .allocate(capacity: maxRows)
         rows.initialize(repeating: 0, count: maxRows)
         values = FloatBuffer(count: maxRows * dim)
-        counts = Array(repeating: 0, count: n)
+        send = FloatBuffer(count: exchange == .rows || exchange == .dense ? maxLocalPairs * stride : 0)
+        switch exchange {
+        case .rows: receive = FloatBuffer(count: size * maxLocalPairs * stride)
+        case .dense: receive = FloatBuffer(count: embeddingRows * stride)
+        case .none, .local: receive = FloatBuffer(count: 0)
+        }
+        let mapRows = exchange == .none ? 1 : embeddingRows
+        // One slot per table row (huge pages: the rows a step touches are scattered over it).
+        slotOfRow = LargeAllocation.allocate(bytes: mapRows * 4)
+            .initializeMemory(as: Int32.self, repeating: -1, count: mapRows)
+        localCounts = .allocate(capacity: size)
+        localCounts.initialize(repeating: 0, count: size)
+        countBytes = .allocate(capacity: size)
+        countBytes.initialize(repeating: MemoryLayout<Int>.size, count: size)
+        countOffsets = .allocate(capacity: size)
+        for r in 0..<size { (countOffsets + r).initialize(to: r * MemoryLayout<Int>.size) }
+        pairBytes = .allocate(capacity: size)
+        pairBytes.initialize(repeating: 0, count: size)
+        pairOffsets = .allocate(capacity: size)
+        pairOffsets.initialize(repeating: 0, count: size)
+        bucketRequest = .allocate(capacity: max(buckets.count, 1))
+        bucketRequest.initialize(repeating: CollectiveRequest(id: 0), count: max(buckets.count, 1))
+        bucketStart = .allocate(capacity: max(buckets.count, 1))
+        bucketStart.initialize(repeating: 0, count: max(buckets.count, 1))
+        bucketDone = .allocate(capacity: max(buckets.count, 1))
+        bucketDone.initialize(repeating: false, count: max(buckets.count, 1))
+    }
+
+    /// The original two-call form, for one dense buffer with no overlap: `allreduce` then `exchange`.
+    public convenience init(communicator: any Communicator, embeddingRows: Int, dim: Int, maxLocalPairs: Int) {
+        self.init(communicator: communicator, denseCount: 0, embeddingRows: embeddingRows, dim: dim,
+                  maxLocalPairs: maxLocalPairs)
     }
 
     deinit {
-        slotOfRow.deallocate()
         rows.deallocate()
+        LargeAllocation.deallocate(UnsafeMutableRawPointer(slotOfRow),
+                                   bytes: (embeddingExchange == .none ? 1 : embeddingRows) * 4)
+        localCounts.deallocate()
+        countBytes.deallocate()
+        countOffsets.deallocate()
+        pairBytes.deallocate()
+        pairOffsets.deallocate()
+        bucketRequest.deallocate()
+        bucketStart.deallocate()
+        bucketDone.deallocate()
     }
 
-    /// Sums `gradients` over all ranks, in place.
+    /// Bytes of buffers this object allocated (for the memory accounting).
+    public var bufferBytes: Int {
+        let mapRows = embeddingExchange == .none ? 1 : embeddingRows
+        return (values.count + send.count + receive.count) * 4 + mapRows * 4
+            + max(min(size * maxLocalPairs, embeddingRows), 1) * 4
+    }
+
+    // MARK: - One step
+
+    /// Starts a step whose dense gradients are accumulated in `gradients` (denseCount floats).
+    public func beginStep(gradients: UnsafeMutablePointer<Float>) {
+        precondition(sparseStage == .idle || sparseStage == .done, "beginStep before finish()")
+        self.gradients = gradients
+        nextBucket = 0
+        for b in 0..<buckets.count { bucketDone[b] = false }
+        sparseStage = .idle
+        rowCount = 0
+        traffic = Traffic()
+    }
+
+    /// Every dense gradient at offsets >= `offset` is final: starts the allreduce of each bucket
+    /// that lies entirely there, then advances the collectives in flight.
+    ///
+    /// Collectives must start in the same order on every rank, whatever the timing, so the
+    /// embedding pairs' allgatherv, which needs the counts first, starts here (at the first
+    /// dense event after `sparseFinal`, or in `finish`), never when a progress call happens
+    /// to see the counts arrive.
+    @inline(__always)
+    public func denseFinal(from offset: Int) throws {
+        let t0 = MonotonicClock.nanoseconds()
+        if sparseStage == .counting || sparseStage == .counted { try startPairs(now: t0) }
+        while nextBucket < buckets.count && buckets[nextBucket].lowerBound >= offset {
+            try startBucket(nextBucket, now: t0)
+        }
+        try advance(now: t0)
+        timing.exposed += MonotonicClock.nanoseconds() - t0
+    }
+
+    private func startBucket(_ b: Int, now: UInt64) throws {
+        let range = buckets[b]
+        bucketStart[b] = now
+        bucketRequest[b] = try communicator.startAllreduceSum(
+            UnsafeMutableBufferPointer(start: gradients! + range.lowerBound, count: range.count))
+        traffic.denseBytes += range.count * 4
+        nextBucket = b + 1
+    }
+
+    /// The step's embedding pairs are final: sums them per distinct row and starts the exchange.
+    public func sparseFinal(_ local: SparseGradient) throws {
+        precondition(local.dim == dim && local.count <= maxLocalPairs, "more embedding pairs than maxLocalPairs")
+        precondition(sparseStage == .idle, "sparseFinal twice in one step")
+        let t0 = MonotonicClock.nanoseconds()
+        switch embeddingExchange {
+        case .none:
+            sparseStage = .done
+        case .local:
+            rowCount = coalesceLocal(local, rowsOut: rows, valuesOut: values.pointer, interleaved: false)
+            traffic.localRows = rowCount
+            traffic.globalRows = rowCount
+            sparseStage = .done
+        case .rows:
+            if localSums {
+                localUnique = coalesceLocal(local, rowsOut: nil, valuesOut: send.pointer, interleaved: true)
+                traffic.localRows = localUnique
+            } else {
+                let out = send.pointer, stride = self.stride
+                for i in 0..<local.count {
+                    out[i * stride] = Float(bitPattern: UInt32(bitPattern: local.rows[i]))
+                    Self.copy(local.values + i * dim, to: out + i * stride + 1, dim)
+                }
+                localUnique = local.count
+                traffic.localRows = local.count
+            }
+            localCounts[me] = localUnique
+            sparseStart = t0
+            sparseRequest = try communicator.startAllgatherv(
+                UnsafeRawBufferPointer(start: localCounts + me, count: MemoryLayout<Int>.size),
+                into: UnsafeMutableRawBufferPointer(start: localCounts, count: size * MemoryLayout<Int>.size),
+                counts: UnsafeBufferPointer(start: countBytes, count: size),
+                displacements: UnsafeBufferPointer(start: countOffsets, count: size))
+            traffic.embeddingSentBytes += MemoryLayout<Int>.size
+            traffic.embeddingReceivedBytes += size * MemoryLayout<Int>.size
+            sparseStage = .counting
+        case .dense:
+            let touched = coalesceLocal(local, rowsOut: nil, valuesOut: send.pointer, interleaved: true)
+            traffic.localRows = touched
+            let d = receive.pointer
+            d.update(repeating: 0, count: embeddingRows * stride)
+            let s = send.pointer
+            for i in 0..<touched {
+                let row = Int(Int32(bitPattern: s[i * stride].bitPattern))
+                let dst = d + row * stride
+                (dst).update(from: s + i * stride + 1, count: dim)
+                dst[dim] = 1
+            }
+            sparseStart = t0
+            sparseRequest = try communicator.startAllreduceSum(receive.buffer)
+            traffic.embeddingSentBytes += receive.count * 4
+            traffic.embeddingReceivedBytes += receive.count * 4
+            sparseStage = .reducing
+        }
+        try advance(now: MonotonicClock.nanoseconds())
+        timing.exposed += MonotonicClock.nanoseconds() - t0
+    }
+
+    /// Lets the collectives in flight progress (call it between pieces of computation).
+    public func progress() throws {
+        let t0 = MonotonicClock.nanoseconds()
+        try advance(now: t0)
+        timing.exposed += MonotonicClock.nanoseconds() - t0
+    }
+
+    private func advance(now: UInt64) throws {
+        for b in 0..<nextBucket where !bucketDone[b] {
+            if try communicator.test(bucketRequest[b]) {
+                bucketDone[b] = true
+                timing.hidden += now - bucketStart[b]
+            }
+        }
+        switch sparseStage {
+        case .counting:
+            if try communicator.test(sparseRequest) {
+                timing.hidden += now - sparseStart
+                sparseStage = .counted
+            }
+        case .gathering, .reducing:
+            if try communicator.test(sparseRequest) {
+                timing.hidden += now - sparseStart
+                sparseStage = .done
+                try mergeReceived()
+            }
+        case .idle, .counted, .done:
+            break
+        }
+    }
+
+    /// Waits for the counts if they have not arrived, then starts the pairs' allgatherv.
+    private func startPairs(now: UInt64) throws {
+        if sparseStage == .counting {
+            timing.hidden += now - sparseStart
+            let w = MonotonicClock.nanoseconds()
+            try communicator.wait(sparseRequest)
+            timing.waiting += MonotonicClock.nanoseconds() - w
+            sparseStage = .counted
+        }
+        precondition(sparseStage == .counted)
+        var total = 0
+        for r in 0..<size {
+            pairBytes[r] = localCounts[r] * stride * 4
+            pairOffsets[r] = total
+            total += pairBytes[r]
+        }
+        precondition(total <= receive.count * 4, "sparse exchange overflow")
+        sparseStart = now
+        sparseRequest = try communicator.startAllgatherv(
+            UnsafeRawBufferPointer(start: send.pointer, count: pairBytes[me]),
+            into: UnsafeMutableRawBufferPointer(start: receive.pointer, count: receive.count * 4),
+            counts: UnsafeBufferPointer(start: pairBytes, count: size),
+            displacements: UnsafeBufferPointer(start: pairOffsets, count: size))
+        traffic.embeddingSentBytes += pairBytes[me]
+        traffic.embeddingReceivedBytes += total
+        sparseStage = .gathering
+    }
+
+    /// Waits for everything the step started (starting what has not been) and merges the
+    /// embedding rows. Afterwards `gradients`, `rows`, `values` and `rowCount` are global.
+    public func finish() throws {
+        let t0 = MonotonicClock.nanoseconds()
+        if gradients != nil {
+            while nextBucket < buckets.count { try startBucket(nextBucket, now: t0) }
+            for b in 0..<buckets.count where !bucketDone[b] {
+                timing.hidden += t0 - bucketStart[b]
+                let w = MonotonicClock.nanoseconds()
+                try communicator.wait(bucketRequest[b])
+                timing.waiting += MonotonicClock.nanoseconds() - w
+                bucketDone[b] = true
+            }
+        }
+        if sparseStage == .counting || sparseStage == .counted {
+            try startPairs(now: t0)
+            sparseStart = MonotonicClock.nanoseconds()
+        }
+        if sparseStage == .gathering || sparseStage == .reducing {
+            let w = MonotonicClock.nanoseconds()
+            if sparseStart < t0 { timing.hidden += t0 - sparseStart }
+            try communicator.wait(sparseRequest)
+            timing.waiting += MonotonicClock.nanoseconds() - w
+            sparseStage = .done
+            try mergeReceived()
+        }
+        if sparseStage == .idle && embeddingExchange == .none { sparseStage = .done }
+        precondition(sparseStage == .done || embeddingExchange == .none, "finish() before sparseFinal()")
+        gradients = nil
+        timing.exposed += MonotonicClock.nanoseconds() - t0
+    }
+
+    // MARK: - The original interface
+
+    /// Sums `gradients` over all ranks, in place (blocking; no buckets).
     public func allreduce(_ gradients: UnsafeMutableBufferPointer<Float>) throws {
         try communicator.allreduceSum(gradients)
     }
 
     /// Gathers every rank's sparse pairs and coalesces them into `rows`/`values`/`rowCount`.
     public func exchange(_ local: SparseGradient) throws {
-        precondition(local.dim == dim && local.count * stride <= send.count)
-        let n = communicator.size, me = communicator.rank
-        // Pack (row, gradient) pairs.
-        let s = send.pointer
-        for i in 0..<local.count {
-            s[i * stride] = Float(bitPattern: UInt32(bitPattern: local.rows[i]))
-            (s + i * stride + 1).update(from: local.values + i * dim, count: dim)
-        }
-        for r in 0..<n { counts[r] = r == me ? Double(local.count) : 0 }
-        try counts.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
-        var byteCounts = [Int](repeating: 0, count: n), displacements = [Int](repeating: 0, count: n)
-        var total = 0
-        for r in 0..<n {
-            byteCounts[r] = Int(counts[r]) * stride * 4
-            displacements[r] = total
-            total += byteCounts[r]
-        }
-        precondition(total <= receive.count * 4, "sparse exchange overflow")
-        try communicator.allgatherv(UnsafeRawBufferPointer(start: s, count: local.count * stride * 4),
-                                    into: UnsafeMutableRawBufferPointer(start: receive.pointer, count: receive.count * 4),
-                                    counts: byteCounts, displacements: displacements)
-        coalesce(pairs: total / (stride * 4))
+        let savedGradients = gradients
+        gradients = nil
+        sparseStage = .idle
+        rowCount = 0
+        try sparseFinal(local)
+        try finish()
+        gradients = savedGradients
     }
 
-    private func coalesce(pairs: Int) {
-        let g = receive.pointer, v = values.pointer
+    // MARK: - Coalescing
+
+    /// Sums `local`'s pairs per distinct row, in order of first appearance. Writes either
+    /// interleaved (row bits, values) records to `valuesOut`, or rows to `rowsOut` and values to
+    /// `valuesOut`. Returns the number of distinct rows.
+    private func coalesceLocal(_ local: SparseGradient, rowsOut: UnsafeMutablePointer<Int32>?,
+                               valuesOut: UnsafeMutablePointer<Float>, interleaved: Bool) -> Int {
+        let dim = self.dim, stride = interleaved ? self.stride : dim, lead = interleaved ? 1 : 0
+        let map = slotOfRow, limit = embeddingRows, n = local.count, pairRows = local.rows
         var unique = 0
-        for i in 0..<pairs {
-            let row = Int(Int32(bitPattern: g[i * stride].bitPattern))
-            precondition(row >= 0 && row < embeddingRows, "embedding row \(row) out of range")
-            let src = g + i * stride + 1
-            var slot = Int(slotOfRow[row])
+        for i in 0..<n {
+            // The map is as large as the table: ask for a later pair's slot early.
+            if i + Self.ahead < n { rd_prefetch(map + Int(pairRows[i + Self.ahead])) }
+            let row32 = pairRows[i]
+            let row = Int(row32)
+            precondition(row >= 0 && row < limit, "embedding row \(row) out of range")
+            let src = local.values + i * dim
+            let slot = Int(map[row])
             if slot < 0 {
-                slot = unique
-                slotOfRow[row] = Int32(slot)
-                rows[slot] = Int32(row)
+                map[row] = Int32(truncatingIfNeeded: unique)
+                let dst = valuesOut + unique * stride
+                if interleaved { dst[0] = Float(bitPattern: UInt32(bitPattern: row32)) } else { rowsOut![unique] = row32 }
+                Self.copy(src, to: dst + lead, dim)
                 unique += 1
-                (v + slot * dim).update(from: src, count: dim)
             } else {
-                let dst = v + slot * dim
-                for k in 0..<dim { dst[k] += src[k] }
+                Self.add(src, to: valuesOut + slot * stride + lead, dim)
             }
         }
-        for i in 0..<unique { slotOfRow[Int(rows[i])] = -1 }
+        // Reset the map for the next step.
+        for i in 0..<unique {
+            let row = interleaved ? Int(Int32(bitPattern: valuesOut[i * stride].bitPattern)) : Int(rowsOut![i])
+            map[row] = -1
+        }
+        return unique
+    }
+
+    static let ahead = 16
+
+    @inline(__always)
+    static func copy(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ dim: Int) {
+        if dim == 16 {
+            UnsafeMutableRawPointer(dst).storeBytes(of: UnsafeRawPointer(src).loadUnaligned(as: SIMD16<Float>.self),
+                                                    as: SIMD16<Float>.self)
+        } else {
+            for k in 0..<dim { dst[k] = src[k] }
+        }
+    }
+
+    @inline(__always)
+    static func add(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ dim: Int) {
+        if dim == 16 {
+            let sum = UnsafeRawPointer(dst).loadUnaligned(as: SIMD16<Float>.self)
+                + UnsafeRawPointer(src).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(dst).storeBytes(of: sum, as: SIMD16<Float>.self)
+        } else {
+            for k in 0..<dim { dst[k] += src[k] }
+        }
+    }
+
+    /// Merges the received blocks (.rows) or extracts the touched rows (.dense) into the output.
+    private func mergeReceived() throws {
+        let dim = self.dim, stride = self.stride
+        let g = receive.pointer, v = values.pointer, map = slotOfRow
+        var unique = 0
+        switch embeddingExchange {
+        case .rows:
+            var pairs = 0
+            for r in 0..<size { pairs += localCounts[r] }
+            for i in 0..<pairs {
+                if i + Self.ahead < pairs {
+                    rd_prefetch(map + Int(Int32(bitPattern: g[(i + Self.ahead) * stride].bitPattern)))
+                }
+                let row = Int(Int32(bitPattern: g[i * stride].bitPattern))
+                precondition(row >= 0 && row < embeddingRows, "embedding row \(row) out of range")
+                let src = g + i * stride + 1
+                let slot = Int(map[row])
+                if slot < 0 {
+                    map[row] = Int32(truncatingIfNeeded: unique)
+                    rows[unique] = Int32(truncatingIfNeeded: row)
+                    Self.copy(src, to: v + unique * dim, dim)
+                    unique += 1
+                } else {
+                    Self.add(src, to: v + slot * dim, dim)
+                }
+            }
+            for i in 0..<unique { map[Int(rows[i])] = -1 }
+        case .dense:
+            for row in 0..<embeddingRows {
+                let src = g + row * stride
+                if src[dim] > 0 {
+                    rows[unique] = Int32(truncatingIfNeeded: row)
+                    (v + unique * dim).update(from: src, count: dim)
+                    unique += 1
+                }
+            }
+        case .none, .local:
+            break
+        }
         rowCount = unique
+        traffic.globalRows = unique
     }
 }

@@ -39,6 +39,15 @@ public final class MPICommunicator: Communicator {
     private var sequence: Int64 = 0
     private var finalized = false
 
+    /// Nonblocking collectives in flight: one slot per request (the request's id), allocated once.
+    /// Iallgatherv's 32-bit counts and displacements must outlive the call, so each slot owns a
+    /// pair of `size`-long arrays for them.
+    static let maxRequests = 16
+    private let requests: UnsafeMutablePointer<MPI_Request?>
+    private let inUse: UnsafeMutablePointer<Bool>
+    private let kinds: UnsafeMutablePointer<CollectiveKind>
+    private let gatherCounts: UnsafeMutablePointer<Int32>
+
     /// Initializes MPI (funneled threading: only the main thread calls MPI).
     ///
     /// - Parameter collectiveTimeout: seconds after which a collective that has not completed
@@ -72,6 +81,21 @@ public final class MPICommunicator: Communicator {
         control = dup
         MPI_Comm_set_errhandler(control, rd_errors_return())
         watchdog = try CollectiveWatchdog(rank: rank, size: size, comm: dup, timeout: timeout)
+        requests = .allocate(capacity: Self.maxRequests)
+        requests.initialize(repeating: rd_request_null(), count: Self.maxRequests)
+        inUse = .allocate(capacity: Self.maxRequests)
+        inUse.initialize(repeating: false, count: Self.maxRequests)
+        kinds = .allocate(capacity: Self.maxRequests)
+        kinds.initialize(repeating: .allreduce, count: Self.maxRequests)
+        gatherCounts = .allocate(capacity: Self.maxRequests * 2 * size)
+        gatherCounts.initialize(repeating: 0, count: Self.maxRequests * 2 * size)
+    }
+
+    deinit {
+        requests.deallocate()
+        inUse.deallocate()
+        kinds.deallocate()
+        gatherCounts.deallocate()
     }
 
     /// Ends MPI. Call once, after the last collective.
@@ -197,6 +221,72 @@ public final class MPICommunicator: Communicator {
 
     public func barrier() throws {
         try collective(.barrier, blocking: { MPI_Barrier(comm) }, nonblocking: { MPI_Ibarrier(comm, $0) })
+    }
+
+    // MARK: - Nonblocking collectives
+
+    private func freeSlot(_ kind: CollectiveKind) throws -> Int {
+        sequence += 1
+        if collectiveTimeout != nil { try watchdog.drain() }
+        for i in 0..<Self.maxRequests where !inUse[i] {
+            inUse[i] = true
+            kinds[i] = kind
+            return i
+        }
+        preconditionFailure("more than \(Self.maxRequests) nonblocking collectives in flight")
+    }
+
+    public func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> CollectiveRequest {
+        let slot = try freeSlot(.allreduce)
+        precondition(buffer.count <= Int(Int32.max), "nonblocking allreduce of \(buffer.count) floats: use buckets")
+        guard let base = buffer.baseAddress, size > 1 else {
+            requests[slot] = rd_request_null()
+            return CollectiveRequest(id: slot)
+        }
+        let rc = MPI_Iallreduce(rd_in_place(), base, Int32(buffer.count), rd_float(), rd_op_sum(), comm,
+                                requests + slot)
+        if rc != rd_success() { inUse[slot] = false }
+        try check(rc, "MPI_Iallreduce")
+        return CollectiveRequest(id: slot)
+    }
+
+    public func startAllgatherv(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
+                                counts: UnsafeBufferPointer<Int>, displacements: UnsafeBufferPointer<Int>) throws
+        -> CollectiveRequest {
+        precondition(counts.count == size && displacements.count == size && counts[rank] == send.count)
+        let slot = try freeSlot(.allgatherv)
+        let c = gatherCounts + slot * 2 * size, d = c + size
+        for r in 0..<size {
+            precondition(displacements[r] + counts[r] <= Int(Int32.max), "allgatherv of more than 2 GB")
+            c[r] = Int32(counts[r])
+            d[r] = Int32(displacements[r])
+        }
+        let rc = MPI_Iallgatherv(send.baseAddress ?? UnsafeRawPointer(receive.baseAddress!), Int32(send.count),
+                                 rd_byte(), receive.baseAddress, c, d, rd_byte(), comm, requests + slot)
+        if rc != rd_success() { inUse[slot] = false }
+        try check(rc, "MPI_Iallgatherv")
+        return CollectiveRequest(id: slot)
+    }
+
+    public func test(_ request: CollectiveRequest) throws -> Bool {
+        let slot = request.id
+        precondition(inUse[slot], "test of a request that is not in flight")
+        var flag: Int32 = 0
+        try check(MPI_Test(requests + slot, &flag, rd_status_ignore()), "MPI_Test")
+        if flag != 0 { inUse[slot] = false }
+        return flag != 0
+    }
+
+    /// With the watchdog on, waits with its deadline (a stuck rank aborts the job with a report).
+    public func wait(_ request: CollectiveRequest) throws {
+        let slot = request.id
+        precondition(inUse[slot], "wait for a request that is not in flight")
+        inUse[slot] = false
+        if let timeout = collectiveTimeout {
+            try watchdog.wait(&requests[slot], kind: kinds[slot], sequence: sequence, limit: timeout)
+        } else {
+            try check(MPI_Wait(requests + slot, rd_status_ignore()), "MPI_Wait")
+        }
     }
 
     public func abort(code: Int32) -> Never {

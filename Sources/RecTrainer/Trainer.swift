@@ -251,6 +251,7 @@ public final class Trainer {
 
     /// Runs the whole training: resume or initialize, load, step, evaluate, checkpoint.
     public func run() throws -> TrainingResult {
+        Denormals.flushToZero()   // this thread trains: no subnormal slow path in the optimizer state
         let model = makeModel(config.model, maxBatch: max(config.batchSize, config.evalBatchSize))
         let layout = model.layout
         let tables = model.embeddings
@@ -260,7 +261,10 @@ public final class Trainer {
         let embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * dim)
         let dLogits = FloatBuffer(count: config.batchSize)
         let sparse = SparseGradient(capacity: config.batchSize * config.model.categoricalFields, dim: dim)
-        let sync = GradientSync(communicator: communicator, embeddingRows: tables?.rowCount ?? 0, dim: dim,
+        // Dense gradients (and the extra slots) in ~1 MB buckets, each allreduced as soon as the
+        // backward pass has finished it; embedding rows exchanged from the backward events too.
+        let sync = GradientSync(communicator: communicator, denseCount: layout.count + Slot.count,
+                                boundaries: layout.entries.map(\.offset), embeddingRows: tables?.rowCount ?? 0, dim: dim,
                                 maxLocalPairs: tables == nil ? 0 : config.batchSize * config.model.categoricalFields)
         let optimizer = Optimizer(config: config.optimizer, parameterCount: layout.count,
                                   embeddingRows: tables?.rowCount ?? 0, embeddingDim: dim)
@@ -395,34 +399,42 @@ public final class Trainer {
                     ?? (rows.batch(epochShard.localRange(step: epochStep)), epochShard.globalBatchCount(step: epochStep))
                 timing.dataWait += DispatchTime.now().uptimeNanoseconds - stepStart
 
-                // Forward, loss, backward on this rank's rows.
+                // Forward, loss, backward on this rank's rows. The extra slots are set first: their
+                // bucket may start its allreduce during the backward pass. A rank with no rows in the
+                // last, partial batch runs the model on 0 rows, so it starts the same collectives.
                 gradients.zero()
                 sparse.count = 0
+                extra[Slot.stop] = StopSignal.pending != 0 ? 1 : 0
+                extra[Slot.checkpoint] = rank == 0 && config.checkpointEverySeconds > 0
+                    && Date().timeIntervalSince(lastCheckpointTime) >= config.checkpointEverySeconds ? 1 : 0
+                sync.beginStep(gradients: gradients.pointer)
+                let exposedBefore = sync.timing.exposed
                 var t0 = DispatchTime.now().uptimeNanoseconds
-                if batch.count > 0 {
-                    let logits = model.forward(batch, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
-                    extra[Slot.loss] = Float(config.loss.forwardBackward(
-                        logits: logits, labels: batch.labels, count: batch.count,
-                        scale: 1 / Float(globalCount), dLogits: dLogits.pointer))
-                    timing.forward += DispatchTime.now().uptimeNanoseconds - t0
-                    t0 = DispatchTime.now().uptimeNanoseconds
-                    model.backward(batch, dLogits: dLogits.pointer, parameters: parameters.pointer,
-                                   gradients: gradients.pointer, sparse: sparse)
-                    timing.backward += DispatchTime.now().uptimeNanoseconds - t0
+                let logits = model.forward(batch, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
+                extra[Slot.loss] = Float(config.loss.forwardBackward(
+                    logits: logits, labels: batch.labels, count: batch.count,
+                    scale: 1 / Float(globalCount), dLogits: dLogits.pointer))
+                timing.forward += DispatchTime.now().uptimeNanoseconds - t0
+                t0 = DispatchTime.now().uptimeNanoseconds
+                try model.backward(batch, dLogits: dLogits.pointer, parameters: parameters.pointer,
+                                   gradients: gradients.pointer, sparse: sparse) { event in
+                    switch event {
+                    case .denseFinal(let offset): try sync.denseFinal(from: offset)
+                    case .sparseFinal: try sync.sparseFinal(sparse)
+                    }
                 }
+                let inSync = sync.timing.exposed - exposedBefore   // communication started from backward
+                timing.backward += DispatchTime.now().uptimeNanoseconds - t0 - inSync
+                timing.communication += inSync
                 if config.debug && step == 0 && worldSize == 1 {
                     try checkGradients(model: model, batch: batch, parameters: parameters,
                                        embeddingTable: embeddingTable, gradients: gradients, sparse: sparse,
                                        globalCount: globalCount)
                 }
-                extra[Slot.stop] = StopSignal.pending != 0 ? 1 : 0
-                extra[Slot.checkpoint] = rank == 0 && config.checkpointEverySeconds > 0
-                    && Date().timeIntervalSince(lastCheckpointTime) >= config.checkpointEverySeconds ? 1 : 0
 
-                // Make the gradients global.
+                // Make the gradients global: wait for what the backward pass started.
                 t0 = DispatchTime.now().uptimeNanoseconds
-                try sync.allreduce(gradients.buffer)
-                if tables != nil { try sync.exchange(sparse) }
+                try sync.finish()
                 timing.communication += DispatchTime.now().uptimeNanoseconds - t0
                 let stepLoss = Double(extra[Slot.loss]) / Double(globalCount)
                 let stopRequested = extra[Slot.stop] > 0, checkpointRequested = extra[Slot.checkpoint] > 0

@@ -17,7 +17,7 @@ struct RecDist: ParsableCommand {
         (or `./launch.sh -np N -- train ...`, which sets the right mpirun flags for this machine).
         """,
         version: "0.1.0",
-        subcommands: [Synth.self, Prepare.self, Train.self, Predict.self, ReportCommand.self])
+        subcommands: [Synth.self, Prepare.self, Train.self, Predict.self, ReportCommand.self, Bench.self])
 
     /// Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
     /// "try again later"; `--auto-resume` continues it).

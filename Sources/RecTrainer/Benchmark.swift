@@ -1,0 +1,638 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import RecCore
+import RecData
+import RecDistributed
+
+/// One benchmark case: a model at a per-rank batch size.
+public struct BenchmarkCase: Sendable, Codable, Equatable, CustomStringConvertible {
+    public var model: ModelKind
+    public var batchSize: Int
+    public init(model: ModelKind, batchSize: Int) {
+        self.model = model
+        self.batchSize = batchSize
+    }
+    /// `mlp:32` style.
+    public init?(argument: String) {
+        let parts = argument.split(separator: ":")
+        guard parts.count == 2, let kind = ModelKind(rawValue: String(parts[0])), let b = Int(parts[1]), b >= 1 else {
+            return nil
+        }
+        self.init(model: kind, batchSize: b)
+    }
+    public var description: String { "\(model.rawValue):\(batchSize)" }
+
+    /// The standard cases of issue 7.
+    public static let standard = [BenchmarkCase(model: .mlp, batchSize: 32), BenchmarkCase(model: .mlp, batchSize: 512),
+                                  BenchmarkCase(model: .dlrm, batchSize: 128), BenchmarkCase(model: .dlrm, batchSize: 1024)]
+}
+
+/// How the benchmark runs.
+public struct BenchmarkOptions: Sendable {
+    public var cases: [BenchmarkCase] = BenchmarkCase.standard
+    /// Untimed steps before the windows (at least this many, and at least `warmupSeconds`).
+    public var warmupSteps = 20
+    public var warmupSeconds = 1.0
+    /// Timed windows; throughput is the median over them.
+    public var windows = 7
+    /// Target length of one window.
+    public var windowSeconds = 1.0
+    /// Time spent measuring sgemm on the model's layer shapes, per case.
+    public var sgemmSeconds = 1.0
+    public var optimizer = OptimizerConfig(kind: .adam)
+    public var loss = Loss.bce
+    /// dlrm: rows per embedding table.
+    public var hashBuckets = 65_536
+    /// Dense gradient bucket size.
+    public var bucketBytes = 1 << 20
+    /// Global batches of synthetic rows held in memory and cycled through.
+    public var poolBatches = 32
+    public var seed: UInt64 = 42
+    /// With several ranks: after the main windows, alternate windows of rank 0 training alone
+    /// (the others sleeping) with windows of all ranks, so the scaling ratio compares like with
+    /// like on a machine whose load changes.
+    public var compareSingleRank = true
+    /// Embedding exchange: send per-rank sums of distinct rows (GradientSync.localSums).
+    public var localSums = false
+    /// A prepared dataset (`rec-dist prepare`) to read batches from, through the trainer's
+    /// loader (memory-mapped, prefetched on a thread); nil: synthetic rows held in memory.
+    public var dataPath: String?
+    /// With `dataPath`: mapped pages a rank keeps resident before dropping them.
+    public var residentDataBytes = 64 << 20
+    public init() {}
+}
+
+/// One sgemm shape of a training step and the rate measured for it.
+public struct GEMMShapeRate: Sendable, Codable {
+    public var m: Int, n: Int, k: Int
+    public var transA: Bool, transB: Bool
+    public var what: String
+    public var gflops: Double
+}
+
+/// Everything measured for one case, as written to the JSON report.
+public struct BenchmarkResult: Sendable, Codable {
+    public var model: String
+    public var batch_per_rank: Int
+    public var ranks: Int
+    public var global_batch: Int
+    public var optimizer: String
+    public var dense_parameters: Int
+    public var embedding_rows: Int
+    public var embedding_exchange: String
+    public var dense_buckets: [Int]
+    /// FLOPs per example actually executed: the step's sgemms plus the dot interaction.
+    public var flops_per_example: Double
+    /// `ModelConfig.flopsPerExample` (counts a first-layer dx that is never computed).
+    public var nominal_flops_per_example: Double
+    /// The step's sgemm shapes run back to back on every rank at once: aggregate GFLOP/s per rank
+    /// (each rank's best of 5 rounds, mean over ranks), the roofline of the efficiency figure.
+    public var sgemm_gflops_per_rank: Double
+    public var sgemm_shapes: [GEMMShapeRate]
+    public var steps_per_window: Int
+    public var windows: [Double]
+    /// Median over windows of global samples / slowest rank's window time.
+    public var samples_per_s: Double
+    public var step_ms: Double
+    /// Per step, mean over the timed steps and over ranks.
+    public var data_wait_ms: Double
+    public var forward_ms: Double
+    public var backward_ms: Double
+    public var comm_exposed_ms: Double
+    public var comm_hidden_ms: Double
+    public var comm_wait_ms: Double
+    public var optimizer_ms: Double
+    public var other_ms: Double
+    public var comm_exposed_fraction: Double
+    /// Per rank: flops_per_example x samples/s / ranks.
+    public var achieved_gflops_per_rank: Double
+    public var efficiency: Double
+    /// Blocking collectives alone, median of several runs (N > 1), for comparison.
+    public var allreduce_alone_ms: Double?
+    /// With --compare-single-rank (N > 1): alternating windows of rank 0 alone (its batch, a
+    /// LocalCommunicator, the others asleep) and of all ranks; medians, and the median of the
+    /// per-pair ratios (all ranks' samples/s over one rank's).
+    public var single_rank_samples_per_s: Double?
+    public var paired_samples_per_s: Double?
+    public var scaling_vs_single_rank: Double?
+    public var embedding_exchange_alone_ms: Double?
+    public var bytes_dense_per_step: Int
+    public var bytes_embedding_sent_per_step: Int
+    public var bytes_embedding_received_per_step: Int
+    public var embedding_rows_local: Int
+    public var embedding_rows_global: Int
+    /// Bytes, max over ranks.
+    public var peak_rss_bytes: Int
+    public var baseline_rss_bytes: Int
+    public var accounted_bytes: Int
+    public var accounted: [String: Int]
+    /// peak RSS / accounted bytes, and (peak - baseline) / accounted.
+    public var rss_ratio: Double
+    public var rss_ratio_above_baseline: Double
+}
+
+/// The machine and the load while the benchmark ran.
+public struct BenchmarkReport: Sendable, Codable {
+    public var ranks: Int
+    public var cores: Int
+    public var openblas_core: String
+    public var openblas_threads: Int
+    public var load_average_start: String
+    public var load_average_end: String
+    public var started: String
+    public var seconds: Double
+    public var options: [String: String]
+    public var results: [BenchmarkResult]
+}
+
+/// `rec-dist bench`: measures, in one run and on every rank at once, the machine's sgemm rate on
+/// each case's layer shapes, then the training step on synthetic rows (median samples/s over
+/// timed windows after a warm-up, the step-time breakdown, efficiency against the sgemm rate,
+/// peak RSS against the accounted buffers).
+public enum Benchmark {
+    /// Runs every case; every rank gets the same report (figures gathered over ranks).
+    public static func run(options: BenchmarkOptions, communicator: any Communicator,
+                           progress: (String) -> Void = { _ in }) throws -> BenchmarkReport {
+        let start = MonotonicClock.nanoseconds()
+        let loadStart = loadAverage()
+        Denormals.flushToZero()
+        var results: [BenchmarkResult] = []
+        let dataset = try options.dataPath.map { try PreparedDataset(directory: $0) }
+        for benchCase in options.cases {
+            progress("\(benchCase) on \(communicator.size) rank(s)...")
+            let result: BenchmarkResult
+            func shaped(_ kind: ModelKind) -> ModelConfig {
+                var config = ModelConfig(kind: kind)
+                config.hashBuckets = options.hashBuckets
+                if let dataset {   // the model the prepared data asks for, as `train` builds it
+                    config.denseInputs = dataset.denseCount
+                    config.categoricalFields = dataset.categoricalCount
+                    config.vocabularySizes = dataset.manifest.vocabularySizes
+                    config.denseTransform = .identity
+                    config.mlpDenseFeatures = min(config.mlpDenseFeatures, max(dataset.denseCount, 1))
+                }
+                return config
+            }
+            switch benchCase.model {
+            case .mlp:
+                let config = shaped(.mlp)
+                result = try runCase({ MLPModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
+                                     options: options, dataset: dataset, communicator: communicator)
+            case .dlrm:
+                let config = shaped(.dlrm)
+                result = try runCase({ DLRMModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
+                                     options: options, dataset: dataset, communicator: communicator)
+            }
+            results.append(result)
+        }
+        let formatter = ISO8601DateFormatter()
+        return BenchmarkReport(
+            ranks: communicator.size, cores: ProcessInfo.processInfo.activeProcessorCount,
+            openblas_core: GEMM.coreName, openblas_threads: GEMM.threads,
+            load_average_start: loadStart, load_average_end: loadAverage(),
+            started: formatter.string(from: Date()),
+            seconds: Double(MonotonicClock.nanoseconds() - start) / 1e9,
+            options: ["warmup_steps": "\(options.warmupSteps)", "windows": "\(options.windows)",
+                      "window_seconds": "\(options.windowSeconds)", "sgemm_seconds": "\(options.sgemmSeconds)",
+                      "hash_buckets": "\(options.hashBuckets)", "bucket_bytes": "\(options.bucketBytes)",
+                      "optimizer": options.optimizer.kind.rawValue, "loss": options.loss.rawValue,
+                      "pool_batches": "\(options.poolBatches)", "local_sums": "\(options.localSums)",
+                      "data": options.dataPath ?? "synthetic rows in memory",
+                      "resident_data_bytes": "\(options.residentDataBytes)"],
+            results: results)
+    }
+
+    // MARK: - One case
+
+    static func runCase<Model: RecModel>(_ makeModel: () -> Model, _ benchCase: BenchmarkCase, options: BenchmarkOptions,
+                                         dataset: PreparedDataset?, communicator: any Communicator) throws -> BenchmarkResult {
+        let model = makeModel()
+        let n = communicator.size, rank = communicator.rank, batch = benchCase.batchSize
+        try communicator.barrier()
+        resetPeakRSS()
+        let baseline = currentRSS()
+
+        // The roofline: this case's sgemm shapes, on every rank at once.
+        let shapes = gemmShapes(model, batch: batch)
+        let (aggregate, rates) = try measureGEMM(shapes, seconds: options.sgemmSeconds, communicator: communicator)
+        let gemmFlopsPerExample = shapes.reduce(0.0) { $0 + 2 * Double($1.m * $1.n * $1.k) } / Double(batch)
+        var interactionFlops = 0.0
+        if model.config.kind == .dlrm {
+            let slots = model.config.categoricalFields + 1
+            interactionFlops = 6 * Double(slots * (slots - 1) / 2 * model.config.embeddingDim)
+        }
+
+        // The step and its data.
+        let step = TrainingStep(model: model, communicator: communicator, optimizer: options.optimizer,
+                                loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes,
+                                localSums: options.localSums)
+        if rank == 0 {
+            model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer,
+                             seed: options.seed)
+        }
+        try communicator.broadcast(step.parameters.buffer, root: 0)
+        if model.embeddings != nil { try communicator.broadcast(step.embeddingTable.buffer, root: 0) }
+        let pool = try BenchBatches(dataset: dataset, rank: rank, worldSize: n, batchSize: batch, options: options)
+        defer { pool.stop() }
+        let globalCount = batch * n
+
+        // Warm-up, then size the windows from the warm-up's pace (agreed by all ranks).
+        func oneStep() throws {
+            let t0 = MonotonicClock.nanoseconds()
+            let (view, count) = pool.next()
+            step.phases.dataWait += MonotonicClock.nanoseconds() - t0
+            _ = try step.run(view, globalCount: count)
+        }
+        // Every rank must run the same number of steps: the warm-up goes in rounds of
+        // `warmupSteps` until the slowest rank has warmed up for `warmupSeconds`.
+        let warmStart = MonotonicClock.nanoseconds()
+        var warmSteps = 0
+        var warmElapsed = 0.0
+        repeat {
+            for _ in 0..<max(options.warmupSteps, 1) { try oneStep() }
+            warmSteps += max(options.warmupSteps, 1)
+            warmElapsed = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - warmStart)])[0]
+        } while warmElapsed / 1e9 < options.warmupSeconds
+        let perStep = warmElapsed / Double(warmSteps)
+        let wanted = try communicator.allreduceMax([Double(max(5, Int(options.windowSeconds * 1e9 / perStep)))])
+        let stepsPerWindow = Int(wanted[0])
+
+        // Timed windows. Each starts at a barrier; its time is the slowest rank's.
+        let windows = options.windows
+        var windowSeconds = [Double](repeating: 0, count: windows)
+        var windowSamples = [Double](repeating: 0, count: windows)
+        let before = step.phases
+        for w in 0..<windows {
+            try communicator.barrier()
+            var samples = 0
+            let t0 = MonotonicClock.nanoseconds()
+            for _ in 0..<stepsPerWindow {
+                let s0 = MonotonicClock.nanoseconds()
+                let (view, count) = pool.next()
+                let s1 = MonotonicClock.nanoseconds()
+                step.phases.dataWait += s1 - s0
+                step.phases.total += s1 - s0
+                _ = try step.run(view, globalCount: count)
+                samples += count
+            }
+            windowSeconds[w] = Double(MonotonicClock.nanoseconds() - t0) / 1e9
+            windowSamples[w] = Double(samples)
+        }
+        let traffic = step.sync.traffic   // the last timed step's
+        let timed = step.phases - before
+        let slowest = try communicator.allreduceMax(windowSeconds)
+        let throughputs = zip(windowSamples, slowest).map { $0 / $1 }
+        let samplesPerSecond = median(throughputs)
+        let peakAfterTraining = peakRSS()
+
+        // Breakdown: per step, mean over ranks.
+        let perStepNs = Double(max(timed.steps, 1))
+        var parts = [Double(timed.dataWait), Double(timed.forward), Double(timed.backward),
+                     Double(timed.exposedCommunication), Double(timed.hiddenCommunication),
+                     Double(timed.communicationWait), Double(timed.optimizer), Double(timed.total)]
+            .map { $0 / perStepNs / 1e6 }
+        try parts.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
+        parts = parts.map { $0 / Double(n) }
+        let other = parts[7] - (parts[0] + parts[1] + parts[2] + parts[3] + parts[6])
+
+        // Communication alone (blocking), for comparison.
+        var allreduceAlone: Double?
+        var exchangeAlone: Double?
+        if n > 1 {
+            var times: [Double] = []
+            for _ in 0..<9 {
+                try communicator.barrier()
+                let t0 = MonotonicClock.nanoseconds()
+                try communicator.allreduceSum(step.gradients.buffer)
+                times.append(Double(MonotonicClock.nanoseconds() - t0) / 1e6)
+            }
+            allreduceAlone = median(try communicator.allreduceMax(times))
+            if model.embeddings != nil {
+                let view = pool.next().batch
+                _ = model.forward(view, parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer)
+                model.backward(view, dLogits: step.dLogits.pointer, parameters: step.parameters.pointer,
+                               gradients: step.gradients.pointer, sparse: step.sparse)
+                times = []
+                for _ in 0..<9 {
+                    try communicator.barrier()
+                    let t0 = MonotonicClock.nanoseconds()
+                    try step.sync.exchange(step.sparse)
+                    times.append(Double(MonotonicClock.nanoseconds() - t0) / 1e6)
+                }
+                exchangeAlone = median(try communicator.allreduceMax(times))
+            }
+        }
+
+        // One rank alone against all ranks, in alternating windows.
+        var single: Double?, paired: Double?, scaling: Double?
+        if n > 1 && options.compareSingleRank {
+            let alone = rank == 0 ? makeModel() : nil
+            let soloStep = alone.map {
+                TrainingStep(model: $0, communicator: LocalCommunicator(), optimizer: options.optimizer,
+                             loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes)
+            }
+            if let soloStep, let alone {
+                soloStep.parameters.pointer.update(from: step.parameters.pointer, count: soloStep.parameters.count)
+                soloStep.embeddingTable.pointer.update(from: step.embeddingTable.pointer, count: soloStep.embeddingTable.count)
+                for _ in 0..<min(stepsPerWindow, 10) { _ = try soloStep.run(pool.next().batch, globalCount: batch) }
+                _ = alone
+            }
+            var soloRates = [Double](), allRates = [Double](), ratios = [Double]()
+            var flag: [Float] = [0]
+            for _ in 0..<windows {
+                // Rank 0 alone; the others sleep in a nonblocking collective until it is done.
+                var soloSeconds = 0.0
+                try flag.withUnsafeMutableBufferPointer { f in
+                    if let soloStep {
+                        let t0 = MonotonicClock.nanoseconds()
+                        for _ in 0..<stepsPerWindow { _ = try soloStep.run(pool.next().batch, globalCount: batch) }
+                        soloSeconds = Double(MonotonicClock.nanoseconds() - t0) / 1e9
+                        try communicator.wait(try communicator.startAllreduceSum(f))
+                    } else {
+                        let request = try communicator.startAllreduceSum(f)
+                        var ts = timespec(tv_sec: 0, tv_nsec: 200_000)
+                        while try !communicator.test(request) { nanosleep(&ts, nil) }
+                    }
+                }
+                // All ranks.
+                try communicator.barrier()
+                let t0 = MonotonicClock.nanoseconds()
+                for _ in 0..<stepsPerWindow {
+                    let (view, count) = pool.next()
+                    _ = try step.run(view, globalCount: count)
+                }
+                let seconds = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - t0) / 1e9])[0]
+                let soloRate = try communicator.allreduceMax([soloSeconds > 0 ? Double(batch * stepsPerWindow) / soloSeconds : 0])[0]
+                let allRate = Double(globalCount * stepsPerWindow) / seconds
+                soloRates.append(soloRate)
+                allRates.append(allRate)
+                ratios.append(allRate / soloRate)
+            }
+            single = median(soloRates)
+            paired = median(allRates)
+            scaling = median(ratios)
+        }
+
+        // Memory.
+        let sizes = step.bufferBytes
+        let accounted = ["parameters": sizes.parameters, "gradients": sizes.gradients,
+                         "optimizer_state": sizes.optimizerState, "activations": sizes.activations,
+                         pool.accountingName: pool.bytes]
+        let accountedTotal = accounted.values.reduce(0, +)
+        let rss = try communicator.allreduceMax([Double(peakAfterTraining), Double(baseline)])
+        let peak = Int(rss[0]), base = Int(rss[1])
+
+        let executed = gemmFlopsPerExample + interactionFlops
+        let achieved = executed * samplesPerSecond / Double(n) / 1e9
+        return BenchmarkResult(
+            model: benchCase.model.rawValue, batch_per_rank: batch, ranks: n, global_batch: globalCount,
+            optimizer: options.optimizer.kind.rawValue, dense_parameters: model.layout.count,
+            embedding_rows: model.embeddings?.rowCount ?? 0, embedding_exchange: step.sync.embeddingExchange.rawValue,
+            dense_buckets: step.sync.buckets.map(\.count),
+            flops_per_example: executed, nominal_flops_per_example: model.config.flopsPerExample,
+            sgemm_gflops_per_rank: aggregate, sgemm_shapes: rates, steps_per_window: stepsPerWindow,
+            windows: throughputs, samples_per_s: samplesPerSecond,
+            step_ms: Double(globalCount) / samplesPerSecond * 1e3,
+            data_wait_ms: parts[0], forward_ms: parts[1], backward_ms: parts[2], comm_exposed_ms: parts[3],
+            comm_hidden_ms: parts[4], comm_wait_ms: parts[5], optimizer_ms: parts[6], other_ms: max(other, 0),
+            comm_exposed_fraction: parts[3] / max(parts[7], 1e-12),
+            achieved_gflops_per_rank: achieved, efficiency: achieved / aggregate,
+            allreduce_alone_ms: allreduceAlone,
+            single_rank_samples_per_s: single, paired_samples_per_s: paired, scaling_vs_single_rank: scaling, embedding_exchange_alone_ms: exchangeAlone,
+            bytes_dense_per_step: traffic.denseBytes, bytes_embedding_sent_per_step: traffic.embeddingSentBytes,
+            bytes_embedding_received_per_step: traffic.embeddingReceivedBytes,
+            embedding_rows_local: traffic.localRows, embedding_rows_global: traffic.globalRows,
+            peak_rss_bytes: peak, baseline_rss_bytes: base, accounted_bytes: accountedTotal, accounted: accounted,
+            rss_ratio: Double(peak) / Double(accountedTotal),
+            rss_ratio_above_baseline: Double(peak - base) / Double(accountedTotal))
+    }
+
+    // MARK: - sgemm
+
+    struct Shape {
+        var m: Int, n: Int, k: Int, transA: Bool, transB: Bool, what: String
+    }
+
+    /// The sgemm calls of one training step of `model` at `batch` rows: forward, dW and (where the
+    /// model computes it) dx of every Linear layer.
+    static func gemmShapes<Model: RecModel>(_ model: Model, batch: Int) -> [Shape] {
+        var shapes: [Shape] = []
+        func stack(_ name: String, _ sizes: [Int], firstNeedsDx: Bool) {
+            for l in 0..<(sizes.count - 1) {
+                let i = sizes[l], o = sizes[l + 1]
+                shapes.append(Shape(m: batch, n: o, k: i, transA: false, transB: false, what: "\(name).\(l) forward"))
+                shapes.append(Shape(m: i, n: o, k: batch, transA: true, transB: false, what: "\(name).\(l) dW"))
+                if l > 0 || firstNeedsDx {
+                    shapes.append(Shape(m: batch, n: i, k: o, transA: false, transB: true, what: "\(name).\(l) dx"))
+                }
+            }
+        }
+        let c = model.config
+        switch c.kind {
+        case .mlp:
+            stack("mlp", [c.mlpDenseFeatures] + c.hidden + [1], firstNeedsDx: false)
+        case .dlrm:
+            let slots = c.categoricalFields + 1
+            stack("bottom", [c.denseInputs] + c.bottom + [c.embeddingDim], firstNeedsDx: false)
+            stack("top", [c.embeddingDim + slots * (slots - 1) / 2] + c.top + [1], firstNeedsDx: true)
+        }
+        return shapes
+    }
+
+    /// Runs all shapes back to back for about `seconds` on every rank at once; returns the mean
+    /// over ranks of the aggregate GFLOP/s, and each shape's own rate (rank 0's).
+    static func measureGEMM(_ shapes: [Shape], seconds: Double,
+                            communicator: any Communicator) throws -> (Double, [GEMMShapeRate]) {
+        let maxA = shapes.map { $0.m * $0.k }.max() ?? 1
+        let maxB = shapes.map { $0.k * $0.n }.max() ?? 1
+        let maxC = shapes.map { $0.m * $0.n }.max() ?? 1
+        let a = FloatBuffer(count: maxA), b = FloatBuffer(count: maxB), c = FloatBuffer(count: maxC)
+        var rng = RNG(seed: 9, stream: UInt64(communicator.rank))
+        for i in 0..<maxA { a.pointer[i] = rng.uniform(-1, 1) }
+        for i in 0..<maxB { b.pointer[i] = rng.uniform(-1, 1) }
+        func call(_ s: Shape) {
+            GEMM.sgemm(transA: s.transA, transB: s.transB, m: s.m, n: s.n, k: s.k, alpha: 1,
+                       a: a.pointer, lda: s.transA ? s.m : s.k, b: b.pointer, ldb: s.transB ? s.k : s.n,
+                       beta: 0, c: c.pointer, ldc: s.n)
+        }
+        let flopsPerRound = shapes.reduce(0.0) { $0 + 2 * Double($1.m * $1.n * $1.k) }
+        // Each shape alone, briefly (a fifth of the budget), then the sequence as a step runs it.
+        var rates: [GEMMShapeRate] = []
+        try communicator.barrier()
+        for s in shapes {
+            let budget = UInt64(seconds * 0.2e9 / Double(shapes.count))
+            call(s)
+            var reps = 0
+            let t0 = MonotonicClock.nanoseconds()
+            while reps < 3 || MonotonicClock.nanoseconds() - t0 < budget {
+                call(s)
+                reps += 1
+            }
+            let dt = Double(MonotonicClock.nanoseconds() - t0)
+            rates.append(GEMMShapeRate(m: s.m, n: s.n, k: s.k, transA: s.transA, transB: s.transB, what: s.what,
+                                       gflops: 2 * Double(s.m * s.n * s.k) * Double(reps) / dt))
+        }
+        // The sequence: in 5 rounds, each rank's best round (transient load elsewhere on the
+        // machine only slows rounds down), then the mean over ranks.
+        var best = 0.0
+        for _ in 0..<5 {
+            try communicator.barrier()
+            var rounds = 0
+            let budget = UInt64(seconds * 0.8e9 / 5)
+            let t0 = MonotonicClock.nanoseconds()
+            while rounds < 2 || MonotonicClock.nanoseconds() - t0 < budget {
+                for s in shapes { call(s) }
+                rounds += 1
+            }
+            best = max(best, flopsPerRound * Double(rounds) / Double(MonotonicClock.nanoseconds() - t0))
+        }
+        let sum = try communicator.allreduceSum([best])
+        return (sum[0] / Double(communicator.size), rates)
+    }
+
+    // MARK: - Helpers
+
+    static func median(_ values: [Double]) -> Double {
+        let s = values.sorted()
+        guard !s.isEmpty else { return 0 }
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    /// /proc/loadavg's first three fields.
+    static func loadAverage() -> String {
+        guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return "n/a" }
+        return text.split(separator: " ").prefix(3).joined(separator: " ")
+    }
+
+    static func statusField(_ name: String) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
+            let digits = line.split(separator: " ").compactMap { Int($0) }
+            return (digits.first ?? 0) * 1024
+        }
+        return 0
+    }
+
+    /// Peak resident set size (VmHWM), bytes; getrusage's maxrss where /proc is absent.
+    static func peakRSS() -> Int {
+        let v = statusField("VmHWM")
+        if v > 0 { return v }
+        var usage = rusage()
+        #if os(Linux)
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        #endif
+        return Int(usage.ru_maxrss) * 1024
+    }
+
+    static func currentRSS() -> Int { statusField("VmRSS") }
+
+    /// Resets VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs).
+    static func resetPeakRSS() {
+        let fd = open("/proc/self/clear_refs", O_WRONLY)
+        guard fd >= 0 else { return }
+        _ = write(fd, "5", 1)
+        close(fd)
+    }
+}
+
+/// Where the benchmark's batches come from: a pool of synthetic rows in memory (fetching is
+/// free), or a prepared dataset through the trainer's loader (memory-mapped, shuffled,
+/// prefetched on a thread: its wait is the step's data wait).
+final class BenchBatches {
+    private let synthetic: SyntheticBatches?
+    private let loader: PreparedBatchLoader?
+    private let globalBatch: Int
+    private let prefetchBytes: Int
+    private let residentBudget: Int
+    private var step = 0
+
+    init(dataset: PreparedDataset?, rank: Int, worldSize: Int, batchSize: Int, options: BenchmarkOptions) throws {
+        globalBatch = batchSize * worldSize
+        residentBudget = options.residentDataBytes
+        if let dataset {
+            let split = try dataset.open(split: "train")
+            let rows = split.header.rows
+            guard rows >= globalBatch else {
+                throw TrainingError.notEnoughData("'\(options.dataPath ?? "")' has \(rows) training rows, fewer than one global batch of \(globalBatch)")
+            }
+            let shard = BlockCyclicShard(rank: rank, worldSize: worldSize, blockSize: batchSize, rows: 0..<rows)
+            let order = EpochOrder(rows: rows, shuffle: true, seed: options.seed)
+            let prefetch = PreparedDataOptions().prefetch
+            loader = PreparedBatchLoader(split: split, shard: shard, order: order, prefetch: prefetch,
+                                         residentBudget: options.residentDataBytes)
+            prefetchBytes = prefetch * batchSize * 4 * (1 + dataset.denseCount + dataset.categoricalCount)
+            synthetic = nil
+        } else {
+            synthetic = SyntheticBatches(rank: rank, worldSize: worldSize, batchSize: batchSize,
+                                         batches: options.poolBatches, seed: options.seed)
+            loader = nil
+            prefetchBytes = 0
+        }
+    }
+
+    /// The next step's batch and the global batch's row count (steps run on through epochs).
+    @inline(__always)
+    func next() -> (batch: BatchView, globalCount: Int) {
+        defer { step += 1 }
+        if let synthetic { return (synthetic.batch(step % synthetic.count), globalBatch) }
+        return loader!.batch(step: step)
+    }
+
+    /// Bytes to account for: the pool, or the prefetch ring plus the resident budget of the mapping.
+    var bytes: Int { synthetic?.bytes ?? prefetchBytes + residentBudget }
+    var accountingName: String { synthetic == nil ? "prefetch_and_resident_data" : "batch_pool" }
+
+    func stop() { loader?.stop() }
+}
+
+/// A fixed pool of synthetic Criteo rows for this rank, in the step's columnar layout: the rank's
+/// block of each of `batches` global batches, generated once by `SynthGenerator` (so categorical
+/// values follow its Zipf laws). `batch(i)` is a view into the pool: fetching costs nothing.
+final class SyntheticBatches {
+    let count: Int
+    let batchSize: Int
+    let labels: FloatBuffer
+    let dense: FloatBuffer
+    let categorical: UnsafeMutablePointer<UInt32>
+
+    init(rank: Int, worldSize: Int, batchSize: Int, batches: Int, seed: UInt64) {
+        count = batches
+        self.batchSize = batchSize
+        let rows = batches * batchSize
+        labels = FloatBuffer(count: rows)
+        dense = FloatBuffer(count: rows * CriteoFormat.denseCount)
+        categorical = .allocate(capacity: rows * CriteoFormat.categoricalCount)
+        let generator = SynthGenerator(seed: seed)
+        for s in 0..<batches {
+            let first = (s * worldSize + rank) * batchSize
+            let block = generator.generate(range: first..<(first + batchSize)).rows
+            let r0 = s * batchSize
+            block.labels.withUnsafeBufferPointer { (labels.pointer + r0).update(from: $0.baseAddress!, count: batchSize) }
+            block.dense.withUnsafeBufferPointer {
+                (dense.pointer + r0 * CriteoFormat.denseCount).update(from: $0.baseAddress!, count: $0.count)
+            }
+            block.categorical.withUnsafeBufferPointer {
+                (categorical + r0 * CriteoFormat.categoricalCount).initialize(from: $0.baseAddress!, count: $0.count)
+            }
+        }
+    }
+
+    deinit { categorical.deallocate() }
+
+    var bytes: Int { (labels.count + dense.count) * 4 + count * batchSize * CriteoFormat.categoricalCount * 4 }
+
+    @inline(__always)
+    func batch(_ i: Int) -> BatchView {
+        let r0 = i * batchSize
+        return BatchView(count: batchSize, labels: labels.pointer + r0,
+                         dense: dense.pointer + r0 * CriteoFormat.denseCount, denseWidth: CriteoFormat.denseCount,
+                         categorical: categorical + r0 * CriteoFormat.categoricalCount,
+                         categoricalWidth: CriteoFormat.categoricalCount)
+    }
+}

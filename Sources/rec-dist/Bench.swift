@@ -1,0 +1,162 @@
+import ArgumentParser
+import Foundation
+import RecCore
+import RecDistributed
+import RecMPI
+import RecTrainer
+
+extension BenchmarkCase: ExpressibleByArgument {}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure training speed: sgemm roofline, samples/s, step breakdown, memory.",
+        discussion: """
+        In one run, on every rank at once: the sgemm rate of each case's layer shapes (the \
+        roofline), then training steps on synthetic rows held in memory: a warm-up, then timed \
+        windows; throughput is the median window's global samples/s (the slowest rank's time). \
+        Prints a table on rank 0 and writes the figures as JSON (--json-out).
+
+        Examples:
+          rec-dist bench                                   # the standard cases on 1 rank
+          ./launch.sh -np 2 -- bench --json-out runs/bench-2.json
+          rec-dist bench --case dlrm:1024 --windows 9
+        """)
+
+    @Option(name: .customLong("case"),
+            help: "A case MODEL:BATCH (batch per rank); repeat for several (default: mlp:32 mlp:512 dlrm:128 dlrm:1024).")
+    var cases: [BenchmarkCase] = []
+    @Option(help: "Untimed warm-up steps (at least; warm-up also lasts at least --warmup-seconds).")
+    var warmupSteps: Int = 20
+    @Option(help: "Minimum warm-up time, seconds.")
+    var warmupSeconds: Double = 1
+    @Option(help: "Timed windows per case; the reported throughput is their median.")
+    var windows: Int = 7
+    @Option(help: "Target length of one timed window, seconds.")
+    var windowSeconds: Double = 1
+    @Option(help: "Time spent measuring sgemm on each case's layer shapes, seconds.")
+    var sgemmSeconds: Double = 1
+    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var optimizer: OptimizerKind = .adam
+    @Option(help: "dlrm: rows per embedding table.")
+    var hashBuckets: Int = 65_536
+    @Option(help: "Dense gradient bucket size in KiB (buckets end at layer boundaries).")
+    var bucketKib: Int = 1024
+    @Flag(inversion: .prefixedNo,
+          help: "With several ranks, also alternate windows of rank 0 training alone with windows of all ranks (the scaling ratio).")
+    var compareSingleRank = true
+    @Flag(help: "Embedding exchange: each rank sums its pairs per distinct row before sending (fewer bytes; another association of the sums).")
+    var localSums = false
+    @Option(help: "A prepared dataset directory (rec-dist prepare) to read batches from, memory-mapped and prefetched as train does (default: synthetic rows in memory).")
+    var data: String?
+    @Option(help: "With --data: MB of the mapped data a rank keeps resident before dropping pages.")
+    var residentDataMb: Int = 64
+    @Option(help: "Write the report as JSON to this file (rank 0).")
+    var jsonOut: String?
+    @Option(help: "OpenBLAS threads per rank.")
+    var blasThreads: Int = 1
+
+    func validate() throws {
+        if windows < 1 { throw ValidationError("--windows must be at least 1.") }
+        if warmupSteps < 0 { throw ValidationError("--warmup-steps must be 0 or more.") }
+        if !(windowSeconds > 0) { throw ValidationError("--window-seconds must be positive.") }
+        if !(sgemmSeconds > 0) { throw ValidationError("--sgemm-seconds must be positive.") }
+        if bucketKib < 1 { throw ValidationError("--bucket-kib must be at least 1.") }
+        if hashBuckets < 2 { throw ValidationError("--hash-buckets must be at least 2.") }
+        if blasThreads < 1 { throw ValidationError("--blas-threads must be at least 1.") }
+    }
+
+    func run() throws {
+        BLASKernels.reexecWithNativeKernelsIfNeeded()
+        GEMM.setThreads(blasThreads)
+        let communicator: MPICommunicator
+        do {
+            communicator = try MPICommunicator()
+        } catch {
+            printError("cannot start MPI: \(error). Is Open MPI installed (./launch.sh setup)?")
+            throw ExitCode.failure
+        }
+        var options = BenchmarkOptions()
+        if !cases.isEmpty { options.cases = cases }
+        options.warmupSteps = warmupSteps
+        options.warmupSeconds = warmupSeconds
+        options.windows = windows
+        options.windowSeconds = windowSeconds
+        options.sgemmSeconds = sgemmSeconds
+        options.optimizer = OptimizerConfig(kind: optimizer)
+        options.hashBuckets = hashBuckets
+        options.bucketBytes = bucketKib * 1024
+        options.compareSingleRank = compareSingleRank
+        options.localSums = localSums
+        options.dataPath = data
+        options.residentDataBytes = residentDataMb << 20
+        let rank = communicator.rank
+        let report: BenchmarkReport
+        do {
+            report = try Benchmark.run(options: options, communicator: communicator) { line in
+                if rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+            }
+        } catch {
+            printError("\(error)", rank: rank)
+            if communicator.size > 1 { communicator.abort(code: 1) }
+            communicator.finalize()
+            throw ExitCode.failure
+        }
+        if rank == 0 {
+            print(BenchmarkTable.render(report))
+            if let path = jsonOut {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                do {
+                    let url = URL(fileURLWithPath: path)
+                    try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(),
+                                                             withIntermediateDirectories: true)
+                    try encoder.encode(report).write(to: url)
+                    print("report: \(path)")
+                } catch {
+                    printError("cannot write --json-out '\(path)': \(error)")
+                    communicator.finalize()
+                    throw ExitCode.failure
+                }
+            }
+        }
+        communicator.finalize()
+    }
+}
+
+/// The human-readable summary of a benchmark report.
+enum BenchmarkTable {
+    static func render(_ report: BenchmarkReport) -> String {
+        func f(_ x: Double, _ d: Int) -> String { String(format: "%.\(d)f", x) }
+        func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : String(repeating: " ", count: w - s.count) + s }
+        var lines: [String] = []
+        lines.append("rec-dist bench: \(report.ranks) rank(s) on \(report.cores) cores, OpenBLAS \(report.openblas_core) x \(report.openblas_threads) thread(s); load average \(report.load_average_start) -> \(report.load_average_end)")
+        let header = ["case", "ranks", "samples/s", "step ms", "data", "fwd", "bwd", "comm exp", "comm hid", "optim",
+                      "other", "sgemm GF/s", "achv GF/s", "eff", "peak RSS MB", "RSS/acct"]
+        let widths = [11, 5, 11, 8, 6, 7, 7, 8, 8, 6, 6, 10, 9, 5, 11, 8]
+        lines.append(zip(header, widths).map { pad($0, $1) }.joined(separator: " "))
+        for r in report.results {
+            let row = ["\(r.model):\(r.batch_per_rank)", "\(r.ranks)", f(r.samples_per_s, 0), f(r.step_ms, 3),
+                       f(r.data_wait_ms, 3), f(r.forward_ms, 3), f(r.backward_ms, 3), f(r.comm_exposed_ms, 3),
+                       f(r.comm_hidden_ms, 3), f(r.optimizer_ms, 3), f(r.other_ms, 3),
+                       f(r.sgemm_gflops_per_rank, 1), f(r.achieved_gflops_per_rank, 1), f(r.efficiency * 100, 0) + "%",
+                       f(Double(r.peak_rss_bytes) / 1e6, 1), f(r.rss_ratio, 2)]
+            lines.append(zip(row, widths).map { pad($0, $1) }.joined(separator: " "))
+        }
+        lines.append("(times are ms per step, mean over timed steps and ranks; samples/s is the median of \(report.results.first?.windows.count ?? 0) windows)")
+        for r in report.results {
+            if let single = r.single_rank_samples_per_s, let paired = r.paired_samples_per_s, let ratio = r.scaling_vs_single_rank {
+                lines.append("\(r.model):\(r.batch_per_rank) alternating windows: 1 rank \(f(single, 0)) samples/s, \(r.ranks) ranks \(f(paired, 0)) samples/s, scaling x\(f(ratio, 2)) (median of per-pair ratios)")
+            }
+        }
+        for r in report.results {
+            var line = "\(r.model):\(r.batch_per_rank) exchange \(r.embedding_exchange), \(r.dense_buckets.count) dense bucket(s); per step \(r.bytes_dense_per_step) B dense"
+            if r.embedding_exchange != "none" {
+                line += ", embedding \(r.bytes_embedding_sent_per_step) B sent / \(r.bytes_embedding_received_per_step) B received (\(r.embedding_rows_local) local rows, \(r.embedding_rows_global) global)"
+            }
+            if let a = r.allreduce_alone_ms { line += "; alone: allreduce \(f(a, 3)) ms" }
+            if let e = r.embedding_exchange_alone_ms { line += ", embedding exchange \(f(e, 3)) ms" }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,296 @@
+import AllocationCounter
+import RecCore
+import RecDistributed
+@testable import RecTrainer
+import Testing
+
+/// Guards for the training step that are not timed: after warm-up a step allocates nothing on
+/// the heap, on 1 rank and on several (in-process) ranks, for every embedding exchange path.
+struct StepAllocationTests {
+    @Test func counterSeesAllocations() {
+        guard rd_allocation_counter_available() != 0 else { return }
+        rd_allocation_counter_start()
+        var a = [Int](repeating: 1, count: 1000)
+        a[7] = 3
+        let b = Array(a.reversed())
+        let n = rd_allocation_counter_stop()
+        #expect(b[992] == 3)
+        #expect(n >= 2, "the counting allocator is linked in but saw \(n) allocations")
+    }
+
+    /// A small model, so the test is quick; the code path is the one of the full-size model.
+    static func model(_ kind: ModelKind, hashBuckets: Int, batch: Int) -> ModelConfig {
+        var config = ModelConfig(kind: kind)
+        config.hashBuckets = hashBuckets
+        config.hidden = [32]
+        config.bottom = [32, 16]
+        config.top = [32, 16]
+        return config
+    }
+
+    /// Runs `warmup` steps, then counts the heap allocations of `counted` more on this thread.
+    /// One OpenBLAS thread, as rec-dist runs (threaded OpenBLAS mallocs job tables per call).
+    static func allocations<Model: RecModel>(_ model: Model, communicator: any Communicator, batch: Int,
+                                             optimizer: OptimizerKind, localSums: Bool = false,
+                                             warmup: Int = 3, counted: Int = 5) throws
+        -> (allocations: UInt64, exchange: GradientSync.EmbeddingExchange) {
+        GEMM.setThreads(1)
+        let step = TrainingStep(model: model, communicator: communicator, optimizer: OptimizerConfig(kind: optimizer),
+                                loss: .bce, batchSize: batch, bucketBytes: 1024, localSums: localSums)
+        model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer, seed: 1)
+        let pool = SyntheticBatches(rank: communicator.rank, worldSize: communicator.size, batchSize: batch,
+                                    batches: 4, seed: 3)
+        for s in 0..<warmup { _ = try step.run(pool.batch(s % pool.count), globalCount: batch * communicator.size) }
+        rd_allocation_counter_start()
+        for s in 0..<counted { _ = try step.run(pool.batch(s % pool.count), globalCount: batch * communicator.size) }
+        return (UInt64(rd_allocation_counter_stop()), step.sync.embeddingExchange)
+    }
+
+    @Test(arguments: [(ModelKind.mlp, OptimizerKind.adam), (.mlp, .sgd), (.dlrm, .adam), (.dlrm, .momentum), (.dlrm, .adagrad)])
+    func oneRankStepAllocatesNothing(kind: ModelKind, optimizer: OptimizerKind) throws {
+        guard rd_allocation_counter_available() != 0 else { return }
+        let batch = 32
+        let config = Self.model(kind, hashBuckets: 1000, batch: batch)
+        let result: (allocations: UInt64, exchange: GradientSync.EmbeddingExchange)
+        switch kind {
+        case .mlp: result = try Self.allocations(MLPModel(config: config, maxBatch: batch), communicator: LocalCommunicator(),
+                                                 batch: batch, optimizer: optimizer)
+        case .dlrm: result = try Self.allocations(DLRMModel(config: config, maxBatch: batch), communicator: LocalCommunicator(),
+                                                  batch: batch, optimizer: optimizer)
+        }
+        #expect(result.exchange == (kind == .mlp ? .none : .local))
+        #expect(result.allocations == 0, "\(kind) \(optimizer): \(result.allocations) heap allocations in 5 steps")
+    }
+
+    /// Two and three in-process ranks: the overlapped dense buckets, and both embedding paths
+    /// (1000 buckets: rows, with and without local sums; 20 buckets: 520 rows < ranks x 32 x 26
+    /// pairs, so dense).
+    @Test(arguments: [(2, 1000, false), (3, 1000, false), (2, 1000, true), (2, 20, false)])
+    func severalRanksStepAllocatesNothing(ranks: Int, hashBuckets: Int, localSums: Bool) throws {
+        guard rd_allocation_counter_available() != 0 else { return }
+        let batch = 32
+        let results = try InProcessGroup.run(size: ranks) { comm in
+            let config = Self.model(.dlrm, hashBuckets: hashBuckets, batch: batch)
+            let r = try Self.allocations(DLRMModel(config: config, maxBatch: batch), communicator: comm,
+                                         batch: batch, optimizer: .adam, localSums: localSums)
+            return [Int(r.allocations), r.exchange == .rows ? 1 : r.exchange == .dense ? 2 : 0]
+        }
+        for (rank, r) in results.enumerated() {
+            #expect(r[1] == (hashBuckets == 20 ? 2 : 1))
+            #expect(r[0] == 0, "rank \(rank) of \(ranks): \(r[0]) heap allocations in 5 steps")
+        }
+    }
+}
+
+/// Every sgemm shape of the standard models, at the standard batch sizes and at small ones (a
+/// partial last batch), runs without a heap allocation (OpenBLAS's own kernels included).
+struct GEMMAllocationTests {
+    @Test func modelShapesDoNotAllocate() {
+        guard rd_allocation_counter_available() != 0 else { return }
+        GEMM.setThreads(1)
+        var shapes: [(Int, Int, Int, Bool, Bool)] = []
+        func stack(_ sizes: [Int], batch: Int) {
+            for l in 0..<(sizes.count - 1) {
+                let i = sizes[l], o = sizes[l + 1]
+                shapes += [(batch, o, i, false, false), (i, o, batch, true, false), (batch, i, o, false, true)]
+            }
+        }
+        for batch in [1, 3, 32, 128, 512, 1024] {
+            stack([10, 128, 1], batch: batch)
+            stack([13, 512, 256, 64, 16], batch: batch)
+            stack([367, 512, 256, 1], batch: batch)
+        }
+        let a = FloatBuffer(count: 1024 * 512), b = FloatBuffer(count: 1024 * 512), c = FloatBuffer(count: 1024 * 512)
+        var allocating: [String] = []
+        for (m, n, k, ta, tb) in shapes {
+            func call() {
+                GEMM.sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a: a.pointer, lda: ta ? m : k,
+                           b: b.pointer, ldb: tb ? k : n, beta: 1, c: c.pointer, ldc: n)
+            }
+            call()
+            rd_allocation_counter_start()
+            call()
+            if rd_allocation_counter_stop() != 0 { allocating.append("\(m)x\(n)x\(k) \(ta ? "T" : "N")\(tb ? "T" : "N")") }
+        }
+        #expect(allocating.isEmpty, "sgemm allocates (OpenBLAS \(GEMM.coreName)) for \(allocating)")
+    }
+}
+
+/// The bytes each exchange path moves per step match its formula.
+struct ExchangeTrafficTests {
+    static let dim = 4
+
+    /// Rank r's pairs: rows drawn from `rows`, with repeats.
+    static func pairs(rank: Int, rows: Int, count: Int) -> [Int32] {
+        var rng = RNG(seed: 21, stream: UInt64(rank))
+        return (0..<count).map { _ in Int32(rng.nextInt(below: rows)) }
+    }
+
+    @Test(arguments: [(2, 400, false), (3, 400, false), (2, 400, true), (3, 400, true), (2, 30, false), (3, 40, true)])
+    func bytesMatchFormula(ranks: Int, rows: Int, localSums: Bool) throws {
+        let perRank = 25, dim = Self.dim, denseCount = 100
+        let results = try InProcessGroup.run(size: ranks) { comm -> [Int] in
+            let sync = GradientSync(communicator: comm, denseCount: denseCount, boundaries: [40, 70], bucketBytes: 4,
+                                    embeddingRows: rows, dim: dim, maxLocalPairs: perRank, localSums: localSums)
+            let local = SparseGradient(capacity: perRank, dim: dim)
+            let mine = Self.pairs(rank: comm.rank, rows: rows, count: perRank)
+            local.count = mine.count
+            for i in mine.indices { local.rows[i] = mine[i] }
+            for i in 0..<(mine.count * dim) { local.values[i] = 1 }
+            let gradients = FloatBuffer(count: denseCount)
+            sync.beginStep(gradients: gradients.pointer)
+            try sync.denseFinal(from: 70)
+            try sync.sparseFinal(local)
+            try sync.denseFinal(from: 0)
+            try sync.finish()
+            let t = sync.traffic
+            return [sync.embeddingExchange == .rows ? 1 : 2, t.denseBytes, t.embeddingSentBytes,
+                    t.embeddingReceivedBytes, t.localRows, t.globalRows, sync.buckets.count]
+        }
+        // Rows each rank sends: its distinct rows with local sums, else every pair.
+        let distinct = (0..<ranks).map { Set(Self.pairs(rank: $0, rows: rows, count: perRank)).count }
+        let sent = localSums ? distinct : [Int](repeating: perRank, count: ranks)
+        let union = Set((0..<ranks).flatMap { Self.pairs(rank: $0, rows: rows, count: perRank) }).count
+        let dense = ranks * perRank > rows
+        for (rank, r) in results.enumerated() {
+            #expect(r[0] == (dense ? 2 : 1))
+            #expect(r[1] == 4 * denseCount)
+            #expect(r[6] == 3)   // buckets end at the boundaries 70 and 40
+            let pair = 4 * (dim + 1)
+            if dense {
+                #expect(r[2] == rows * pair && r[3] == rows * pair)
+                #expect(r[4] == distinct[rank])
+            } else {
+                #expect(r[2] == 8 + sent[rank] * pair)
+                #expect(r[3] == 8 * ranks + sent.reduce(0, +) * pair)
+                #expect(r[4] == sent[rank])
+            }
+            #expect(r[5] == union)
+        }
+    }
+
+    /// The dlrm step at a known configuration: dense allreduce of every parameter plus the loss
+    /// slot; embedding rows by the formula: every pair (16 x 26 per rank), or with local sums the
+    /// distinct rows counted from the batch.
+    @Test(arguments: [false, true])
+    func dlrmStepTraffic(localSums: Bool) throws {
+        let batch = 16, ranks = 2
+        let results = try InProcessGroup.run(size: ranks) { comm -> [Int] in
+            let config = StepAllocationTests.model(.dlrm, hashBuckets: 5000, batch: batch)
+            let model = DLRMModel(config: config, maxBatch: batch)
+            let step = TrainingStep(model: model, communicator: comm, optimizer: OptimizerConfig(kind: .adagrad),
+                                    loss: .bce, batchSize: batch, localSums: localSums)
+            let pool = SyntheticBatches(rank: comm.rank, worldSize: ranks, batchSize: batch, batches: 1, seed: 4)
+            let view = pool.batch(0)
+            _ = try step.run(view, globalCount: batch * ranks)
+            var rows = Set<Int>()
+            for b in 0..<batch {
+                for f in 0..<config.categoricalFields {
+                    rows.insert(model.embeddings!.row(field: f, hash: view.categorical[b * config.categoricalFields + f]))
+                }
+            }
+            let t = step.sync.traffic
+            return [t.denseBytes, t.embeddingSentBytes, t.embeddingReceivedBytes,
+                    localSums ? rows.count : batch * config.categoricalFields, model.layout.count]
+        }
+        let pair = 4 * (16 + 1)   // the row and its 16 gradient values
+        for r in results {
+            #expect(r[0] == 4 * (r[4] + 1))
+            #expect(r[1] == 8 + r[3] * pair)
+            #expect(r[2] == 8 * ranks + (results[0][3] + results[1][3]) * pair)
+        }
+    }
+}
+
+/// Nonblocking collectives give what the blocking ones give, whatever order they are waited in.
+struct NonblockingCollectiveTests {
+    @Test(arguments: [1, 2, 3])
+    func nonblockingMatchesBlocking(size: Int) throws {
+        let results = try InProcessGroup.run(size: size) { comm -> [[Float]] in
+            let r = Float(comm.rank + 1)
+            var a = (0..<50).map { Float($0) * r }, b = (0..<7).map { Float($0 * $0) + r }, c = [r, -r]
+            var blockingA = a, blockingB = b, blockingC = c
+            let counts = (0..<size).map { ($0 + 1) * 4 }
+            let displacements = counts.indices.map { counts[..<$0].reduce(0, +) }
+            let send = [Float](repeating: r, count: comm.rank + 1)
+            var gathered = [Float](repeating: 0, count: counts.reduce(0, +) / 4)
+            var blockingGathered = gathered
+            try a.withUnsafeMutableBufferPointer { pa in
+                try b.withUnsafeMutableBufferPointer { pb in
+                    try c.withUnsafeMutableBufferPointer { pc in
+                        try send.withUnsafeBytes { ps in
+                            try gathered.withUnsafeMutableBytes { pg in
+                                try counts.withUnsafeBufferPointer { pcount in
+                                    try displacements.withUnsafeBufferPointer { pdisp in
+                                        let ra = try comm.startAllreduceSum(pa)
+                                        let rg = try comm.startAllgatherv(ps, into: pg, counts: pcount, displacements: pdisp)
+                                        let rb = try comm.startAllreduceSum(pb)
+                                        let rc = try comm.startAllreduceSum(pc)
+                                        // Wait out of order; test may or may not report completion.
+                                        try comm.wait(rb)
+                                        if try !comm.test(rc) { try comm.wait(rc) }
+                                        try comm.wait(rg)
+                                        try comm.wait(ra)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            try blockingA.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
+            try blockingB.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
+            try blockingC.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
+            try send.withUnsafeBytes { ps in
+                try blockingGathered.withUnsafeMutableBytes { pg in
+                    try comm.allgatherv(ps, into: pg, counts: counts, displacements: displacements)
+                }
+            }
+            return [a, blockingA, b, blockingB, c, blockingC, gathered, blockingGathered]
+        }
+        let total = Float(size * (size + 1) / 2)
+        for r in results {
+            #expect(r[0] == r[1] && r[0] == (0..<50).map { Float($0) * total })
+            #expect(r[2] == r[3] && r[4] == r[5] && r[4] == [total, -total])
+            #expect(r[6] == r[7] && r[6] == (0..<size).flatMap { [Float](repeating: Float($0 + 1), count: $0 + 1) })
+        }
+    }
+
+    /// A blocking collective issued while nonblocking ones are pending matches after them.
+    @Test func blockingAfterPendingKeepsOrder() throws {
+        let results = try InProcessGroup.run(size: 2) { comm -> [Float] in
+            var a: [Float] = [Float(comm.rank + 1)]
+            var b: [Float] = [10 * Float(comm.rank + 1)]
+            try a.withUnsafeMutableBufferPointer { pa in
+                let request = try comm.startAllreduceSum(pa)
+                try b.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
+                try comm.wait(request)
+            }
+            return a + b
+        }
+        for r in results { #expect(r == [3, 30]) }
+    }
+
+    /// Bucketed, overlapped dense sums equal one blocking allreduce, bit for bit.
+    @Test(arguments: [2, 3])
+    func bucketedDenseSumEqualsBlocking(size: Int) throws {
+        let results = try InProcessGroup.run(size: size) { comm -> [[Float]] in
+            var rng = RNG(seed: 5, stream: UInt64(comm.rank))
+            let values = (0..<1000).map { _ in rng.uniform(-1, 1) }
+            let sync = GradientSync(communicator: comm, denseCount: 1000, boundaries: [100, 200, 500, 900],
+                                    bucketBytes: 400, embeddingRows: 0, dim: 1, maxLocalPairs: 0)
+            let g = FloatBuffer(count: 1000)
+            g.assign(values)
+            sync.beginStep(gradients: g.pointer)
+            for offset in [900, 500, 200, 100, 0] { try sync.denseFinal(from: offset) }
+            try sync.finish()
+            var blocking = values
+            try blocking.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
+            return [g.toArray(), blocking, sync.buckets.map { Float($0.count) }]
+        }
+        for r in results {
+            #expect(r[0] == r[1])
+            #expect(r[2] == [100, 400, 300, 100, 100])
+        }
+    }
+}
