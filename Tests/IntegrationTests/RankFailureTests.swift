@@ -33,7 +33,7 @@ struct RankFailureTests {
     @Test func resumeAfterAKilledRankMatchesAnUninterruptedRun() throws {
         let data = try RecDist.synthData(rows: 2000)
         let common = ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "300", "--bottom", "32",
-                      "--top", "32", "--batch-size", "8", "--steps", "600", "--seed", "5", "--checkpoint-every", "25"]
+                      "--top", "32", "--batch-size", "8", "--steps", "4000", "--seed", "5", "--checkpoint-every", "25"]
         let reference = try RecDist.scratch("kill-ref"), root = try RecDist.scratch("kill")
         var out = try RecDist.ranks(2, common + ["--checkpoint-dir", reference], timeout: 100)
         #expect(out.status == 0, "\(out.all)")
@@ -47,13 +47,13 @@ struct RankFailureTests {
         #expect(job.waitForExit(timeout: 30) != nil)
         #expect(job.status != 0)
         let before = try String(contentsOfFile: root + "/latest", encoding: .utf8)
-        #expect(!before.contains("00000600"), "the run finished before the kill; nothing was tested")
+        #expect(!before.contains("00004000"), "the run finished before the kill; nothing was tested")
         out = try RecDist.ranks(2, common + ["--checkpoint-dir", root, "--auto-resume"], timeout: 100)
         #expect(out.status == 0, "\(out.all)")
         #expect(out.stdout.contains("resuming from"))
         for file in ["model.safetensors", "optimizer.safetensors"] {
-            let a = try Data(contentsOf: URL(fileURLWithPath: reference + "/step-00000600/" + file))
-            let b = try Data(contentsOf: URL(fileURLWithPath: root + "/step-00000600/" + file))
+            let a = try Data(contentsOf: URL(fileURLWithPath: reference + "/step-00004000/" + file))
+            let b = try Data(contentsOf: URL(fileURLWithPath: root + "/step-00004000/" + file))
             #expect(a == b, "\(file) differs from the uninterrupted run")
         }
     }
