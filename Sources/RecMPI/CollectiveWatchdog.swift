@@ -57,8 +57,11 @@ final class CollectiveWatchdog {
     let timeout: Double?
     /// Tag of notice messages (only they use point-to-point traffic on `comm`).
     static let tag: Int32 = 7201
-    /// Busy-poll this long before sleeping between polls.
-    static let spinSeconds = 0.01
+    /// Busy-poll this long before sleeping between polls. A blocking collective spins for as long
+    /// as it waits, and libnbc's schedules advance only inside MPI_Test, so sleeping early slows
+    /// every wait that is a little long (a rank a few ms behind, a busy machine); only waits this
+    /// long (evaluation, checkpoints, a stuck rank) sleep, 1 ms at a time.
+    static let spinSeconds = 1.0
     /// A gap this long between two polls means this process was not running (stopped).
     static let pauseSeconds = 0.5
 
@@ -187,8 +190,7 @@ final class CollectiveWatchdog {
                 }
                 fail(kind: kind, sequence: sequence, waited: now - start, heartbeat: heartbeat)
             }
-            let waited = now - start
-            if waited > Self.spinSeconds { usleep(waited < 1 ? 100 : 1000) }
+            if now - start > Self.spinSeconds { usleep(1000) }
         }
     }
 
