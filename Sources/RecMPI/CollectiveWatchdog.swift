@@ -32,11 +32,12 @@ func monotonicSeconds() -> Double {
 /// Waits for nonblocking collectives with a deadline, and names the ranks that never arrived.
 ///
 /// Everything runs on the thread that calls MPI (`MPI_THREAD_FUNNELED`): the wait polls
-/// `MPI_Test` (spinning for the first milliseconds, as a blocking collective would, then sleeping
-/// briefly between polls) until the request completes or the deadline passes.
+/// `MPI_Test` (spinning for the first second, as a blocking collective would, then sleeping 1 ms
+/// between polls) until the request completes or the deadline passes.
 ///
-/// Who arrived: a rank that has waited in collective #k for longer than `noticeAfter` sends a
-/// notice (k and the collective's kind, 16 bytes) on a private duplicate of `MPI_COMM_WORLD`, and
+/// Who arrived: a rank that has waited for longer than `noticeAfter` sends a notice (the number k
+/// and kind of the latest collective it has started, 16 bytes; with overlapped nonblocking
+/// collectives it may be waiting for an earlier one) on a private duplicate of `MPI_COMM_WORLD`, and
 /// repeats it every quarter timeout while it keeps waiting. Non-root ranks send theirs to rank 0,
 /// rank 0 sends its own to every rank. Collectives that complete quickly (every step's, normally)
 /// send nothing, so the cost in a healthy run is one `MPI_Test` on the posted notice receive per
@@ -75,6 +76,10 @@ final class CollectiveWatchdog {
     private var peerKind: [Int64]
     private var peerHeard: [Double]
     private var peerSince: [Double]
+    /// The latest collective this rank has started (with overlapped nonblocking collectives it may
+    /// wait for an earlier one): what its notices announce, as its arrival.
+    private var startedSequence: Int64 = 0
+    private var startedKind: CollectiveKind = .allreduce
 
     init(rank: Int, size: Int, comm: MPI_Comm, timeout: Double?) throws {
         self.rank = rank
@@ -106,6 +111,14 @@ final class CollectiveWatchdog {
         guard rc == rd_success() else { throw CommunicatorError(operation: "MPI_Irecv", message: "error code \(rc) (collective watchdog)") }
     }
 
+    /// Records that this rank has started collective `sequence` (every rank numbers its
+    /// collectives alike, as they start the same ones in the same order), and takes in notices.
+    func started(_ sequence: Int64, _ kind: CollectiveKind) throws {
+        startedSequence = sequence
+        startedKind = kind
+        try drain()
+    }
+
     /// Takes in every notice that has arrived.
     func drain() throws {
         guard notices else { return }
@@ -127,9 +140,9 @@ final class CollectiveWatchdog {
         }
     }
 
-    /// Tells rank 0 (or, from rank 0, everyone) that this rank waits in collective `sequence`.
+    /// Tells rank 0 (or, from rank 0, everyone) which collective this rank has reached.
     /// A destination whose previous notice is still in flight is skipped: this never blocks.
-    private func announce(_ sequence: Int64, _ kind: CollectiveKind) {
+    private func announce() {
         var flag: Int32 = 0
         for peer in (rank == 0 ? Array(1..<size) : [0]) {
             if sendRequests[peer] != rd_request_null() {
@@ -137,14 +150,15 @@ final class CollectiveWatchdog {
                 if flag == 0 { continue }
             }
             let buffer = sendBuffers + 2 * peer
-            buffer[0] = sequence
-            buffer[1] = kind.rawValue
+            buffer[0] = startedSequence
+            buffer[1] = startedKind.rawValue
             MPI_Isend(buffer, 2, rd_int64(), Int32(peer), Self.tag, comm, &sendRequests[peer])
         }
     }
 
-    /// Polls `request` until it completes; after `limit` seconds (1.5 x on non-root ranks when
-    /// notices are on) reports the missing ranks and aborts the job.
+    /// Polls `request` (collective number `sequence`, started earlier) until it completes; after
+    /// `limit` seconds (1.5 x on non-root ranks when notices are on) reports the missing ranks and
+    /// aborts the job. A peer has arrived when it has started collective `sequence` or a later one.
     func wait(_ request: inout MPI_Request?, kind: CollectiveKind, sequence: Int64, limit: Double) throws {
         var start = monotonicSeconds()
         let noticeAfter = min(0.05, limit / 10)
@@ -172,7 +186,7 @@ final class CollectiveWatchdog {
             }
             if notices && now >= nextNotice {
                 try drain()
-                announce(sequence, kind)
+                announce()
                 nextNotice = now + heartbeat
             }
             if rank != 0 && notices {

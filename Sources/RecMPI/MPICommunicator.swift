@@ -46,6 +46,8 @@ public final class MPICommunicator: Communicator {
     private let requests: UnsafeMutablePointer<MPI_Request?>
     private let inUse: UnsafeMutablePointer<Bool>
     private let kinds: UnsafeMutablePointer<CollectiveKind>
+    /// Each request's collective number, for the watchdog's reports.
+    private let sequences: UnsafeMutablePointer<Int64>
     private let gatherCounts: UnsafeMutablePointer<Int32>
 
     /// Initializes MPI (funneled threading: only the main thread calls MPI).
@@ -87,6 +89,8 @@ public final class MPICommunicator: Communicator {
         inUse.initialize(repeating: false, count: Self.maxRequests)
         kinds = .allocate(capacity: Self.maxRequests)
         kinds.initialize(repeating: .allreduce, count: Self.maxRequests)
+        sequences = .allocate(capacity: Self.maxRequests)
+        sequences.initialize(repeating: 0, count: Self.maxRequests)
         gatherCounts = .allocate(capacity: Self.maxRequests * 2 * size)
         gatherCounts.initialize(repeating: 0, count: Self.maxRequests * 2 * size)
     }
@@ -95,6 +99,7 @@ public final class MPICommunicator: Communicator {
         requests.deallocate()
         inUse.deallocate()
         kinds.deallocate()
+        sequences.deallocate()
         gatherCounts.deallocate()
     }
 
@@ -109,6 +114,7 @@ public final class MPICommunicator: Communicator {
         if size > 1 {
             sequence += 1
             var request = rd_request_null()
+            try? watchdog.started(sequence, .finalize)
             if MPI_Ibarrier(control, &request) == rd_success() {
                 try? watchdog.wait(&request, kind: .finalize, sequence: sequence, limit: finalizeTimeout)
             }
@@ -166,7 +172,7 @@ public final class MPICommunicator: Communicator {
             try check(blocking(), kind.name)
             return
         }
-        try watchdog.drain()
+        try watchdog.started(sequence, kind)
         var request = rd_request_null()
         try check(nonblocking(&request), kind.name)
         try watchdog.wait(&request, kind: kind, sequence: sequence, limit: timeout)
@@ -227,10 +233,11 @@ public final class MPICommunicator: Communicator {
 
     private func freeSlot(_ kind: CollectiveKind) throws -> Int {
         sequence += 1
-        if collectiveTimeout != nil { try watchdog.drain() }
+        if collectiveTimeout != nil { try watchdog.started(sequence, kind) }
         for i in 0..<Self.maxRequests where !inUse[i] {
             inUse[i] = true
             kinds[i] = kind
+            sequences[i] = sequence
             return i
         }
         preconditionFailure("more than \(Self.maxRequests) nonblocking collectives in flight")
@@ -283,7 +290,7 @@ public final class MPICommunicator: Communicator {
         precondition(inUse[slot], "wait for a request that is not in flight")
         inUse[slot] = false
         if let timeout = collectiveTimeout {
-            try watchdog.wait(&requests[slot], kind: kinds[slot], sequence: sequence, limit: timeout)
+            try watchdog.wait(&requests[slot], kind: kinds[slot], sequence: sequences[slot], limit: timeout)
         } else {
             try check(MPI_Wait(requests + slot, rd_status_ignore()), "MPI_Wait")
         }
