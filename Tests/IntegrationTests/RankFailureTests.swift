@@ -4,7 +4,7 @@ import Testing
 /// A rank that dies or gets stuck ends the whole job quickly, with a message naming the rank;
 /// the collective watchdog does not change what training computes. Under real `mpirun` ranks
 /// through launch.sh. Serialized, with hard time limits; every path kills what it started.
-@Suite(.serialized, .timeLimit(.minutes(2)))
+@Suite(.serialized, .timeLimit(.minutes(3)))
 struct RankFailureTests {
     /// A run that is still training when the test strikes: tiny data, tiny steps, endless.
     static func endlessTraining(_ data: String) -> [String] {
@@ -185,7 +185,7 @@ final class MPIJob {
     }
 
     /// Waits until rank 0 has started the training loop and every rank is running; their PIDs.
-    func waitUntilTraining(timeout: Double = 60) throws -> [Int: pid_t] {
+    func waitUntilTraining(timeout: Double = 120) throws -> [Int: pid_t] {
         let start = Date()
         while Date().timeIntervalSince(start) < timeout {
             let pids = rankPIDs()
