@@ -415,6 +415,9 @@ public enum Benchmark {
 
     struct Shape {
         var m: Int, n: Int, k: Int, transA: Bool, transB: Bool, what: String
+        /// As the step calls it: forward and dW accumulate (beta 1: onto the bias rows, into the
+        /// gradients), dx overwrites (beta 0).
+        var beta: Float { transB ? 0 : 1 }
     }
 
     /// The sgemm calls of one training step of `model` at `batch` rows: forward, dW and (where the
@@ -452,12 +455,13 @@ public enum Benchmark {
         let maxC = shapes.map { $0.m * $0.n }.max() ?? 1
         let a = FloatBuffer(count: maxA), b = FloatBuffer(count: maxB), c = FloatBuffer(count: maxC)
         var rng = RNG(seed: 9, stream: UInt64(communicator.rank))
-        for i in 0..<maxA { a.pointer[i] = rng.uniform(-1, 1) }
-        for i in 0..<maxB { b.pointer[i] = rng.uniform(-1, 1) }
+        // Small values: the accumulating calls add up over thousands of rounds.
+        for i in 0..<maxA { a.pointer[i] = rng.uniform(-0.01, 0.01) }
+        for i in 0..<maxB { b.pointer[i] = rng.uniform(-0.01, 0.01) }
         func call(_ s: Shape) {
             GEMM.sgemm(transA: s.transA, transB: s.transB, m: s.m, n: s.n, k: s.k, alpha: 1,
                        a: a.pointer, lda: s.transA ? s.m : s.k, b: b.pointer, ldb: s.transB ? s.k : s.n,
-                       beta: 0, c: c.pointer, ldc: s.n)
+                       beta: s.beta, c: c.pointer, ldc: s.n)
         }
         let flopsPerRound = shapes.reduce(0.0) { $0 + 2 * Double($1.m * $1.n * $1.k) }
         // Each shape alone, briefly (a fifth of the budget), then the sequence as a step runs it.
