@@ -15,8 +15,9 @@ import RecCore
 /// of three ways, chosen once from the sizes:
 ///
 /// - `.local` (1 rank): nothing to exchange; pairs are summed per distinct row.
-/// - `.rows`: every rank's pairs are allgathered (their count first, then `(row, gradient)`
-///   pairs: Horovod's sparse allreduce) and summed per distinct row in rank order, which is the
+/// - `.rows`: every rank's pairs are allgathered (their count first, then the rows and the
+///   gradients, straight from the model's buffers: Horovod's sparse allreduce) and summed per
+///   distinct row in rank order, which is the
 ///   global example order: each row's sum is the one a single rank would compute. With
 ///   `localSums`, each rank first sums its own pairs per distinct row and sends those (fewer
 ///   bytes, less merging; measured in docs/performance.md), at the price of another association
@@ -96,8 +97,15 @@ public final class GradientSync {
     private let maxLocalPairs: Int
     /// Floats per exchanged pair: the row (bit pattern) followed by `dim` gradient values.
     private let stride: Int
-    private let send: FloatBuffer          // (maxLocalPairs, stride): this rank's distinct rows
-    private let receive: FloatBuffer       // (size * maxLocalPairs, stride) (.rows); (rows, dim + 1) (.dense)
+    private let send: FloatBuffer          // .dense: (maxLocalPairs, stride) distinct rows; .rows with localSums: (maxLocalPairs, dim)
+    private let sendRows: UnsafeMutablePointer<Int32>       // .rows with localSums: (maxLocalPairs)
+    private let receive: FloatBuffer       // .rows: (size * maxLocalPairs, dim) gradients; .dense: (rows, dim + 1)
+    private let receiveRows: UnsafeMutablePointer<Int32>    // .rows: (size * maxLocalPairs)
+    private let rowBytes: UnsafeMutablePointer<Int>         // (size)
+    private let rowOffsets: UnsafeMutablePointer<Int>       // (size)
+    // This step's outgoing rows and gradients (.rows): the model's own buffers, or the local sums.
+    private var outRows: UnsafePointer<Int32>?
+    private var outValues: UnsafePointer<Float>?
     private let slotOfRow: UnsafeMutablePointer<Int32>
     private let localCounts: UnsafeMutablePointer<Int>      // (size): distinct rows per rank
     private let countBytes: UnsafeMutablePointer<Int>       // (size): 8 each
@@ -114,6 +122,8 @@ public final class GradientSync {
     private enum SparseStage { case idle, counting, counted, gathering, reducing, done }
     private var sparseStage = SparseStage.idle
     private var sparseRequest = CollectiveRequest(id: 0)
+    private var valuesRequest = CollectiveRequest(id: 0)
+    private var rowsArrived = false, valuesArrived = false
     private var sparseStart: UInt64 = 0
     private var localUnique = 0
 
@@ -168,12 +178,23 @@ public final class GradientSync {
         rows = .allocate(capacity: maxRows)
         rows.initialize(repeating: 0, count: maxRows)
         values = FloatBuffer(count: maxRows * dim)
-        send = FloatBuffer(count: exchange == .rows || exchange == .dense ? maxLocalPairs * stride : 0)
         switch exchange {
-        case .rows: receive = FloatBuffer(count: size * maxLocalPairs * stride)
-        case .dense: receive = FloatBuffer(count: embeddingRows * stride)
-        case .none, .local: receive = FloatBuffer(count: 0)
+        case .rows:
+            send = FloatBuffer(count: localSums ? maxLocalPairs * dim : 0)
+            receive = FloatBuffer(count: size * maxLocalPairs * dim)
+        case .dense:
+            send = FloatBuffer(count: maxLocalPairs * stride)
+            receive = FloatBuffer(count: embeddingRows * stride)
+        case .none, .local:
+            send = FloatBuffer(count: 0)
+            receive = FloatBuffer(count: 0)
         }
+        let sendRowCount = exchange == .rows && localSums ? maxLocalPairs : 1
+        sendRows = .allocate(capacity: sendRowCount)
+        sendRows.initialize(repeating: 0, count: sendRowCount)
+        let receiveRowCount = exchange == .rows ? max(size * maxLocalPairs, 1) : 1
+        receiveRows = .allocate(capacity: receiveRowCount)
+        receiveRows.initialize(repeating: 0, count: receiveRowCount)
         let mapRows = exchange == .none ? 1 : embeddingRows
         // One slot per table row (huge pages: the rows a step touches are scattered over it).
         slotOfRow = LargeAllocation.allocate(bytes: mapRows * 4)
@@ -188,6 +209,10 @@ public final class GradientSync {
         pairBytes.initialize(repeating: 0, count: size)
         pairOffsets = .allocate(capacity: size)
         pairOffsets.initialize(repeating: 0, count: size)
+        rowBytes = .allocate(capacity: size)
+        rowBytes.initialize(repeating: 0, count: size)
+        rowOffsets = .allocate(capacity: size)
+        rowOffsets.initialize(repeating: 0, count: size)
         bucketRequest = .allocate(capacity: max(buckets.count, 1))
         bucketRequest.initialize(repeating: CollectiveRequest(id: 0), count: max(buckets.count, 1))
         bucketStart = .allocate(capacity: max(buckets.count, 1))
@@ -211,6 +236,10 @@ public final class GradientSync {
         countOffsets.deallocate()
         pairBytes.deallocate()
         pairOffsets.deallocate()
+        rowBytes.deallocate()
+        rowOffsets.deallocate()
+        sendRows.deallocate()
+        receiveRows.deallocate()
         bucketRequest.deallocate()
         bucketStart.deallocate()
         bucketDone.deallocate()
@@ -219,7 +248,8 @@ public final class GradientSync {
     /// Bytes of buffers this object allocated (for the memory accounting).
     public var bufferBytes: Int {
         let mapRows = embeddingExchange == .none ? 1 : embeddingRows
-        return (values.count + send.count + receive.count) * 4 + mapRows * 4
+        let rowSlots = (embeddingExchange == .rows ? size * maxLocalPairs + (localSums ? maxLocalPairs : 0) : 0)
+        return (values.count + send.count + receive.count) * 4 + mapRows * 4 + rowSlots * 4
             + max(min(size * maxLocalPairs, embeddingRows), 1) * 4
     }
 
@@ -278,17 +308,16 @@ public final class GradientSync {
             sparseStage = .done
         case .rows:
             if localSums {
-                localUnique = coalesceLocal(local, rowsOut: nil, valuesOut: send.pointer, interleaved: true)
-                traffic.localRows = localUnique
+                localUnique = coalesceLocal(local, rowsOut: sendRows, valuesOut: send.pointer, interleaved: false)
+                outRows = UnsafePointer(sendRows)
+                outValues = UnsafePointer(send.pointer)
             } else {
-                let out = send.pointer, stride = self.stride
-                for i in 0..<local.count {
-                    out[i * stride] = Float(bitPattern: UInt32(bitPattern: local.rows[i]))
-                    Self.copy(local.values + i * dim, to: out + i * stride + 1, dim)
-                }
+                // Sent as they are: the model does not touch them again before finish().
                 localUnique = local.count
-                traffic.localRows = local.count
+                outRows = UnsafePointer(local.rows)
+                outValues = UnsafePointer(local.values)
             }
+            traffic.localRows = localUnique
             localCounts[me] = localUnique
             sparseStart = t0
             sparseRequest = try communicator.startAllgatherv(
@@ -341,7 +370,15 @@ public final class GradientSync {
                 timing.hidden += now - sparseStart
                 sparseStage = .counted
             }
-        case .gathering, .reducing:
+        case .gathering:
+            if !rowsArrived { rowsArrived = try communicator.test(sparseRequest) }
+            if !valuesArrived { valuesArrived = try communicator.test(valuesRequest) }
+            if rowsArrived && valuesArrived {
+                timing.hidden += now - sparseStart
+                sparseStage = .done
+                try mergeReceived()
+            }
+        case .reducing:
             if try communicator.test(sparseRequest) {
                 timing.hidden += now - sparseStart
                 sparseStage = .done
@@ -362,21 +399,31 @@ public final class GradientSync {
             sparseStage = .counted
         }
         precondition(sparseStage == .counted)
-        var total = 0
+        var total = 0, totalRows = 0
         for r in 0..<size {
-            pairBytes[r] = localCounts[r] * stride * 4
+            pairBytes[r] = localCounts[r] * dim * 4
             pairOffsets[r] = total
             total += pairBytes[r]
+            rowBytes[r] = localCounts[r] * 4
+            rowOffsets[r] = totalRows
+            totalRows += rowBytes[r]
         }
         precondition(total <= receive.count * 4, "sparse exchange overflow")
         sparseStart = now
+        rowsArrived = false
+        valuesArrived = false
         sparseRequest = try communicator.startAllgatherv(
-            UnsafeRawBufferPointer(start: send.pointer, count: pairBytes[me]),
+            UnsafeRawBufferPointer(start: outRows, count: rowBytes[me]),
+            into: UnsafeMutableRawBufferPointer(start: receiveRows, count: totalRows),
+            counts: UnsafeBufferPointer(start: rowBytes, count: size),
+            displacements: UnsafeBufferPointer(start: rowOffsets, count: size))
+        valuesRequest = try communicator.startAllgatherv(
+            UnsafeRawBufferPointer(start: outValues, count: pairBytes[me]),
             into: UnsafeMutableRawBufferPointer(start: receive.pointer, count: receive.count * 4),
             counts: UnsafeBufferPointer(start: pairBytes, count: size),
             displacements: UnsafeBufferPointer(start: pairOffsets, count: size))
-        traffic.embeddingSentBytes += pairBytes[me]
-        traffic.embeddingReceivedBytes += total
+        traffic.embeddingSentBytes += rowBytes[me] + pairBytes[me]
+        traffic.embeddingReceivedBytes += totalRows + total
         sparseStage = .gathering
     }
 
@@ -401,7 +448,8 @@ public final class GradientSync {
         if sparseStage == .gathering || sparseStage == .reducing {
             let w = MonotonicClock.nanoseconds()
             if sparseStart < t0 { timing.hidden += t0 - sparseStart }
-            try communicator.wait(sparseRequest)
+            if sparseStage == .reducing || !rowsArrived { try communicator.wait(sparseRequest) }
+            if sparseStage == .gathering && !valuesArrived { try communicator.wait(valuesRequest) }
             timing.waiting += MonotonicClock.nanoseconds() - w
             sparseStage = .done
             try mergeReceived()
@@ -498,13 +546,12 @@ public final class GradientSync {
         case .rows:
             var pairs = 0
             for r in 0..<size { pairs += localCounts[r] }
+            let pairRows = receiveRows
             for i in 0..<pairs {
-                if i + Self.ahead < pairs {
-                    rd_prefetch(map + Int(Int32(bitPattern: g[(i + Self.ahead) * stride].bitPattern)))
-                }
-                let row = Int(Int32(bitPattern: g[i * stride].bitPattern))
+                if i + Self.ahead < pairs { rd_prefetch(map + Int(pairRows[i + Self.ahead])) }
+                let row = Int(pairRows[i])
                 precondition(row >= 0 && row < embeddingRows, "embedding row \(row) out of range")
-                let src = g + i * stride + 1
+                let src = g + i * dim
                 let slot = Int(map[row])
                 if slot < 0 {
                     map[row] = Int32(truncatingIfNeeded: unique)
