@@ -97,6 +97,7 @@ extension Trainer {
         }
 
         var eval = FeatureRowsBuffer(capacity: 0, denseWidth: d, categoricalWidth: c)
+        var groupSize: Int?
         if rank == 0 {
             var name = options.evalSplit
             if name == "valid", let valid = dataset.manifest.split("valid"), valid.rows == 0,
@@ -105,6 +106,7 @@ extension Trainer {
                 name = "test"
             }
             let split = try dataset.open(split: name)
+            groupSize = dataset.manifest.split(name)?.groupSize
             try split.verifyAll(releaseEvery: options.residentBytes)
             eval = FeatureRowsBuffer(capacity: split.header.rows, denseWidth: d, categoricalWidth: c)
             for r in 0..<split.header.rows { split.copyRow(r, to: eval, slot: r) }
@@ -115,6 +117,6 @@ extension Trainer {
         logger.debug("mapped \(n) training rows (\(shard.localCount) per epoch on this rank, row groups verified) and read \(eval.count) evaluation rows in \(fmt(Date().timeIntervalSince(start), 2)) s")
         let none = RowStore(CriteoRows())
         return LoadedData(train: none, shard: shard, resumeShard: resumeShard, resumeRows: resumeShard == nil ? nil : none,
-                          prepared: loader, eval: eval, oracle: nil, totalTrainRows: n)
+                          prepared: loader, eval: eval, evalGroupSize: groupSize, oracle: nil, totalTrainRows: n)
     }
 }

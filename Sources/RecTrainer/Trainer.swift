@@ -29,6 +29,10 @@ public struct EvaluationRecord: Codable, Sendable {
     public var optimizer_ms: Double?
     /// Mean time a step waited for its batch (prepared datasets are prefetched on a thread).
     public var data_wait_ms: Double?
+    /// Leave-last-out ranking (a prepared dataset whose evaluation split comes in groups of one
+    /// held-out positive and its sampled negatives): hit rate and NDCG at 10.
+    public var hit_rate_at_10: Double?
+    public var ndcg_at_10: Double?
 }
 
 /// What a finished run reports.
@@ -110,6 +114,7 @@ public final class Trainer {
         /// A prepared dataset's batches (then `train` holds no rows and the shards count positions).
         var prepared: PreparedBatchLoader?
         var eval: FeatureRowsBuffer   // rank 0 only; empty elsewhere
+        var evalGroupSize: Int?       // ranking groups of the evaluation rows (leave-last-out)
         var oracle: [Double]?         // true probabilities of the eval rows, when a side file exists
         var totalTrainRows: Int
     }
@@ -179,7 +184,8 @@ public final class Trainer {
         }
         logger.debug("loaded \(train.count) training rows (of \(split.train.count)) and \(eval.count) evaluation rows in \(fmt(Date().timeIntervalSince(start), 2)) s")
         return LoadedData(train: RowStore(train), shard: shard, resumeShard: resumeShard, resumeRows: resumeRows,
-                          prepared: nil, eval: FeatureRowsBuffer(eval), oracle: oracle, totalTrainRows: split.train.count)
+                          prepared: nil, eval: FeatureRowsBuffer(eval), evalGroupSize: nil, oracle: oracle,
+                          totalTrainRows: split.train.count)
     }
 
     // MARK: - Resume
@@ -544,7 +550,7 @@ public final class Trainer {
         }
         let summary = evaluation.summary()
         let oracleAUC = data.oracle.flatMap { Metrics.auc(scores: $0, labels: data.eval.labelArray) }
-        let record = EvaluationRecord(step: step, epoch: epoch, samples: samples, train_loss: trainLoss,
+        var record = EvaluationRecord(step: step, epoch: epoch, samples: samples, train_loss: trainLoss,
                                       auc: summary.auc, logloss: summary.logloss, accuracy: summary.accuracy,
                                       mean_prediction: summary.meanPrediction, mean_label: summary.meanLabel,
                                       eval_rows: summary.count, oracle_auc: oracleAUC,
@@ -552,6 +558,11 @@ public final class Trainer {
                                       world_size: worldSize, model: config.model.kind.rawValue)
         var line = "eval  step \(step)  auc \(summary.auc.map { fmt($0, 4) } ?? "n/a")  logloss \(fmt(summary.logloss, 4))  accuracy \(fmt(summary.accuracy, 4))  (\(summary.count) rows"
         if let oracleAUC { line += ", oracle auc \(fmt(oracleAUC, 4))" }
+        if let g = data.evalGroupSize, let ranking = predictions.withUnsafeBufferPointer({ RankingMetrics.atK(scores: $0, groupSize: g, k: 10) }) {
+            record.hit_rate_at_10 = ranking.hitRate
+            record.ndcg_at_10 = ranking.ndcg
+            line += ", \(summary.count / g) users: HR@10 \(fmt(ranking.hitRate, 4)), NDCG@10 \(fmt(ranking.ndcg, 4))"
+        }
         logger.info("\(line))")
         return record
     }

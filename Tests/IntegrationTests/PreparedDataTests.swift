@@ -99,6 +99,11 @@ struct PreparedDataTests {
         #expect(record["world_size"] as? Int == 2)
         #expect((record["eval_rows"] as? Int ?? 0) > 0)
         #expect((record["logloss"] as? Double)?.isFinite == true)
+        if (splits[1]["group_size"] as? Int) != nil {
+            // Leave-last-out: the evaluation is also a ranking of each user's held-out item.
+            let hitRate = try #require(record["hit_rate_at_10"] as? Double)
+            #expect(hitRate >= 0 && hitRate <= 1 && (record["ndcg_at_10"] as? Double ?? -1) <= hitRate)
+        }
     }
 
     /// The same global batch gives the same parameters on 1, 2 and 3 real MPI ranks from a

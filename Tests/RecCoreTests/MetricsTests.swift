@@ -148,3 +148,23 @@ struct MetricsTests {
         #expect(evaluation.summary().auc == nil)
     }
 }
+
+@Suite struct RankingMetricsTests {
+    func ranking(_ scores: [Float], group: Int, k: Int) -> (hitRate: Double, ndcg: Double)? {
+        scores.withUnsafeBufferPointer { RankingMetrics.atK(scores: $0, groupSize: group, k: k) }
+    }
+
+    /// Groups of 4 (a positive, then 3 negatives): ranks 0, 2, 3 (a tie counts against the
+    /// positive); a trailing partial group is ignored.
+    @Test func hitRateAndNDCGByHand() throws {
+        let scores: [Float] = [0.9, 0.1, 0.2, 0.3,   0.5, 0.9, 0.7, 0.1,   0.4, 0.4, 0.8, 0.6,   0.99, 0.0]
+        let at2 = try #require(ranking(scores, group: 4, k: 2))
+        #expect(abs(at2.hitRate - 1.0 / 3) < 1e-12)
+        #expect(abs(at2.ndcg - 1.0 / 3) < 1e-12)
+        let at10 = try #require(ranking(scores, group: 4, k: 10))
+        #expect(at10.hitRate == 1)
+        #expect(abs(at10.ndcg - (1 + 1 / log2(4.0) + 1 / log2(5.0)) / 3) < 1e-12)
+        #expect(ranking([0.5, 0.5, 0.5], group: 3, k: 2)?.hitRate == 0, "a constant model ranks the positive last")
+        #expect(ranking([0.5], group: 2, k: 1) == nil)
+    }
+}
