@@ -460,20 +460,20 @@ public final class Trainer {
             clippedSinceEval = 0
         }
 
-        /// After an evaluation: rank 0 decides whether the selection metric stopped improving,
-        /// and every rank learns the decision in one collective, so all stop at the same step.
-        /// Returns whether this evaluation was a new best (rank 0's view; false elsewhere).
-        @discardableResult
+        /// After an evaluation: rank 0 decides whether the selection metric stopped improving
+        /// (by more than the min-delta), and every rank learns the decision in one collective, so
+        /// all stop at the same step. Returns whether this evaluation beats the best checkpoint's
+        /// metric (no min-delta there), so that the caller checkpoints it and `best` points to it.
         func judgeEarlyStop() throws -> Bool {
             guard let patience = config.earlyStopPatience else { return false }
             var stop = false, improved = false
             if rank == 0 {
                 let metric = config.selectionMetric
                 if let record = lastRecord, record.step == step, let v = metric.value(of: record), v.isFinite {
+                    improved = bestMetric.map { metric.isBetter(v, than: $0) } ?? true
                     if earlyStopBest.map({ metric.isBetter(v, than: $0, minDelta: config.earlyStopMinDelta ?? 0) }) ?? true {
                         earlyStopBest = v
                         evaluationsSinceBest = 0
-                        improved = true
                     } else {
                         evaluationsSinceBest += 1
                     }
