@@ -384,7 +384,15 @@ public final class Trainer {
 
         let logEvery = config.logEvery > 0 ? config.logEvery : max(1, (lastStep - step) / 20)
         var metricsLog: FileHandle?
-        if rank == 0, let path = config.metricsPath { metricsLog = try openMetricsLog(path, append: resumed != nil) }
+        if let path = config.metricsPath {
+            // Only rank 0 writes the log, but every rank must learn that it could not, or the
+            // others would wait for it in the first step's collectives.
+            var failure: (any Error)?
+            if rank == 0 {
+                do { metricsLog = try openMetricsLog(path, append: resumed != nil) } catch { failure = error }
+            }
+            try agree(failure, stage: "opening the metrics log")
+        }
         defer { try? metricsLog?.close() }
 
         var lossSinceEval = 0.0, samplesSinceEval = 0
@@ -443,6 +451,7 @@ public final class Trainer {
         }
 
         func evaluateNow() throws {
+            var metricsFailure: (any Error)?
             if rank == 0 {
                 trainSeconds += Date().timeIntervalSince(intervalStart)
                 let record = evaluate(model: model, data: data, parameters: parameters, embeddingTable: embeddingTable,
@@ -458,11 +467,14 @@ public final class Trainer {
                 }
                 timing.describe(into: &withTiming, since: timingAtEval)
                 timingAtEval = timing
-                try appendMetrics(withTiming, to: metricsLog)
+                do { try appendMetrics(withTiming, to: metricsLog) } catch {
+                    metricsFailure = TrainingError.metricsLog(path: config.metricsPath ?? "", message: "cannot append: \(error)")
+                }
                 lastRecord = withTiming
                 intervalStart = Date()
                 intervalSamples = 0
             }
+            if config.metricsPath != nil { try agree(metricsFailure, stage: "writing the metrics log") }
             lossSinceEval = 0
             samplesSinceEval = 0
             clippedSinceEval = 0
@@ -776,7 +788,7 @@ public final class Trainer {
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         if !(append && FileManager.default.fileExists(atPath: path)) {
             guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw TrainingError.checkpoint(path: path, message: "cannot create the metrics file; check that the directory is writable (--metrics-out)")
+                throw TrainingError.metricsLog(path: path, message: "cannot create the file; check that its directory exists or can be created and is writable (--metrics-out)")
             }
         }
         let handle = try FileHandle(forWritingTo: url)

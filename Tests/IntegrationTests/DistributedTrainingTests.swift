@@ -92,6 +92,24 @@ struct DistributedTrainingTests {
         #expect(out.seconds < 30)
     }
 
+    /// A metrics log rank 0 cannot create stops every rank at once, before the first step,
+    /// with the path and the flag named (not a rank left waiting in a collective).
+    @Test func unwritableMetricsLogStopsEveryRank() throws {
+        let dir = try RecDist.scratch("bad-metrics")
+        let blocker = dir + "/a-file"
+        try "not a directory".write(toFile: blocker, atomically: true, encoding: .utf8)
+        let out = try RecDist.ranks(2, ["train", "--data", try RecDist.synthData(rows: 250), "--batch-size", "4",
+                                        "--metrics-out", blocker + "/metrics.jsonl"], timeout: 60)
+        #expect(!out.timedOut)
+        #expect(out.status != 0)
+        #expect(out.stderr.contains(blocker + "/metrics.jsonl") && out.stderr.contains("--metrics-out"), "\(out.stderr)")
+        // Agreed, not aborted: rank 0 alone failing would leave rank 1 in the first step until
+        // the bounded MPI_Finalize gives up ("shutdown timeout") and aborts the job.
+        #expect(!out.all.contains("shutdown timeout") && !out.all.contains("MPI_ABORT"), "\(out.all)")
+        #expect(!out.all.contains("step 1/"), "training started: \(out.all)")
+        #expect(out.seconds < 30)
+    }
+
     /// On the synthetic data the mlp learns (AUC > 0.6) and dlrm beats it, on 2 ranks.
     @Test func modelsLearnTheSyntheticData() throws {
         let data = try RecDist.synthData(rows: 200_000)
