@@ -301,7 +301,8 @@ public final class Trainer {
         // Dense gradients (and the extra slots) in ~1 MB buckets, each allreduced as soon as the
         // backward pass has finished it; embedding rows exchanged from the backward events too.
         let sync = GradientSync(communicator: communicator, denseCount: layout.count + Slot.count,
-                                boundaries: layout.entries.map(\.offset), embeddingRows: tables?.rowCount ?? 0, dim: dim,
+                                boundaries: layout.entries.map(\.offset), bucketBytes: config.bucketBytes ?? 1 << 20,
+                                embeddingRows: tables?.rowCount ?? 0, dim: dim,
                                 maxLocalPairs: tables == nil ? 0 : accumulate * config.batchSize * config.model.categoricalFields)
         let optimizer = Optimizer(config: config.optimizer, parameterCount: layout.count,
                                   embeddingRows: tables?.rowCount ?? 0, embeddingDim: dim)

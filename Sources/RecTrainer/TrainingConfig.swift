@@ -55,6 +55,9 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var continueOnCheckpointFailure: Bool = false
     /// How a prepared dataset is read (shuffling, evaluation split, memory); nil: the defaults.
     public var preparedData: PreparedDataOptions?
+    /// The dense gradient bucket size in bytes (see `GradientSync`); nil: 1 MiB. It changes
+    /// when each bucket's allreduce starts, not the sums.
+    public var bucketBytes: Int?
 
     public init(dataPath: String, model: ModelConfig, optimizer: OptimizerConfig) {
         self.dataPath = dataPath

@@ -195,6 +195,8 @@ struct Train: ParsableCommand {
     var debugCheckEvery: Int = 10
     @Option(help: "OpenBLAS threads per rank (default 1: one rank per core).")
     var blasThreads: Int = 1
+    @Option(help: "Dense gradient bucket size in KiB: each bucket's allreduce starts as soon as the backward pass has finished its layers (buckets end at tensor boundaries).")
+    var bucketKib: Int = 1024
     @Option(help: "Abort the job when a collective waits this many seconds for the other ranks, naming the missing ranks (0: off). Set it above the longest evaluation, checkpoint or data-loading skew.")
     var collectiveTimeout: Double = 0
     @OptionGroup var preparedData: PreparedDataFlags
@@ -217,6 +219,7 @@ struct Train: ParsableCommand {
         if !(momentum >= 0 && momentum < 1) { throw bad("--momentum", momentum, "use a value in [0, 1)") }
         if debugCheckEvery < 1 { throw bad("--debug-check-every", debugCheckEvery, "use 1 or more") }
         if blasThreads < 1 { throw bad("--blas-threads", blasThreads, "use 1 or more") }
+        if bucketKib < 1 || bucketKib > 1 << 20 { throw bad("--bucket-kib", bucketKib, "use 1 to 1048576, e.g. 1024 (1 MiB)") }
         if checkpointEvery < 0 { throw bad("--checkpoint-every", checkpointEvery, "use 0 (off) or a positive step count") }
         if !(checkpointEverySeconds >= 0) { throw bad("--checkpoint-every-seconds", checkpointEverySeconds, "use 0 (off) or a positive number of seconds") }
         if keep < 1 { throw bad("--keep", keep, "keep at least 1 checkpoint") }
@@ -297,6 +300,7 @@ struct Train: ParsableCommand {
         config.skipNonFinite = skipNonfinite
         config.continueOnCheckpointFailure = continueOnCheckpointFailure
         config.preparedData = preparedData.options
+        config.bucketBytes = bucketKib == 1024 ? nil : bucketKib * 1024
         return config
     }
 
