@@ -358,6 +358,7 @@ public final class Trainer {
         // The learning rate before the schedule: the linear scaling rule multiplies it by the ranks.
         let baseRate = config.optimizer.learningRate * (config.optimizer.scaleByWorldSize ? Float(worldSize) : 1)
         let rankingK = config.rankingK ?? 10
+        let showRate = config.optimizer.schedule != LearningRateSchedule()   // the rate changes: show it
         // Early stopping (decided on rank 0, agreed by all): the best value so far and the
         // evaluations since it, carried through checkpoints.
         var earlyStopBest = resumed?.earlyStopBest
@@ -662,7 +663,7 @@ public final class Trainer {
                 let isLast = step == lastStep
                 if rank == 0 && (step % logEvery == 0 || isLast) {
                     let seconds = Date().timeIntervalSince(intervalStart)
-                    logger.info("step \(step)/\(lastStep)  epoch \(epoch + (offset == 0 ? 0 : 1))  loss \(fmt(lossSinceEval / Double(max(samplesSinceEval, 1)), 4))  \(Int(Double(intervalSamples) / max(seconds, 1e-9))) samples/s")
+                    logger.info("step \(step)/\(lastStep)  epoch \(epoch + (offset == 0 ? 0 : 1))  loss \(fmt(lossSinceEval / Double(max(samplesSinceEval, 1)), 4))  \(Int(Double(intervalSamples) / max(seconds, 1e-9))) samples/s\(showRate ? "  lr \(optimizer.learningRate)" : "")")
                     trainSeconds += seconds
                     intervalStart = Date()
                     intervalSamples = 0
