@@ -48,6 +48,10 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var continueOnCheckpointFailure: Bool = false
     /// How a prepared dataset is read (shuffling, evaluation split, memory); nil: the defaults.
     public var preparedData: PreparedDataOptions?
+    /// The schema hash of the prepared dataset the model was shaped by (its manifest's
+    /// `schema_hash`), so `predict`, `recommend` and `explain` can refuse another dataset's rows.
+    /// nil for TSV data (and checkpoints written before it was recorded).
+    public var datasetSchemaHash: String?
 
     public init(dataPath: String, model: ModelConfig, optimizer: OptimizerConfig) {
         self.dataPath = dataPath
