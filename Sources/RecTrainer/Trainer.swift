@@ -118,6 +118,9 @@ public final class Trainer {
         static let loss = 0, stop = 1, checkpoint = 2, count = 3
     }
 
+    /// Rank 0 draws a live progress bar (a terminal) instead of periodic progress lines.
+    public var liveProgress = false
+
     public init(config: TrainingConfig, communicator: any Communicator, logger: Logger) {
         self.config = config
         self.communicator = communicator
@@ -384,6 +387,10 @@ public final class Trainer {
         }
 
         let logEvery = config.logEvery > 0 ? config.logEvery : max(1, (lastStep - step) / 20)
+        let firstStepOfRun = step
+        let totalEpochs = max(1, (lastStep + stepsPerEpoch - 1) / max(stepsPerEpoch, 1))
+        var barSamples = 0, barRate: Double?, barWindowStart = Date(), lastBarDraw = Date.distantPast
+        defer { if liveProgress && rank == 0 { Console.shared.endStatus() } }
         var metricsLog: FileHandle?
         if let path = config.metricsPath {
             // Only rank 0 writes the log, but every rank must learn that it could not, or the
@@ -661,12 +668,32 @@ public final class Trainer {
                 }
 
                 let isLast = step == lastStep
-                if rank == 0 && (step % logEvery == 0 || isLast) {
-                    let seconds = Date().timeIntervalSince(intervalStart)
-                    logger.info("step \(step)/\(lastStep)  epoch \(epoch + (offset == 0 ? 0 : 1))  loss \(fmt(lossSinceEval / Double(max(samplesSinceEval, 1)), 4))  \(Int(Double(intervalSamples) / max(seconds, 1e-9))) samples/s\(showRate ? "  lr \(optimizer.learningRate)" : "")")
-                    trainSeconds += seconds
-                    intervalStart = Date()
-                    intervalSamples = 0
+                if rank == 0 {
+                    func report(samplesPerSecond: Double) -> ProgressReport {
+                        let done = step - firstStepOfRun, elapsed = Date().timeIntervalSince(runStart)
+                        return ProgressReport(step: step, totalSteps: lastStep, epoch: min(epoch + (offset == 0 ? 0 : 1), totalEpochs),
+                                              totalEpochs: totalEpochs, samplesPerSecond: samplesPerSecond,
+                                              loss: samplesSinceEval > 0 ? lossSinceEval / Double(samplesSinceEval) : nil,
+                                              eta: done > 0 ? elapsed / Double(done) * Double(lastStep - step) : nil)
+                    }
+                    if liveProgress {
+                        // The bar: redrawn at most 10 times a second, samples/s over the last window of about a second.
+                        barSamples += globalCount
+                        let now = Date(), window = now.timeIntervalSince(barWindowStart)
+                        if window >= 1 { barRate = Double(barSamples) / window; barSamples = 0; barWindowStart = now }
+                        if now.timeIntervalSince(lastBarDraw) >= 0.1 || isLast {
+                            lastBarDraw = now
+                            let rate = barRate ?? Double(barSamples) / max(window, 1e-9)
+                            Console.shared.showStatus(report(samplesPerSecond: rate).bar(width: Console.shared.columns))
+                        }
+                    }
+                    if step % logEvery == 0 || isLast {
+                        let seconds = Date().timeIntervalSince(intervalStart)
+                        if !liveProgress { logger.info("\(report(samplesPerSecond: Double(intervalSamples) / max(seconds, 1e-9)).line)\(showRate ? "  lr \(optimizer.learningRate)" : "")") }
+                        trainSeconds += seconds
+                        intervalStart = Date()
+                        intervalSamples = 0
+                    }
                 }
                 var newBest = false
                 if (config.evalEvery > 0 && step % config.evalEvery == 0) || isLast {
@@ -686,6 +713,7 @@ public final class Trainer {
             }
         }
 
+        if liveProgress && rank == 0 { Console.shared.endStatus() }
         if rank == 0 && timing.steps > 0 { logger.info("\(timing.summary())") }
         if stopSignal != 0 {
             if config.checkpointDir == nil && rank == 0 { logger.warning("no --checkpoint-dir: nothing was saved") }

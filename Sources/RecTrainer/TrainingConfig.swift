@@ -58,6 +58,10 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// The dense gradient bucket size in bytes (see `GradientSync`); nil: 1 MiB. It changes
     /// when each bucket's allreduce starts, not the sums.
     public var bucketBytes: Int?
+    /// The schema hash of the prepared dataset the model was shaped by (its manifest's
+    /// `schema_hash`), so `predict`, `recommend` and `explain` can refuse another dataset's rows.
+    /// nil for TSV data (and checkpoints written before it was recorded).
+    public var datasetSchemaHash: String?
 
     public init(dataPath: String, model: ModelConfig, optimizer: OptimizerConfig) {
         self.dataPath = dataPath

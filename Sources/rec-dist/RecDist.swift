@@ -17,7 +17,8 @@ struct RecDist: ParsableCommand {
         (or `./launch.sh -np N -- train ...`, which sets the right mpirun flags for this machine).
         """,
         version: "0.1.0",
-        subcommands: [Synth.self, Prepare.self, Train.self, Predict.self, ReportCommand.self, Bench.self])
+        subcommands: [Synth.self, Prepare.self, Train.self, Predict.self, Recommend.self, Explain.self, Export.self,
+                      ReportCommand.self, Bench.self])
 
     /// Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
     /// "try again later"; `--auto-resume` continues it).
@@ -74,6 +75,7 @@ struct Synth: ParsableCommand {
     }
 
     func run() throws {
+        bootstrapLogging(logging)
         let start = Date()
         let side = probabilitiesOut ?? SynthGenerator.defaultProbabilitiesPath(for: out)
         do {
@@ -84,7 +86,7 @@ struct Synth: ParsableCommand {
         }
         let seconds = Date().timeIntervalSince(start)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
-        print("wrote \(rows) rows to \(out) (\(bytes / 1_000_000) MB, probabilities in \(side)) in \(String(format: "%.1f", seconds)) s")
+        logger.info("wrote \(rows) rows to \(out) (\(bytes / 1_000_000) MB, probabilities in \(side)) in \(String(format: "%.1f", seconds)) s")
     }
 }
 
@@ -314,12 +316,7 @@ struct Train: ParsableCommand {
             throw ExitCode.failure
         }
         let rank = communicator.rank
-        LoggingSystem.bootstrap { label in
-            var handler = ConsoleLogHandler(label: label, rank: rank)
-            handler.logLevel = logging.logLevel
-            return handler
-        }
-        let logger = Logger(label: "rec-dist")
+        bootstrapLogging(logging, rank: rank)
         if debug && rank == 0 {
             logger.info("debug mode: \(communicator.size) rank(s) on \(communicator.processorName), OpenBLAS \(GEMM.coreName) with \(GEMM.threads) thread(s)")
         }
@@ -334,6 +331,7 @@ struct Train: ParsableCommand {
             throw ExitCode.failure
         }
         let trainer = Trainer(config: config, communicator: communicator, logger: logger)
+        trainer.liveProgress = rank == 0 && Console.shared.isTerminal && !debug
         do {
             let result = try trainer.run()
             if rank == 0 { printSummary(result, config: config, worldSize: communicator.size) }
@@ -389,11 +387,14 @@ func printError(_ message: String, rank: Int? = nil) {
     FileHandle.standardError.write(Data("\(prefix)error: \(message)\n".utf8))
 }
 
-/// Plain console lines: info and below to standard output, warnings and errors to standard
-/// error; lines from ranks other than 0 carry their rank.
+/// Plain console lines: info and below to standard output (or all to standard error, for
+/// commands whose standard output is data), warnings and errors to standard error; lines from
+/// ranks other than 0 carry their rank. Lines go through `Console`, so they never break a live
+/// progress bar.
 struct ConsoleLogHandler: LogHandler {
     let label: String
     let rank: Int
+    var allToStandardError = false
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
 
@@ -411,11 +412,22 @@ struct ConsoleLogHandler: LogHandler {
         let level = event.level, message = event.message
         let prefix = rank == 0 ? "" : "[rank \(rank)] "
         let tag = level >= .warning ? "\(level): " : ""
-        let text = "\(prefix)\(tag)\(message)\n"
-        if level >= .warning {
-            FileHandle.standardError.write(Data(text.utf8))
-        } else {
-            FileHandle.standardOutput.write(Data(text.utf8))
-        }
+        Console.shared.line("\(prefix)\(tag)\(message)", toStandardError: allToStandardError || level >= .warning)
     }
+}
+
+/// The logger of the command being run (set up by `bootstrapLogging`).
+nonisolated(unsafe) var logger = Logger(label: "rec-dist")
+
+/// Sets up swift-log for this process once: console lines at `--log-level`.
+/// `allToStandardError` keeps standard output for data (`predict --out -`).
+func bootstrapLogging(_ options: LoggingOptions, rank: Int = 0, allToStandardError: Bool = false) {
+    let level = options.logLevel
+    LoggingSystem.bootstrap { label in
+        var handler = ConsoleLogHandler(label: label, rank: rank)
+        handler.logLevel = level
+        handler.allToStandardError = allToStandardError
+        return handler
+    }
+    logger = Logger(label: "rec-dist")
 }
