@@ -33,9 +33,21 @@ struct DistributedTrainingTests {
         ("dlrm", ["--optimizer", "adagrad", "--lr", "0.05", "--hash-buckets", "500", "--bottom", "64,16", "--top", "64",
                   "--bucket-kib", "16"]),
         ("mlp", ["--optimizer", "momentum", "--nesterov", "--loss", "mse"]),
+        ("logreg", ["--optimizer", "adagrad", "--lr", "0.05", "--hash-buckets", "500"]),
+        ("wide-deep", ["--optimizer", "adam", "--hash-buckets", "500", "--hidden", "16", "--dropout", "0.2"]),
+        ("ncf", ["--optimizer", "adam", "--hash-buckets", "500", "--model-config", "FIELDS"]),
+        ("two-tower", ["--optimizer", "adam", "--hash-buckets", "500", "--model-config", "FIELDS"]),
     ])
     func sameParametersForOneTwoThreeRanks(model: String, extra: [String]) throws {
         let data = try RecDist.synthData(rows: 250)
+        var extra = extra
+        if let i = extra.firstIndex(of: "FIELDS") {   // TSV data: name the user and item fields
+            let file = try RecDist.scratch("fields-\(model)") + "/model.json"
+            let json = model == "ncf" ? #"{"user_fields": ["C1"], "item_fields": ["C2"], "hidden": [16, 8], "dropout": 0.2}"#
+                : #"{"user_fields": ["C1", "C3"], "item_fields": ["C2"], "hidden": [16]}"#
+            try json.write(toFile: file, atomically: true, encoding: .utf8)
+            extra[i] = file
+        }
         var checkpoints: [Int: [String: [Float]]] = [:]
         for n in [1, 2, 3] {
             let dir = try RecDist.scratch("equivalence-\(model)-\(n)")
