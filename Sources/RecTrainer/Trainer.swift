@@ -311,7 +311,7 @@ public final class Trainer {
             ?? (stepsPerEpoch - offset / shard.globalBatchSize)
         let lastStep = config.steps ?? (step + remainingInEpoch + max(config.epochs - epoch - 1, 0) * stepsPerEpoch)
         if rank == 0 {
-            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize), \(lastStep - step) steps (\(stepsPerEpoch) per epoch)")
+            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize), \(lastStep - step) steps (\(stepsPerEpoch) per epoch); OpenBLAS \(GEMM.coreName) kernels")
         }
 
         let logEvery = config.logEvery > 0 ? config.logEvery : max(1, (lastStep - step) / 20)

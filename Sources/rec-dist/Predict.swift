@@ -25,6 +25,7 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
+        BLASKernels.reexecWithNativeKernelsIfNeeded()
         do {
             let trained = try Checkpoint.TrainedModel(path: checkpoint)
             let file = try MappedFile(path: input)
