@@ -56,8 +56,9 @@ public struct BenchmarkOptions: Sendable {
     /// (the others sleeping) with windows of all ranks, so the scaling ratio compares like with
     /// like on a machine whose load changes.
     public var compareSingleRank = true
-    /// Embedding exchange: send per-rank sums of distinct rows (GradientSync.localSums).
-    public var localSums = false
+    /// Embedding exchange: send per-rank sums of distinct rows (GradientSync.localSums; on, as in
+    /// training, unless turned off to compare).
+    public var localSums = true
     /// A prepared dataset (`rec-dist prepare`) to read batches from, through the trainer's
     /// loader (memory-mapped, prefetched on a thread); nil: synthetic rows held in memory.
     public var dataPath: String?

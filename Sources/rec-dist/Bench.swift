@@ -44,8 +44,9 @@ struct Bench: ParsableCommand {
     @Flag(inversion: .prefixedNo,
           help: "With several ranks, also alternate windows of rank 0 training alone with windows of all ranks (the scaling ratio).")
     var compareSingleRank = true
-    @Flag(help: "Embedding exchange: each rank sums its pairs per distinct row before sending (fewer bytes; another association of the sums).")
-    var localSums = false
+    @Flag(inversion: .prefixedNo,
+          help: "Embedding exchange: each rank sums its pairs per distinct row before sending, as train does (--no-local-sums: send every pair, to compare).")
+    var localSums = true
     @Option(help: "A prepared dataset directory (rec-dist prepare) to read batches from, memory-mapped and prefetched as train does (default: synthetic rows in memory).")
     var data: String?
     @Option(help: "With --data: MB of the mapped data a rank keeps resident before dropping pages.")
