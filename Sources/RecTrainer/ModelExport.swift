@@ -74,6 +74,8 @@ public enum ModelExport {
             graph.append(["op": "dot_interaction", "inputs": vectors, "output": "interaction", "passthrough": config.denseInputs > 0])
             let logit = stack("top", input: "interaction", lastActivation: "linear")
             graph.append(["op": "sigmoid", "inputs": [logit], "output": "probability"])
+        case .logreg, .wideDeep, .ncf, .twoTower:
+            throw TrainingError.checkpoint(path: trained.directory, message: "export of \(config.kind.rawValue) models is not implemented yet (mlp and dlrm are); score it with `rec-dist predict`")
         }
 
         var input: [String: Any]
