@@ -45,6 +45,7 @@ extension TrainingConfig {
         config.model.categoricalFields = c
         config.model.vocabularySizes = dataset.manifest.vocabularySizes
         config.model.denseTransform = .identity
+        config.datasetSchemaHash = dataset.manifest.schemaHash
         switch model.kind {
         case .mlp:
             guard d > 0 else {

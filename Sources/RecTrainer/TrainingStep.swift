@@ -66,6 +66,8 @@ public final class TrainingStep<Model: RecModel> {
     public let sync: GradientSync
     public let optimizer: Optimizer
     public var phases = StepPhases()
+    /// Clip the global gradient norm (dense and embedding rows) to this before the update.
+    public var clipNorm: Float?
     private let parameterCount: Int
     private let hasEmbeddings: Bool
 
@@ -104,12 +106,13 @@ public final class TrainingStep<Model: RecModel> {
         let slots: Int
         switch optimizer.config.kind {
         case .sgd: slots = 0
-        case .momentum, .adagrad: slots = 1
-        case .adam: slots = 2
+        case .momentum, .adagrad, .rowwiseAdagrad: slots = 1
+        case .adam, .adamw: slots = 2
         }
+        let rowwise = optimizer.config.kind == .rowwiseAdagrad
         return (parameters: (parameterCount + embedding) * 4,
                 gradients: gradients.count * 4 + sparse.capacity * (dim + 1) * 4 + sync.bufferBytes,
-                optimizerState: slots * (parameterCount + embedding) * 4,
+                optimizerState: slots * (parameterCount + (rowwise ? embedding / dim : embedding)) * 4,
                 activations: model.activationBytes + dLogits.count * 4)
     }
 
@@ -160,6 +163,11 @@ public final class TrainingStep<Model: RecModel> {
     @inline(__always)
     public func update() {
         let t0 = MonotonicClock.nanoseconds()
+        if let clipNorm {
+            GradientClipping.clip(UnsafeMutableBufferPointer(start: gradients.pointer, count: parameterCount),
+                                  UnsafeMutableBufferPointer(start: sync.values.pointer, count: hasEmbeddings ? sync.rowCount * sync.dim : 0),
+                                  maxNorm: clipNorm)
+        }
         optimizer.update(parameters: parameters.buffer,
                          gradients: UnsafeBufferPointer(start: gradients.pointer, count: parameterCount))
         if hasEmbeddings {

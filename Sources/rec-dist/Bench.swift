@@ -54,6 +54,7 @@ struct Bench: ParsableCommand {
     var jsonOut: String?
     @Option(help: "OpenBLAS threads per rank.")
     var blasThreads: Int = 1
+    @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
         if windows < 1 { throw ValidationError("--windows must be at least 1.") }
@@ -90,10 +91,12 @@ struct Bench: ParsableCommand {
         options.dataPath = data
         options.residentDataBytes = residentDataMb << 20
         let rank = communicator.rank
+        bootstrapLogging(logging, rank: rank)
+        let quiet = logging.logLevel > .info
         let report: BenchmarkReport
         do {
             report = try Benchmark.run(options: options, communicator: communicator) { line in
-                if rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+                if rank == 0 && !quiet { FileHandle.standardError.write(Data((line + "\n").utf8)) }
             }
         } catch {
             printError("\(error)", rank: rank)

@@ -17,7 +17,8 @@ struct RecDist: ParsableCommand {
         (or `./launch.sh -np N -- train ...`, which sets the right mpirun flags for this machine).
         """,
         version: "0.1.0",
-        subcommands: [Synth.self, Prepare.self, Train.self, Predict.self, ReportCommand.self, Bench.self, Baseline.self])
+        subcommands: [Synth.self, Prepare.self, Train.self, Predict.self, Recommend.self, Explain.self, Export.self,
+                      ReportCommand.self, Bench.self, Baseline.self])
 
     /// Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
     /// "try again later"; `--auto-resume` continues it).
@@ -38,6 +39,7 @@ extension Loss: ExpressibleByArgument {}
 extension Initializer: ExpressibleByArgument {}
 extension Activation: ExpressibleByArgument {}
 extension SelectionMetric: ExpressibleByArgument {}
+extension LearningRateDecay: ExpressibleByArgument {}
 
 /// A comma-separated list of layer widths, e.g. `512,256`.
 struct LayerWidths: ExpressibleByArgument {
@@ -74,6 +76,7 @@ struct Synth: ParsableCommand {
     }
 
     func run() throws {
+        bootstrapLogging(logging)
         let start = Date()
         let side = probabilitiesOut ?? SynthGenerator.defaultProbabilitiesPath(for: out)
         do {
@@ -84,7 +87,7 @@ struct Synth: ParsableCommand {
         }
         let seconds = Date().timeIntervalSince(start)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
-        print("wrote \(rows) rows to \(out) (\(bytes / 1_000_000) MB, probabilities in \(side)) in \(String(format: "%.1f", seconds)) s")
+        logger.info("wrote \(rows) rows to \(out) (\(bytes / 1_000_000) MB, probabilities in \(side)) in \(String(format: "%.1f", seconds)) s")
     }
 }
 
@@ -141,6 +144,24 @@ struct Train: ParsableCommand {
     var momentum: Float = 0.9
     @Flag(help: "momentum: use Nesterov momentum.")
     var nesterov = false
+    @Option(help: "Weight decay: decoupled (p -= lr * wd * p) for adamw, L2 (g += wd * p) for the others; embedding rows decay only in the steps that touch them (default: 0.004 for adamw, else 0).")
+    var weightDecay: Float?
+    @Option(help: "Learning-rate schedule after warmup: \(LearningRateDecay.allCases.map(\.rawValue).joined(separator: ", ")) (linear and cosine decay to --min-lr-ratio x lr at the last step).")
+    var lrSchedule: LearningRateDecay = .constant
+    @Option(help: "Steps of linear warmup from lr/N to lr before the schedule (0: none).")
+    var warmupSteps: Int = 0
+    @Option(help: "linear, cosine: the final learning rate as a fraction of --lr.")
+    var minLrRatio: Double?
+    @Option(help: "step: multiply the learning rate by --lr-decay-factor every this many steps after warmup (default 1000).")
+    var lrDecayEvery: Int?
+    @Option(help: "step: the factor applied every --lr-decay-every steps (default 0.1).")
+    var lrDecayFactor: Double?
+    @Flag(help: "Multiply --lr by the number of ranks (the linear scaling rule for the N-times larger global batch).")
+    var scaleLrByWorldSize = false
+    @Option(help: "Gradient accumulation: micro-batches (global batches) per optimizer step; one step equals a step on a K-times larger batch.")
+    var accumulate: Int = 1
+    @Option(help: "Clip the gradients (dense and embedding rows, after the allreduce) to this global L2 norm (default: no clipping).")
+    var clipNorm: Float?
     @Option(help: "Examples per rank per step (the global batch is this times the number of ranks).")
     var batchSize: Int = 128
     @Option(help: "Passes over the training rows.")
@@ -163,8 +184,14 @@ struct Train: ParsableCommand {
     var checkpointEverySeconds: Double = 0
     @Option(help: "Keep this many recent checkpoints (the best one is kept besides).")
     var keep: Int = 3
-    @Option(help: "Metric that selects the best checkpoint: auc or logloss.")
+    @Option(help: "Metric that selects the best checkpoint and drives early stopping: \(SelectionMetric.allCases.map(\.rawValue).joined(separator: ", ")) (logloss, rmse, mae: lower is better; hr, ndcg, recall at --k, and mrr need a leave-last-out evaluation split).")
     var selectMetric: SelectionMetric = .auc
+    @Option(help: "Stop when --select-metric has not improved for this many evaluations in a row (needs --eval-every; default: never stop early).")
+    var earlyStopPatience: Int?
+    @Option(help: "With --early-stop-patience: an improvement must exceed this.")
+    var earlyStopMinDelta: Double = 0
+    @Option(help: "Leave-last-out evaluation: the cut-off K of HR@K, NDCG@K and Recall@K (HR@10 and NDCG@10 are always reported).")
+    var k: Int = 10
     @Option(help: "Resume from a checkpoint: a step-NNNNNNNN directory, a checkpoint directory (its latest), or 'latest' (in --checkpoint-dir).")
     var resume: String?
     @Flag(help: "Resume from the newest valid checkpoint in --checkpoint-dir if there is one (damaged ones are skipped with a warning); start fresh otherwise.")
@@ -179,6 +206,8 @@ struct Train: ParsableCommand {
     var debugCheckEvery: Int = 10
     @Option(help: "OpenBLAS threads per rank (default 1: one rank per core).")
     var blasThreads: Int = 1
+    @Option(help: "Dense gradient bucket size in KiB: each bucket's allreduce starts as soon as the backward pass has finished its layers (buckets end at tensor boundaries).")
+    var bucketKib: Int = 1024
     @Option(help: "Abort the job when a collective waits this many seconds for the other ranks, naming the missing ranks (0: off). Set it above the longest evaluation, checkpoint or data-loading skew.")
     var collectiveTimeout: Double = 0
     @OptionGroup var preparedData: PreparedDataFlags
@@ -204,6 +233,7 @@ struct Train: ParsableCommand {
         if !(momentum >= 0 && momentum < 1) { throw bad("--momentum", momentum, "use a value in [0, 1)") }
         if debugCheckEvery < 1 { throw bad("--debug-check-every", debugCheckEvery, "use 1 or more") }
         if blasThreads < 1 { throw bad("--blas-threads", blasThreads, "use 1 or more") }
+        if bucketKib < 1 || bucketKib > 1 << 20 { throw bad("--bucket-kib", bucketKib, "use 1 to 1048576, e.g. 1024 (1 MiB)") }
         if checkpointEvery < 0 { throw bad("--checkpoint-every", checkpointEvery, "use 0 (off) or a positive step count") }
         if !(checkpointEverySeconds >= 0) { throw bad("--checkpoint-every-seconds", checkpointEverySeconds, "use 0 (off) or a positive number of seconds") }
         if keep < 1 { throw bad("--keep", keep, "keep at least 1 checkpoint") }
@@ -213,6 +243,25 @@ struct Train: ParsableCommand {
         if autoResume && resume != nil { throw ValidationError("use either --resume or --auto-resume, not both.") }
         if !(collectiveTimeout >= 0 && collectiveTimeout.isFinite) { throw bad("--collective-timeout", collectiveTimeout, "use 0 (off) or a number of seconds, e.g. 60") }
         if nesterov && optimizer != .momentum { throw ValidationError("--nesterov applies to --optimizer momentum only.") }
+        if let weightDecay, !(weightDecay >= 0 && weightDecay.isFinite) { throw bad("--weight-decay", weightDecay, "use 0 (off) or a small positive value, e.g. 0.0001") }
+        if warmupSteps < 0 { throw bad("--warmup-steps", warmupSteps, "use 0 (no warmup) or a positive step count") }
+        if let minLrRatio {
+            guard lrSchedule == .linear || lrSchedule == .cosine else { throw ValidationError("--min-lr-ratio applies to --lr-schedule linear or cosine only.") }
+            if !(minLrRatio >= 0 && minLrRatio <= 1) { throw bad("--min-lr-ratio", minLrRatio, "use a fraction of --lr in [0, 1]") }
+        }
+        if lrDecayEvery != nil || lrDecayFactor != nil {
+            guard lrSchedule == .step else { throw ValidationError("--lr-decay-every and --lr-decay-factor apply to --lr-schedule step only.") }
+        }
+        if let lrDecayEvery, lrDecayEvery < 1 { throw bad("--lr-decay-every", lrDecayEvery, "use a positive step count") }
+        if let lrDecayFactor, !(lrDecayFactor > 0 && lrDecayFactor <= 1) { throw bad("--lr-decay-factor", lrDecayFactor, "use a factor in (0, 1], e.g. 0.1") }
+        if accumulate < 1 || accumulate > 4096 { throw bad("--accumulate", accumulate, "use 1 (off) to 4096 micro-batches per step") }
+        if let clipNorm, !(clipNorm > 0 && clipNorm.isFinite) { throw bad("--clip-norm", clipNorm, "use a positive norm, e.g. 1.0, or leave it out") }
+        if let earlyStopPatience {
+            if earlyStopPatience < 1 { throw bad("--early-stop-patience", earlyStopPatience, "use 1 or more evaluations") }
+            if evalEvery == 0 { throw ValidationError("--early-stop-patience needs --eval-every N: with only the final evaluation there is nothing to compare.") }
+        }
+        if !(earlyStopMinDelta >= 0 && earlyStopMinDelta.isFinite) { throw bad("--early-stop-min-delta", earlyStopMinDelta, "use 0 or a small positive value") }
+        if k < 1 { throw bad("--k", k, "use a positive cut-off, e.g. 10") }
         if model == .dlrm && Int64(hashBuckets ?? 65_536) * 26 * Int64(embeddingDim ?? 16) > Int64(Int32.max) {
             throw ValidationError("--hash-buckets \(hashBuckets ?? 65_536) x 26 fields x --embedding-dim \(embeddingDim ?? 16) exceeds 2^31 embedding values; lower one of them.")
         }
@@ -255,6 +304,15 @@ struct Train: ParsableCommand {
         var optimizerConfig = OptimizerConfig(kind: optimizer, learningRate: lr)
         optimizerConfig.momentum = momentum
         optimizerConfig.nesterov = nesterov
+        optimizerConfig.weightDecay = weightDecay ?? OptimizerConfig.defaultWeightDecay(for: optimizer)
+        var schedule = LearningRateSchedule(decay: lrSchedule, warmupSteps: warmupSteps)
+        if let minLrRatio { schedule.minRatio = minLrRatio }
+        if let lrDecayEvery { schedule.decayEvery = lrDecayEvery }
+        if let lrDecayFactor { schedule.decayFactor = lrDecayFactor }
+        optimizerConfig.schedule = schedule
+        optimizerConfig.scaleByWorldSize = scaleLrByWorldSize
+        optimizerConfig.accumulate = accumulate
+        optimizerConfig.clipNorm = clipNorm
         var config = TrainingConfig(dataPath: data, model: modelConfig, optimizer: optimizerConfig)
         config.evalPath = eval
         config.evalFraction = evalFraction
@@ -273,11 +331,15 @@ struct Train: ParsableCommand {
         config.checkpointEverySeconds = checkpointEverySeconds
         config.keep = keep
         config.selectionMetric = selectMetric
+        config.earlyStopPatience = earlyStopPatience
+        config.earlyStopMinDelta = earlyStopPatience == nil ? nil : earlyStopMinDelta
+        config.rankingK = k
         config.resume = resume
         config.autoResume = autoResume
         config.skipNonFinite = skipNonfinite
         config.continueOnCheckpointFailure = continueOnCheckpointFailure
         config.preparedData = preparedData.options
+        config.bucketBytes = bucketKib == 1024 ? nil : bucketKib * 1024
         return config
     }
 
@@ -291,12 +353,7 @@ struct Train: ParsableCommand {
             throw ExitCode.failure
         }
         let rank = communicator.rank
-        LoggingSystem.bootstrap { label in
-            var handler = ConsoleLogHandler(label: label, rank: rank)
-            handler.logLevel = logging.logLevel
-            return handler
-        }
-        let logger = Logger(label: "rec-dist")
+        bootstrapLogging(logging, rank: rank)
         if debug && rank == 0 {
             logger.info("debug mode: \(communicator.size) rank(s) on \(communicator.processorName), OpenBLAS \(GEMM.coreName) with \(GEMM.threads) thread(s)")
         }
@@ -311,6 +368,7 @@ struct Train: ParsableCommand {
             throw ExitCode.failure
         }
         let trainer = Trainer(config: config, communicator: communicator, logger: logger)
+        trainer.liveProgress = rank == 0 && Console.shared.isTerminal && !debug
         do {
             let result = try trainer.run()
             if rank == 0 { printSummary(result, config: config, worldSize: communicator.size) }
@@ -347,8 +405,14 @@ struct Train: ParsableCommand {
     func printSummary(_ result: TrainingResult, config: TrainingConfig, worldSize: Int) {
         var lines = ["", "done: \(result.steps) steps, \(result.samples) samples on \(worldSize) rank(s), \(Int(result.samplesPerSecond)) samples/s"]
         if let e = result.finalEvaluation {
-            lines.append("final evaluation (\(e.eval_rows) rows): auc \(e.auc.map { String(format: "%.4f", $0) } ?? "n/a"), logloss \(String(format: "%.4f", e.logloss)), accuracy \(String(format: "%.4f", e.accuracy))" + (e.oracle_auc.map { String(format: ", oracle auc %.4f", $0) } ?? ""))
+            lines.append("final evaluation (\(e.eval_rows) rows): auc \(e.auc.map { String(format: "%.4f", $0) } ?? "n/a"), logloss \(String(format: "%.4f", e.logloss)), accuracy \(String(format: "%.4f", e.accuracy))" + (e.calibration.map { String(format: ", calibration %.4f", $0) } ?? "") + (e.rmse.map { String(format: ", rmse %.4f", $0) } ?? "") + (e.mae.map { String(format: ", mae %.4f", $0) } ?? "") + (e.oracle_auc.map { String(format: ", oracle auc %.4f", $0) } ?? ""))
+            if let k = e.k, let protocolText = e.ranking_protocol, let hr = e.hit_rate_at_k, let ndcg = e.ndcg_at_k,
+               let recall = e.recall_at_k, let mrr = e.mrr {
+                lines.append("ranking (\(e.ranked_users ?? 0) users, \(protocolText)): " + String(format: "HR@%d %.4f, NDCG@%d %.4f, Recall@%d %.4f, MRR %.4f", k, hr, k, ndcg, k, recall, mrr))
+            }
         }
+        if let s = result.stoppedEarlyAt { lines.append("stopped early at step \(s) (--early-stop-patience)") }
+        if let best = result.bestCheckpoint { lines.append("best checkpoint (\(config.selectionMetric.label(k: config.rankingK ?? 10))): \(best)") }
         if let path = result.checkpointPath { lines.append("checkpoint: \(path)") }
         if let path = config.metricsPath { lines.append("metrics: \(path)") }
         print(lines.joined(separator: "\n"))
@@ -360,11 +424,14 @@ func printError(_ message: String, rank: Int? = nil) {
     FileHandle.standardError.write(Data("\(prefix)error: \(message)\n".utf8))
 }
 
-/// Plain console lines: info and below to standard output, warnings and errors to standard
-/// error; lines from ranks other than 0 carry their rank.
+/// Plain console lines: info and below to standard output (or all to standard error, for
+/// commands whose standard output is data), warnings and errors to standard error; lines from
+/// ranks other than 0 carry their rank. Lines go through `Console`, so they never break a live
+/// progress bar.
 struct ConsoleLogHandler: LogHandler {
     let label: String
     let rank: Int
+    var allToStandardError = false
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
 
@@ -382,11 +449,22 @@ struct ConsoleLogHandler: LogHandler {
         let level = event.level, message = event.message
         let prefix = rank == 0 ? "" : "[rank \(rank)] "
         let tag = level >= .warning ? "\(level): " : ""
-        let text = "\(prefix)\(tag)\(message)\n"
-        if level >= .warning {
-            FileHandle.standardError.write(Data(text.utf8))
-        } else {
-            FileHandle.standardOutput.write(Data(text.utf8))
-        }
+        Console.shared.line("\(prefix)\(tag)\(message)", toStandardError: allToStandardError || level >= .warning)
     }
+}
+
+/// The logger of the command being run (set up by `bootstrapLogging`).
+nonisolated(unsafe) var logger = Logger(label: "rec-dist")
+
+/// Sets up swift-log for this process once: console lines at `--log-level`.
+/// `allToStandardError` keeps standard output for data (`predict --out -`).
+func bootstrapLogging(_ options: LoggingOptions, rank: Int = 0, allToStandardError: Bool = false) {
+    let level = options.logLevel
+    LoggingSystem.bootstrap { label in
+        var handler = ConsoleLogHandler(label: label, rank: rank)
+        handler.logLevel = level
+        handler.allToStandardError = allToStandardError
+        return handler
+    }
+    logger = Logger(label: "rec-dist")
 }
