@@ -277,7 +277,14 @@ public final class Trainer {
     }
 
     private func describe(_ m: ModelConfig) -> String {
-        m.kind == .mlp ? "mlp \(m.hidden)" : "dlrm buckets \(m.hashBuckets) dim \(m.embeddingDim) bottom \(m.bottom) top \(m.top)"
+        switch m.kind {
+        case .mlp: return "mlp \(m.hidden)"
+        case .dlrm: return "dlrm buckets \(m.hashBuckets) dim \(m.embeddingDim) bottom \(m.bottom) top \(m.top)"
+        case .logreg: return "logreg buckets \(m.hashBuckets)"
+        case .wideDeep: return "wide-deep buckets \(m.hashBuckets) dim \(m.embeddingDim) hidden \(m.hidden)"
+        case .ncf: return "ncf factors \(m.factors) dim \(m.embeddingDim) hidden \(m.hidden)"
+        case .twoTower: return "two-tower dim \(m.embeddingDim) hidden \(m.hidden) factors \(m.factors)"
+        }
     }
 
     // MARK: - Training
@@ -529,6 +536,7 @@ public final class Trainer {
                     timing.dataWait += DispatchTime.now().uptimeNanoseconds - fetchStart
                     let isFinal = j == micro - 1
                     if isFinal { sync.beginStep(gradients: gradients.pointer) }
+                    sparse.count = 0
 
                     // Forward, loss, backward on this rank's rows; the dense gradients add up in
                     // `gradients`. A rank with no rows in the last, partial batch runs the model on
@@ -536,6 +544,10 @@ public final class Trainer {
                     // backward pass starts them.
                     let exposedBefore = sync.timing.exposed
                     var t0 = DispatchTime.now().uptimeNanoseconds
+                    // Dropout masks follow (seed, optimizer step, example's place in the step's
+                    // global rows: micro-batch j holds the j-th block of worldSize x batchSize).
+                    model.trainingContext = TrainingContext(seed: config.seed, step: step,
+                                                            firstExample: (j * worldSize + rank) * config.batchSize)
                     let logits = model.forward(batch, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
                     extra[Slot.loss] += Float(config.loss.forwardBackward(
                         logits: logits, labels: batch.labels, count: batch.count,
@@ -740,6 +752,9 @@ public final class Trainer {
     public static func predictions(model: any RecModel, rows: FeatureRowsBuffer, parameters: UnsafePointer<Float>,
                                    embeddingTable: UnsafePointer<Float>) -> [Float] {
         var out = [Float](repeating: 0, count: rows.count)
+        let context = model.trainingContext
+        model.trainingContext = nil   // evaluation and prediction: dropout off
+        defer { model.trainingContext = context }
         var start = 0
         while start < rows.count {
             let n = min(model.maxBatch, rows.count - start)
