@@ -1,29 +1,31 @@
 #!/usr/bin/env python3
-"""Score Criteo-format rows with a rec-dist checkpoint, in NumPy only.
+"""Score rows with a model exported by `rec-dist export`, in NumPy only.
 
-    python3 examples/score.py CHECKPOINT_DIR rows.tsv [--limit N]
+    rec-dist export --checkpoint CHECKPOINT --out MODEL_DIR
+    python3 examples/score.py MODEL_DIR rows.tsv [--limit N]             # a Criteo-trained model
+    python3 examples/score.py MODEL_DIR DATASET_DIR --split test [--limit N]   # a prepared-data model
 
-Reads model.safetensors (with the `safetensors` package) and the model description in its
-metadata, applies rec-dist's preprocessing (log1p(max(x, 0)) of the counts; categorical values
-hashed with FNV-1a + murmur3's finalizer, then 1 + h mod (buckets - 1), 0 for missing), runs the
-mlp or dlrm forward pass and prints one probability per row, identical (to float rounding) to
-`rec-dist predict`.
+Reads MODEL_DIR/model.json (the model description) and MODEL_DIR/model.safetensors (the weights,
+with the `safetensors` package), turns the rows into the model's inputs as the description says
+(raw Criteo TSV: log1p(max(x, 0)) of the counts, categorical values hashed with FNV-1a + murmur3's
+finalizer; a prepared dataset: its split files, already encoded), runs the description's graph of
+ops and prints one probability per row, identical (to float rounding) to `rec-dist predict`.
+
+The ops are generic (linear, dense_transform, embedding, dot_interaction, sigmoid, and concat,
+sum, multiply, dot for models that need them), so a new model needs no change here as long as
+its description uses them.
 """
 import argparse
 import json
 import os
+import struct
 import sys
 
 import numpy as np
 from safetensors import safe_open
 
 
-def resolve(path):
-    if os.path.exists(os.path.join(path, "model.safetensors")):
-        return path
-    with open(os.path.join(path, "latest")) as f:
-        return os.path.join(path, f.read().strip())
-
+# ---- inputs -------------------------------------------------------------------------------------
 
 def fmix32(h):
     h ^= h >> 16
@@ -35,6 +37,7 @@ def fmix32(h):
 
 
 def hash_categorical(value: bytes) -> int:
+    """rec-dist's 32-bit hash of a raw categorical value: FNV-1a, then murmur3's finalizer."""
     if not value:
         return 0
     h = 2166136261
@@ -45,61 +48,168 @@ def hash_categorical(value: bytes) -> int:
     return 1 if h == 0 else h
 
 
-def read_rows(path, limit):
-    dense, cats = [], []
+def read_criteo_tsv(path, limit):
+    """label, I1..I13 (integers, empty = 0), C1..C26 (strings, hashed)."""
+    labels, dense, cats = [], [], []
     with open(path, "rb") as f:
         for i, line in enumerate(f):
             if limit is not None and i >= limit:
                 break
             fields = line.rstrip(b"\r\n").split(b"\t")
-            assert len(fields) == 40, f"{path}:{i + 1}: expected 40 fields, found {len(fields)}"
+            if len(fields) != 40:
+                sys.exit(f"{path}:{i + 1}: expected 40 tab-separated fields, found {len(fields)}")
+            labels.append(float(fields[0]))
             dense.append([float(x) if x else 0.0 for x in fields[1:14]])
             cats.append([hash_categorical(x) for x in fields[14:40]])
-    return np.array(dense, dtype=np.float32), np.array(cats, dtype=np.uint64)
+    return (np.array(labels, dtype=np.float32), np.array(dense, dtype=np.float32).reshape(-1, 13),
+            np.array(cats, dtype=np.uint64).reshape(-1, 26))
 
 
-def mlp(x, tensors, prefix):
-    layers = sorted({int(k.split(".")[1]) for k in tensors if k.startswith(prefix + ".")})
-    return [(tensors[f"{prefix}.{l}.weight"], tensors[f"{prefix}.{l}.bias"]) for l in layers]
+def read_prepared_split(dataset, split, limit):
+    """A split file of a prepared dataset (`RECDPREP`): row groups of labels, dense, categorical."""
+    with open(os.path.join(dataset, "manifest.json")) as f:
+        manifest = json.load(f)
+    entry = next((s for s in manifest["splits"] if s["name"] == split), None)
+    if entry is None:
+        sys.exit(f"{dataset}: no split named {split!r} (the splits are {[s['name'] for s in manifest['splits']]})")
+    data = np.fromfile(os.path.join(dataset, entry["file"]), dtype=np.uint8)
+    if bytes(data[:8]) != b"RECDPREP":
+        sys.exit(f"{dataset}/{entry['file']}: not a rec-dist prepared split")
+    rows, = struct.unpack_from("<Q", data, 16)
+    d, c, per_group = struct.unpack_from("<III", data, 24)
+    n = rows if limit is None else min(rows, limit)
+    labels, dense, cats = [], [], []
+    offset, done = 4096, 0
+    while done < n:
+        r = min(per_group, rows - done)
+        group = data[offset:offset + r * 4 * (1 + d + c)]
+        labels.append(group[:4 * r].view(np.float32))
+        dense.append(group[4 * r:4 * r * (1 + d)].view(np.float32).reshape(r, d))
+        cats.append(group[4 * r * (1 + d):].view(np.uint32).reshape(r, c))
+        offset += per_group * 4 * (1 + d + c)
+        done += r
+    return (np.concatenate(labels)[:n], np.concatenate(dense)[:n].reshape(n, d),
+            np.concatenate(cats)[:n].astype(np.uint64).reshape(n, c))
 
 
-def run_stack(x, layers, relu_last):
-    for i, (w, b) in enumerate(layers):
-        x = x @ w + b
-        if i < len(layers) - 1 or relu_last:
-            x = np.maximum(x, 0)
-    return x
+# ---- the graph ----------------------------------------------------------------------------------
+
+ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0),
+    "linear": lambda x: x,
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+}
 
 
-def score(checkpoint, rows, limit=None):
-    path = os.path.join(resolve(checkpoint), "model.safetensors")
-    with safe_open(path, framework="numpy") as f:
-        config = json.loads(f.metadata()["model"])
+def op_dense_transform(op, values, tensors):
+    x = values[op["inputs"][0]].astype(np.float64)[:, : op["columns"]]
+    if op["transform"] == "log1p":
+        return np.log1p(np.maximum(x, 0))
+    if op["transform"] == "identity":
+        return x
+    raise ValueError(f"unknown dense transform {op['transform']!r}")
+
+
+def op_linear(op, values, tensors):
+    x = values[op["inputs"][0]]
+    return ACTIVATIONS[op["activation"]](x @ tensors[op["weight"]] + tensors[op["bias"]])
+
+
+def op_embedding(op, values, tensors):
+    ids = values[op["inputs"][0]]
+    out = []
+    for j, (name, rows) in enumerate(zip(op["tables"], op["rows"])):
+        v = ids[:, j]
+        if op["indexing"] == "hashed":
+            row = np.where(v == 0, 0, 1 + v % (rows - 1))
+        else:
+            row = v
+        out.append(tensors[name][row.astype(np.int64)])
+    return np.stack(out, axis=1)  # (n, fields, dim)
+
+
+def op_dot_interaction(op, values, tensors):
+    parts = [values[name] for name in op["inputs"]]
+    t = np.concatenate([p[:, None, :] if p.ndim == 2 else p for p in parts], axis=1)  # (n, slots, dim)
+    z = np.einsum("nid,njd->nij", t, t)
+    li, lj = zip(*[(i, j) for i in range(1, t.shape[1]) for j in range(i)])
+    pairs = z[:, li, lj]
+    return np.concatenate([t[:, 0, :], pairs], axis=1) if op["passthrough"] else pairs
+
+
+def op_sigmoid(op, values, tensors):
+    return ACTIVATIONS["sigmoid"](values[op["inputs"][0]])
+
+
+def op_concat(op, values, tensors):
+    return np.concatenate([values[n].reshape(values[n].shape[0], -1) for n in op["inputs"]], axis=1)
+
+
+def op_sum(op, values, tensors):
+    return sum(values[n] for n in op["inputs"])
+
+
+def op_multiply(op, values, tensors):
+    out = values[op["inputs"][0]]
+    for n in op["inputs"][1:]:
+        out = out * values[n]
+    return out
+
+
+def op_dot(op, values, tensors):
+    a, b = (values[n] for n in op["inputs"])
+    return np.sum(a * b, axis=-1, keepdims=True)
+
+
+OPS = {name[3:]: f for name, f in globals().items() if name.startswith("op_")}
+
+
+def run_graph(description, tensors, dense, categorical):
+    values = {"dense": dense, "categorical": categorical}
+    for op in description["graph"]:
+        if op["op"] not in OPS:
+            sys.exit(f"model.json uses op {op['op']!r}, which this score.py does not know; update examples/score.py")
+        values[op["output"]] = OPS[op["op"]](op, values, tensors)
+    return values[description["output"]][:, 0]
+
+
+def load(model_dir):
+    with open(os.path.join(model_dir, "model.json")) as f:
+        description = json.load(f)
+    if description.get("format") != "rec-dist model":
+        sys.exit(f"{model_dir}/model.json is not a rec-dist model description (write one with `rec-dist export`)")
+    with safe_open(os.path.join(model_dir, description["weights"]), framework="numpy") as f:
         tensors = {k: f.get_tensor(k).astype(np.float64) for k in f.keys()}
-    dense, cats = read_rows(rows, limit)
-    x = np.log1p(np.maximum(dense.astype(np.float64), 0))
-    if config["kind"] == "mlp":
-        logits = run_stack(x[:, : config["mlpDenseFeatures"]], mlp(x, tensors, "mlp"), relu_last=False)
+    return description, tensors
+
+
+def score(model_dir, rows, split="test", limit=None):
+    description, tensors = load(model_dir)
+    kind = description["input"]["kind"]
+    if kind == "criteo-tsv":
+        if os.path.isdir(rows):
+            sys.exit(f"{rows} is a directory; this model reads Criteo TSV files")
+        _, dense, categorical = read_criteo_tsv(rows, limit)
+    elif kind == "prepared":
+        if not os.path.isdir(rows):
+            sys.exit(f"{rows} is not a prepared dataset directory; this model reads the rows of one (--split)")
+        with open(os.path.join(rows, "manifest.json")) as f:
+            if json.load(f)["schema_hash"] != description["input"]["schema_hash"]:
+                sys.exit(f"{rows} has another schema than the dataset the model was trained on ({description['input']['dataset']})")
+        _, dense, categorical = read_prepared_split(rows, split, limit)
     else:
-        buckets = config["hashBuckets"]
-        ids = np.where(cats == 0, 0, 1 + cats % (buckets - 1)).astype(np.int64)
-        bottom = run_stack(x, mlp(x, tensors, "bottom"), relu_last=True)           # (n, d)
-        emb = np.stack([tensors[f"embedding.C{j + 1}"][ids[:, j]] for j in range(ids.shape[1])], axis=1)
-        t = np.concatenate([bottom[:, None, :], emb], axis=1)                      # (n, 27, d)
-        z = np.einsum("nid,njd->nij", t, t)
-        li, lj = zip(*[(i, j) for i in range(1, t.shape[1]) for j in range(i)])
-        inter = np.concatenate([bottom, z[:, li, lj]], axis=1)                      # (n, d + 351)
-        logits = run_stack(inter, mlp(inter, tensors, "top"), relu_last=False)
-    return 1 / (1 + np.exp(-logits[:, 0]))
+        sys.exit(f"unknown input kind {kind!r}")
+    return run_graph(description, tensors, dense, categorical)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint")
-    parser.add_argument("rows")
+    parser.add_argument("model", help="a directory written by `rec-dist export`")
+    parser.add_argument("rows", help="Criteo TSV rows, or a prepared dataset directory")
+    parser.add_argument("--split", default="test", help="prepared dataset: the split to score")
     parser.add_argument("--limit", type=int)
     args = parser.parse_args()
-    for p in score(args.checkpoint, args.rows, args.limit):
+    for p in score(args.model, args.rows, args.split, args.limit):
         print(f"{p:.8g}")
 
 

@@ -35,6 +35,11 @@ final class InteractionPreparer {
     var counts: [String: Int] = [:]
     var lines: [Int] = []
     var headerLines: [Int] = []
+    /// The raw values of the user and item fields by key (first spelling seen), and the item
+    /// metadata of the side files (MovieLens titles and genres), for `users.tsv` and `items.tsv`.
+    var userNames: [UInt64: String] = [:]
+    var itemNames: [UInt64: String] = [:]
+    var itemMetadata: [UInt64: (title: String, genres: String)] = [:]
 
     init(options: PrepareOptions, layout: InputLayout, files: [MappedFile], output: OutputDirectory,
          log: @escaping @Sendable (String) -> Void) {
@@ -103,6 +108,7 @@ final class InteractionPreparer {
             distinct = vocabularies.map(\.distinct)
         }
         tables = []
+        try writeCatalog(mapper: mapper)
         let transformer = DenseTransformer(kind: options.denseTransform, statistics: statistics)
         let schema = StreamingPreparer.schema(layout: layout, options: options, mapper: mapper, distinct: distinct,
                                               statistics: statistics)
@@ -207,6 +213,43 @@ final class InteractionPreparer {
         return (manifest, rejects)
     }
 
+    /// Writes `users.tsv` (id, user) and `items.tsv` (id, item, title, genres) into the output:
+    /// every distinct user and item value of the input with the id its rows carry (1 is the shared
+    /// out-of-vocabulary id of values rarer than --min-count or absent from the training split),
+    /// and the side file's title and genres where the format has them. `recommend` maps a user
+    /// name to its id with the first and names the items it ranks with the second.
+    func writeCatalog(mapper: CategoricalMapper) throws(DataError) {
+        guard let u = layout.userField, let it = layout.itemField else { return }
+        let scratch = UnsafeMutablePointer<UInt64>.allocate(capacity: max(c, 1))
+        let ids = UnsafeMutablePointer<UInt32>.allocate(capacity: max(c, 1))
+        defer { scratch.deallocate(); ids.deallocate() }
+        func id(_ key: UInt64, field: Int) -> UInt32 {
+            scratch.initialize(repeating: 0, count: max(c, 1))
+            scratch[field] = key
+            mapper.map(scratch, into: ids)
+            return ids[field]
+        }
+        func clean(_ text: String) -> String {
+            String(text.map { $0 == "\t" || $0 == "\n" || $0 == "\r" ? " " : $0 })
+        }
+        var users = "id\tuser\n"
+        for (key, name) in userNames.sorted(by: { $0.value < $1.value }) {
+            users += "\(id(key, field: u))\t\(clean(name))\n"
+        }
+        var items = "id\titem\ttitle\tgenres\n"
+        for (key, name) in itemNames.sorted(by: { $0.value < $1.value }) {
+            let meta = itemMetadata[key]
+            items += "\(id(key, field: it))\t\(clean(name))\t\(clean(meta?.title ?? ""))\t\(clean(meta?.genres ?? ""))\n"
+        }
+        for (name, text) in [("users.tsv", users), ("items.tsv", items)] {
+            let path = output.file(name)
+            guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) else {
+                throw DataError(file: path, message: "cannot write", hint: "is the disk full?")
+            }
+        }
+        log("wrote users.tsv (\(userNames.count) users) and items.tsv (\(itemNames.count) items\(itemMetadata.isEmpty ? "" : ", with titles and genres"))")
+    }
+
     /// A key for the (user, item) pair, never 0.
     @inline(__always)
     static func pairKey(_ user: UInt64, _ item: UInt64) -> UInt64 {
@@ -218,6 +261,11 @@ final class InteractionPreparer {
 
     func parseInputs(_ badRows: BadRowLog) throws(DataError) {
         let parser = RowParser(layout: layoutForInput, keyMode: keyMode)
+        func column(of field: Int?) -> Int? {
+            guard let field else { return nil }
+            return layout.actions.firstIndex { $0 == .categorical(field) }
+        }
+        let userColumn = column(of: layout.userField), itemColumn = column(of: layout.itemField)
         var behaviorCounts: [UInt64: Int] = [:]
         var ratingCounts: [Double: Int] = [:]
         for (fileIndex, file) in files.enumerated() {
@@ -233,6 +281,12 @@ final class InteractionPreparer {
                     return bad.count + badRows.count <= options.maxBadRows
                 }
                 for f in 0..<inputCategorical { keys.append(parser.keys[f]) }
+                if let userColumn, let u = layout.userField, parser.keys[u] != 0, userNames[parser.keys[u]] == nil {
+                    userNames[parser.keys[u]] = String(decoding: parser.splitter.field(userColumn), as: UTF8.self)
+                }
+                if let itemColumn, let it = layout.itemField, parser.keys[it] != 0, itemNames[parser.keys[it]] == nil {
+                    itemNames[parser.keys[it]] = String(decoding: parser.splitter.field(itemColumn), as: UTF8.self)
+                }
                 for _ in inputCategorical..<c { keys.append(0) }
                 for j in 0..<inputDense { dense.append(parser.dense[j]) }
                 for _ in inputDense..<d { dense.append(0) }
@@ -451,6 +505,10 @@ final class InteractionPreparer {
         let info = try readSide(path, separator: UInt8(ascii: "|"), quotes: false, columns: 24, utf8: false, header: nil) { s in
             table.index.set(sideKey(s.field(0)), UInt32(table.rows))
             table.rows += 1
+            let latin1Title = String(String.UnicodeScalarView(s.field(1).map { Unicode.Scalar($0) }))
+            var genreNames: [String] = []
+            for g in 0..<19 where s.field(5 + g).first == UInt8(ascii: "1") { genreNames.append(Self.genres100K[g]) }
+            itemMetadata[sideKey(s.field(0))] = (latin1Title, genreNames.joined(separator: "|"))
             let date = s.field(2)   // 01-Jan-1995, or empty
             table.categorical.append(date.count >= 4 ? sideKey(UnsafeRawBufferPointer(rebasing: date[(date.count - 4)...])) : 0)
             for g in 0..<19 {
@@ -484,6 +542,7 @@ final class InteractionPreparer {
         let info = try readSide(path, separator: UInt8(ascii: ","), quotes: true, columns: 3, utf8: true, header: "movieId,") { s in
             table.index.set(sideKey(s.field(0)), UInt32(table.rows))
             table.rows += 1
+            itemMetadata[sideKey(s.field(0))] = (String(decoding: s.field(1), as: UTF8.self), String(decoding: s.field(2), as: UTF8.self))
             let title = Array(s.field(1))
             var yearKey: UInt64 = 0
             var end = title.count

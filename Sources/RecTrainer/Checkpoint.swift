@@ -322,6 +322,8 @@ extension Checkpoint {
     public final class TrainedModel {
         public let directory: String
         public let config: ModelConfig
+        /// The whole training configuration (data path, the prepared dataset's schema hash...).
+        public let training: TrainingConfig
         public let model: any RecModel
         public let parameters: FloatBuffer
         public let embeddingTable: FloatBuffer
@@ -332,6 +334,7 @@ extension Checkpoint {
             directory = try Checkpoint.resolve(path)
             let state = try Checkpoint.validate(directory)
             config = state.config.model
+            training = state.config
             model = makeModel(config, maxBatch: maxBatch)
             parameters = FloatBuffer(count: model.layout.count)
             let tables = model.embeddings

@@ -30,7 +30,14 @@ extension TrainingConfig {
     ///
     /// The mlp reads the first `min(mlpDenseFeatures, dense fields)` dense fields.
     public func resolvingPreparedData() throws -> TrainingConfig {
-        guard usesPreparedData else { return self }
+        guard usesPreparedData else {
+            do {
+                try model.validate()
+            } catch {
+                throw TrainingError.notEnoughData("the model configuration does not fit '\(dataPath)' (13 dense, 26 categorical fields C1-C26): \(error)")
+            }
+            return self
+        }
         let dataset = try PreparedDataset(directory: dataPath)
         var config = self
         let d = dataset.denseCount, c = dataset.categoricalCount
@@ -38,6 +45,7 @@ extension TrainingConfig {
         config.model.categoricalFields = c
         config.model.vocabularySizes = dataset.manifest.vocabularySizes
         config.model.denseTransform = .identity
+        config.datasetSchemaHash = dataset.manifest.schemaHash
         switch model.kind {
         case .mlp:
             guard d > 0 else {

@@ -118,6 +118,9 @@ public final class Trainer {
         static let loss = 0, stop = 1, checkpoint = 2, count = 3
     }
 
+    /// Rank 0 draws a live progress bar (a terminal) instead of periodic progress lines.
+    public var liveProgress = false
+
     public init(config: TrainingConfig, communicator: any Communicator, logger: Logger) {
         self.config = config
         self.communicator = communicator
@@ -369,7 +372,7 @@ public final class Trainer {
             ?? (shard.stepsPerEpoch - offset / shard.globalBatchSize), accumulate)
         let lastStep = config.steps ?? (step + remainingInEpoch + max(config.epochs - epoch - 1, 0) * stepsPerEpoch)
         if rank == 0 {
-            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize)\(accumulate > 1 ? " x \(accumulate) accumulated = \(shard.globalBatchSize * accumulate) per step" : ""), \(lastStep - step) steps (\(stepsPerEpoch) per epoch)")
+            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize)\(accumulate > 1 ? " x \(accumulate) accumulated = \(shard.globalBatchSize * accumulate) per step" : ""), \(lastStep - step) steps (\(stepsPerEpoch) per epoch); OpenBLAS \(GEMM.coreName) kernels")
             var optimization = "optimizer \(config.optimizer.kind.rawValue), lr \(baseRate)"
             if config.optimizer.scaleByWorldSize { optimization += " (\(config.optimizer.learningRate) x \(worldSize) ranks)" }
             optimization += ", schedule \(config.optimizer.schedule.summary)"
@@ -384,8 +387,20 @@ public final class Trainer {
         }
 
         let logEvery = config.logEvery > 0 ? config.logEvery : max(1, (lastStep - step) / 20)
+        let firstStepOfRun = step
+        let totalEpochs = max(1, (lastStep + stepsPerEpoch - 1) / max(stepsPerEpoch, 1))
+        var barSamples = 0, barRate: Double?, barWindowStart = Date(), lastBarDraw = Date.distantPast
+        defer { if liveProgress && rank == 0 { Console.shared.endStatus() } }
         var metricsLog: FileHandle?
-        if rank == 0, let path = config.metricsPath { metricsLog = try openMetricsLog(path, append: resumed != nil) }
+        if let path = config.metricsPath {
+            // Only rank 0 writes the log, but every rank must learn that it could not, or the
+            // others would wait for it in the first step's collectives.
+            var failure: (any Error)?
+            if rank == 0 {
+                do { metricsLog = try openMetricsLog(path, append: resumed != nil) } catch { failure = error }
+            }
+            try agree(failure, stage: "opening the metrics log")
+        }
         defer { try? metricsLog?.close() }
 
         var lossSinceEval = 0.0, samplesSinceEval = 0
@@ -444,6 +459,7 @@ public final class Trainer {
         }
 
         func evaluateNow() throws {
+            var metricsFailure: (any Error)?
             if rank == 0 {
                 trainSeconds += Date().timeIntervalSince(intervalStart)
                 let record = evaluate(model: model, data: data, parameters: parameters, embeddingTable: embeddingTable,
@@ -459,11 +475,14 @@ public final class Trainer {
                 }
                 timing.describe(into: &withTiming, since: timingAtEval)
                 timingAtEval = timing
-                try appendMetrics(withTiming, to: metricsLog)
+                do { try appendMetrics(withTiming, to: metricsLog) } catch {
+                    metricsFailure = TrainingError.metricsLog(path: config.metricsPath ?? "", message: "cannot append: \(error)")
+                }
                 lastRecord = withTiming
                 intervalStart = Date()
                 intervalSamples = 0
             }
+            if config.metricsPath != nil { try agree(metricsFailure, stage: "writing the metrics log") }
             lossSinceEval = 0
             samplesSinceEval = 0
             clippedSinceEval = 0
@@ -650,12 +669,32 @@ public final class Trainer {
                 }
 
                 let isLast = step == lastStep
-                if rank == 0 && (step % logEvery == 0 || isLast) {
-                    let seconds = Date().timeIntervalSince(intervalStart)
-                    logger.info("step \(step)/\(lastStep)  epoch \(epoch + (offset == 0 ? 0 : 1))  loss \(fmt(lossSinceEval / Double(max(samplesSinceEval, 1)), 4))  \(Int(Double(intervalSamples) / max(seconds, 1e-9))) samples/s\(showRate ? "  lr \(optimizer.learningRate)" : "")")
-                    trainSeconds += seconds
-                    intervalStart = Date()
-                    intervalSamples = 0
+                if rank == 0 {
+                    func report(samplesPerSecond: Double) -> ProgressReport {
+                        let done = step - firstStepOfRun, elapsed = Date().timeIntervalSince(runStart)
+                        return ProgressReport(step: step, totalSteps: lastStep, epoch: min(epoch + (offset == 0 ? 0 : 1), totalEpochs),
+                                              totalEpochs: totalEpochs, samplesPerSecond: samplesPerSecond,
+                                              loss: samplesSinceEval > 0 ? lossSinceEval / Double(samplesSinceEval) : nil,
+                                              eta: done > 0 ? elapsed / Double(done) * Double(lastStep - step) : nil)
+                    }
+                    if liveProgress {
+                        // The bar: redrawn at most 10 times a second, samples/s over the last window of about a second.
+                        barSamples += globalCount
+                        let now = Date(), window = now.timeIntervalSince(barWindowStart)
+                        if window >= 1 { barRate = Double(barSamples) / window; barSamples = 0; barWindowStart = now }
+                        if now.timeIntervalSince(lastBarDraw) >= 0.1 || isLast {
+                            lastBarDraw = now
+                            let rate = barRate ?? Double(barSamples) / max(window, 1e-9)
+                            Console.shared.showStatus(report(samplesPerSecond: rate).bar(width: Console.shared.columns))
+                        }
+                    }
+                    if step % logEvery == 0 || isLast {
+                        let seconds = Date().timeIntervalSince(intervalStart)
+                        if !liveProgress { logger.info("\(report(samplesPerSecond: Double(intervalSamples) / max(seconds, 1e-9)).line)\(showRate ? "  lr \(optimizer.learningRate)" : "")") }
+                        trainSeconds += seconds
+                        intervalStart = Date()
+                        intervalSamples = 0
+                    }
                 }
                 var newBest = false
                 if (config.evalEvery > 0 && step % config.evalEvery == 0) || isLast {
@@ -675,6 +714,7 @@ public final class Trainer {
             }
         }
 
+        if liveProgress && rank == 0 { Console.shared.endStatus() }
         if rank == 0 && timing.steps > 0 { logger.info("\(timing.summary())") }
         if stopSignal != 0 {
             if config.checkpointDir == nil && rank == 0 { logger.warning("no --checkpoint-dir: nothing was saved") }
@@ -778,7 +818,7 @@ public final class Trainer {
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         if !(append && FileManager.default.fileExists(atPath: path)) {
             guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw TrainingError.checkpoint(path: path, message: "cannot create the metrics file; check that the directory is writable (--metrics-out)")
+                throw TrainingError.metricsLog(path: path, message: "cannot create the file; check that its directory exists or can be created and is writable (--metrics-out)")
             }
         }
         let handle = try FileHandle(forWritingTo: url)

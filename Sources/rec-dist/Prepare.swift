@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import RecData
 
 extension InputFormatKind: ExpressibleByArgument {}
@@ -116,11 +117,12 @@ struct Prepare: ParsableCommand {
     }
 
     func run() throws {
+        bootstrapLogging(logging)
         let options = makeOptions()
         let quiet = logging.logLevel > .info
         let result: Preparer.Result
         do {
-            result = try Preparer.run(options) { line in if !quiet { print(line) } }
+            result = try Preparer.run(options) { line in if !quiet { logger.info("\(line)") } }
         } catch {
             printError("\(error)")
             throw ExitCode.failure
@@ -135,6 +137,6 @@ struct Prepare: ParsableCommand {
         if m.statistics.badRows > 0 {
             lines.append("skipped \(m.statistics.badRows) bad row(s); see \(result.rejectsPath ?? "rejects.txt")")
         }
-        print(lines.joined(separator: "\n"))
+        logger.notice("\(lines.joined(separator: "\n"))")
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import RecTrainer
 
 struct ReportCommand: ParsableCommand {
@@ -16,8 +17,10 @@ struct ReportCommand: ParsableCommand {
     var checkpoint: String?
     @Option(help: "Page title.")
     var title: String = "rec-dist training run"
+    @OptionGroup var logging: LoggingOptions
 
     func run() throws {
+        bootstrapLogging(logging)
         do {
             guard let text = try? String(contentsOfFile: metrics, encoding: .utf8) else {
                 throw ValidationError("cannot read --metrics \(metrics); pass the file written by `train --metrics-out`.")
@@ -37,7 +40,7 @@ struct ReportCommand: ParsableCommand {
             }
             let html = try Report.html(records: records, title: title, configuration: configuration)
             try html.write(toFile: out, atomically: true, encoding: .utf8)
-            print("wrote \(out) (\(records.count) evaluations)")
+            logger.info("wrote \(out) (\(records.count) evaluations)")
         } catch let error as ValidationError {
             printError(error.message)
             throw ExitCode.failure

@@ -127,22 +127,42 @@ struct CheckpointTests {
         #expect(out.all.contains("non-finite step(s)"), "\(out.all)")
     }
 
-    /// NumPy and the safetensors package read the weights and reproduce rec-dist's predictions.
-    @Test(arguments: ["mlp", "dlrm"])
-    func numpyReproducesPredictions(model: String) throws {
-        let data = try RecDist.synthData(rows: 2000)
-        let root = try RecDist.scratch("numpy-\(model)")
+    /// `rec-dist export` writes the weights and a model description from which NumPy and the
+    /// safetensors package (examples/score.py, generic over the description's ops) reproduce
+    /// rec-dist's predictions: raw Criteo TSV (hashing, log1p) and a prepared dataset's split.
+    @Test(arguments: ["mlp", "dlrm", "mlp-prepared", "dlrm-prepared"])
+    func numpyReproducesPredictions(variant: String) throws {
+        let model = String(variant.prefix { $0 != "-" }), prepared = variant.hasSuffix("-prepared")
+        let data = prepared ? try UsingModelData.preparedSynth(rows: 2000) : try RecDist.synthData(rows: 2000)
+        let root = try RecDist.scratch("numpy-\(variant)")
         var out = try RecDist.ranks(2, ["train", "--data", data, "--model", model, "--hash-buckets", "1000",
                                         "--steps", "30", "--checkpoint-dir", root])
         #expect(out.status == 0, "\(out.all)")
-        out = try RecDist.single(["predict", "--checkpoint", root, "--input", data, "--limit", "100"])
+        out = try RecDist.single(["predict", "--checkpoint", root, "--input", data, "--limit", "100"] + (prepared ? ["--split", "valid"] : []))
         #expect(out.status == 0, "\(out.all)")
-        let ours = out.stdout.split(separator: "\n").dropFirst().compactMap { Double($0.split(separator: ",")[2]) }
-        let py = try RecDist.run("/usr/bin/env", ["python3", RecDist.packageRoot + "/examples/score.py", root, data, "--limit", "100"])
+        let ours = out.stdout.split(separator: "\n").dropFirst().compactMap { Double($0.split(separator: ",").last!) }
+        out = try RecDist.single(["export", "--checkpoint", root, "--out", root + "/serving"])
+        try #require(out.status == 0, "\(out.all)")
+        let description = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: root + "/serving/model.json"))) as! [String: Any]
+        #expect(description["model"] as? String == model)
+        #expect((description["input"] as? [String: Any])?["kind"] as? String == (prepared ? "prepared" : "criteo-tsv"))
+        let ops = (description["graph"] as! [[String: Any]]).map { $0["op"] as! String }
+        #expect(ops.last == "sigmoid" && ops.contains("linear") && (model == "mlp" || ops.contains("dot_interaction")), "\(ops)")
+        let py = try RecDist.run("/usr/bin/env", ["python3", RecDist.packageRoot + "/examples/score.py", root + "/serving", data,
+                                                  "--limit", "100"] + (prepared ? ["--split", "valid"] : []))
         try #require(py.status == 0, "examples/score.py failed (is `pip install safetensors numpy` done? .ci/run does it): \(py.all)")
         let theirs = py.stdout.split(separator: "\n").compactMap { Double($0) }
         #expect(ours.count == 100 && theirs.count == 100)
         let worst = zip(ours, theirs).map { abs($0 - $1) }.max() ?? 1
         #expect(worst < 1e-5, "NumPy and rec-dist predictions differ by \(worst)")
+        // Not trivially equal: the model's predictions vary across rows.
+        #expect(Set(ours.map { ($0 * 1e4).rounded() }).count > 10)
+    }
+
+    /// export refuses what it cannot describe, naming the flag.
+    @Test func exportNamesWhatIsMissing() throws {
+        let out = try RecDist.single(["export", "--checkpoint", "/nonexistent/ck", "--out", "/tmp/x"])
+        #expect(out.status == 1)
+        #expect(out.stderr.contains("/nonexistent/ck") && out.stderr.contains("not a checkpoint"), "\(out.stderr)")
     }
 }

@@ -26,6 +26,12 @@ struct InProcessTrainingTests {
             modelConfig.hidden = [16]
             modelConfig.bottom = [32, 16]
             modelConfig.top = [32]
+            switch model {
+            case .ncf: modelConfig.userFields = [0]; modelConfig.itemFields = [1]; modelConfig.dropout = ["mlp": 0.2]
+            case .twoTower: modelConfig.userFields = [0, 2]; modelConfig.itemFields = [1, 3]
+            case .wideDeep: modelConfig.dropout = ["deep": 0.2]; modelConfig.activations = ["deep": .tanh]
+            default: break
+            }
             var config = TrainingConfig(dataPath: data, model: modelConfig, optimizer: OptimizerConfig(kind: optimizer))
             config.evalFraction = 0
             config.batchSize = globalBatch / ranks
@@ -44,7 +50,8 @@ struct InProcessTrainingTests {
     /// N ranks (or OpenBLAS kernels: it passes with OPENBLAS_CORETYPE Prescott, Sandybridge, Haswell
     /// and SkylakeX) cannot flip a ReLU mask; see `DistributedTrainingTests` for why that matters.
     /// Averaging over the rank's rows instead of the global batch fails it by 1.5e-4 to 0.09.
-    @Test(arguments: [(ModelKind.mlp, OptimizerKind.sgd), (.mlp, .adam), (.dlrm, .adam), (.dlrm, .momentum), (.dlrm, .adagrad)])
+    @Test(arguments: [(ModelKind.mlp, OptimizerKind.sgd), (.mlp, .adam), (.dlrm, .adam), (.dlrm, .momentum), (.dlrm, .adagrad),
+                      (.logreg, .adagrad), (.wideDeep, .adam), (.ncf, .adam), (.twoTower, .momentum)])
     func sameModelForOneTwoThreeRanks(model: ModelKind, optimizer: OptimizerKind) throws {
         let data = try Self.dataset(rows: 130)   // 130 = 10 x 12 + 10: the last global batch is partial
         let one = try Self.train(data: data, model: model, optimizer: optimizer, ranks: 1, globalBatch: 12, steps: 14)

@@ -1,0 +1,22 @@
+/// The hook for models whose score separates into a user side and an item side (two-tower
+/// retrieval models): `logit(user, item) = dot(userVector(user fields), itemVector(item fields))`.
+///
+/// `rec-dist recommend` scores a whole catalog with any model by running the full forward pass
+/// once per (user, item) row. A model that conforms to this protocol is used through an item
+/// index instead: the item vectors of the whole catalog are computed once, and each user costs
+/// one user-tower pass and one matrix-vector product over the index. A model with a score bias
+/// or a temperature folds it into the vectors (an extra constant coordinate).
+///
+/// Both methods read the fields of `batch` that belong to their side (the dataset's field roles:
+/// `user`/`user-feature` fields for the user tower, `item`/`item-feature` fields for the item
+/// tower) and ignore the others.
+public protocol ItemIndexScoring: AnyObject {
+    /// Width of the user and item vectors.
+    var towerWidth: Int { get }
+    /// out: (batch.count, towerWidth), the item vector of each row's item-side fields.
+    func itemVectors(_ batch: BatchView, parameters: UnsafePointer<Float>, embeddingTable: UnsafePointer<Float>,
+                     out: UnsafeMutablePointer<Float>)
+    /// out: (batch.count, towerWidth), the user vector of each row's user-side fields.
+    func userVectors(_ batch: BatchView, parameters: UnsafePointer<Float>, embeddingTable: UnsafePointer<Float>,
+                     out: UnsafeMutablePointer<Float>)
+}

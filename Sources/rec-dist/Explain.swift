@@ -1,0 +1,154 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RecCore
+import RecData
+import RecTrainer
+
+extension PermutationImportance.Metric: ExpressibleByArgument {}
+
+struct Explain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Permutation feature importance on the evaluation split: which fields the model relies on.",
+        discussion: """
+        For each field the model reads, its column is shuffled across the evaluation rows and the \
+        rows scored again; the importance is the drop in AUC (or the rise in logloss) against the \
+        unshuffled rows, repeated --repeats times with different seeded permutations (mean ± \
+        sample standard deviation). Prints a ranked table and writes a self-contained HTML chart.
+
+        --data is the prepared dataset the model was trained on (its --split, valid by default), \
+        or a Criteo TSV: the training file (its held-out last --eval-fraction, as in training) or \
+        a separate evaluation file (all its rows).
+
+        Examples:
+          rec-dist explain --checkpoint runs/ml/checkpoints --data data/ml100k --repeats 5 --out explain.html
+          rec-dist explain --checkpoint runs/default/checkpoints --data data/synth-1m.tsv --max-rows 20000
+        """)
+
+    @Option(help: "A checkpoint (a step directory, or a --checkpoint-dir: its latest).")
+    var checkpoint: String
+    @Option(help: "The evaluation data: the prepared dataset the model was trained on, or Criteo TSV.")
+    var data: String
+    @Option(help: "Prepared dataset: the split to explain on, valid or test (an empty valid split falls back to test).")
+    var split: String = "valid"
+    @Option(help: "Shuffles per field (different seeds), for the spread.")
+    var repeats: Int = 5
+    @Option(help: "Seed of the permutations.")
+    var seed: UInt64 = 1
+    @Option(help: "The metric: auc (importance = baseline AUC - shuffled AUC) or logloss (shuffled - baseline).")
+    var metric: PermutationImportance.Metric = .auc
+    @Option(help: "Use at most this many evaluation rows (the first ones).")
+    var maxRows: Int = 50_000
+    @Option(help: "Write the chart as a self-contained HTML page here.")
+    var out: String = "explain.html"
+    @Option(help: "Also write the results as JSON here.")
+    var jsonOut: String?
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        if repeats < 1 || repeats > 1000 { throw ValidationError("--repeats \(repeats) is out of range: use 1 to 1000.") }
+        if maxRows < 10 { throw ValidationError("--max-rows \(maxRows) is out of range: use 10 or more.") }
+        if !["valid", "test"].contains(split) { throw ValidationError("--split \(split): use valid or test.") }
+    }
+
+    func run() throws {
+        BLASKernels.reexecWithNativeKernelsIfNeeded()
+        GEMM.setThreads(1)
+        bootstrapLogging(logging)
+        do {
+            let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: 1024)
+            let (rows, fields, source) = try loadRows(trained)
+            logger.info("explaining \(trained.config.kind.rawValue) on \(rows.count) rows of \(source): \(fields.count) fields x \(repeats) repeats")
+            let start = Date()
+            let (baseline, results) = try PermutationImportance.run(
+                rows: rows, fields: fields, repeats: repeats, seed: seed, metric: metric,
+                progress: { done, total in if done % 10 == 0 && done < total { logger.info("\(done)/\(total) fields") } },
+                score: { trained.probabilities(for: $0, into: $1) })
+            let ranked = PermutationImportance.ranked(results)
+            logger.notice("""
+                baseline \(metric.rawValue) \(String(format: "%.4f", baseline)) on \(rows.count) rows of \(source); \(repeats) shuffle(s) per field (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)
+                \(PermutationImportance.table(ranked, metric: metric, baseline: baseline))
+                """)
+            let html = try PermutationImportance.html(
+                ranked, metric: metric, baseline: baseline, title: "What the \(trained.config.kind.rawValue) relies on",
+                subtitle: "Permutation importance of \(trained.directory) on \(rows.count) rows of \(source): each field's column shuffled across the rows, \(repeats) time(s) with different seeds.",
+                details: [("model", trained.config.kind.rawValue), ("rows", "\(rows.count)"),
+                          ("baseline \(metric.rawValue)", String(format: "%.4f", baseline)), ("repeats", "\(repeats)"),
+                          ("fields", "\(fields.count)"), ("most important", ranked.first?.field.name ?? "-")])
+            try html.write(toFile: out, atomically: true, encoding: .utf8)
+            logger.info("wrote \(out)")
+            if let jsonOut {
+                let objects: [[String: Any]] = ranked.map {
+                    ["field": $0.field.name, "kind": $0.field.categorical ? "categorical" : "dense", "mean": $0.mean, "std": $0.std, "drops": $0.drops]
+                }
+                let data = try JSONSerialization.data(withJSONObject: ["metric": metric.rawValue, "baseline": baseline, "rows": rows.count,
+                                                                       "repeats": repeats, "seed": seed, "fields": objects] as [String: Any],
+                                                      options: [.prettyPrinted, .sortedKeys])
+                try data.write(to: URL(fileURLWithPath: jsonOut))
+            }
+        } catch let error as ValidationError {
+            printError(error.message)
+            throw ExitCode.failure
+        } catch {
+            printError("\(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    /// The evaluation rows, the fields the model reads, and a description of where they came from.
+    func loadRows(_ trained: Checkpoint.TrainedModel) throws -> (FeatureRowsBuffer, [PermutationImportance.Field], String) {
+        let config = trained.config
+        var fields: [PermutationImportance.Field] = []
+        let rows: FeatureRowsBuffer
+        let source: String
+        if PreparedDataset.isDirectory(data) {
+            let dataset = try PreparedDataset(directory: data)
+            try trained.checkCompatible(with: dataset)
+            var name = split
+            if name == "valid", dataset.manifest.split("valid")?.rows == 0, (dataset.manifest.split("test")?.rows ?? 0) > 0 {
+                logger.info("the valid split is empty: explaining on the test split")
+                name = "test"
+            }
+            let reader = try dataset.open(split: name)
+            try reader.verifyAll()
+            let n = min(reader.header.rows, maxRows)
+            rows = FeatureRowsBuffer(capacity: n, denseWidth: dataset.denseCount, categoricalWidth: dataset.categoricalCount)
+            for r in 0..<n { reader.copyRow(r, to: rows, slot: r) }
+            rows.count = n
+            reader.releaseResidentPages()
+            let schema = dataset.manifest.schema
+            let denseRead = config.kind == .mlp ? config.mlpDenseFeatures : schema.dense.count
+            for j in 0..<min(denseRead, schema.dense.count) { fields.append(.init(name: schema.dense[j].name, categorical: false, index: j)) }
+            if config.kind != .mlp {
+                for f in schema.categorical.indices { fields.append(.init(name: schema.categorical[f].name, categorical: true, index: f)) }
+            }
+            source = "the \(name) split of \(data)"
+        } else {
+            if config.vocabularySizes != nil || config.denseTransform != .log1p {
+                throw TrainingError.checkpoint(path: trained.directory, message: "it was trained on the prepared dataset '\(trained.training.dataPath)'; explain it on that dataset (--data \(trained.training.dataPath))")
+            }
+            let file = try MappedFile(path: data)
+            let count = CriteoTSV.countRows(file)
+            var range = 0..<count
+            var what = "all of \(data)"
+            if (data as NSString).standardizingPath == (trained.training.dataPath as NSString).standardizingPath && trained.training.evalPath == nil {
+                range = DataSplit.trainEval(rowCount: count, evalFraction: trained.training.evalFraction).eval
+                what = "the held-out rows of \(data)"
+            }
+            range = range.lowerBound..<min(range.upperBound, range.lowerBound + maxRows)
+            let parsed = try CriteoTSV.parse(file, selecting: { range.contains($0) })
+            rows = FeatureRowsBuffer(parsed)
+            let denseRead = config.kind == .mlp ? config.mlpDenseFeatures : CriteoFormat.denseCount
+            for j in 0..<denseRead { fields.append(.init(name: "I\(j + 1)", categorical: false, index: j)) }
+            if config.kind != .mlp {
+                for f in 0..<CriteoFormat.categoricalCount { fields.append(.init(name: "C\(f + 1)", categorical: true, index: f)) }
+            }
+            source = what
+        }
+        guard rows.count >= 2 else {
+            throw ValidationError("\(source) has \(rows.count) row(s): explain needs evaluation rows with both labels.")
+        }
+        if config.kind == .mlp { logger.info("the mlp reads only its first \(config.mlpDenseFeatures) dense field(s): the others cannot matter and are left out") }
+        return (rows, fields, source)
+    }
+}

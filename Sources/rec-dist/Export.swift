@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RecData
+import RecTrainer
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Export a checkpoint for serving: the safetensors weights and a JSON model description.",
+        discussion: """
+        Writes DIR/model.safetensors (the checkpoint's weights) and DIR/model.json: the model kind, \
+        its layers as a graph of ops (tensor names, shapes, activations), the embedding tables \
+        (hashed or vocabulary ids) and the input preprocessing (Criteo TSV hashing and log1p, or \
+        the prepared dataset's recorded encodings and transforms). examples/score.py scores rows \
+        from these two files with NumPy alone, identically to `rec-dist predict`.
+
+        Examples:
+          rec-dist export --checkpoint runs/default/checkpoints --out serving/mlp
+          python3 examples/score.py serving/mlp data/synth.tsv --limit 10
+        """)
+
+    @Option(help: "A checkpoint (a step directory, or a --checkpoint-dir: its latest).")
+    var checkpoint: String
+    @Option(help: "Output directory (created if needed).")
+    var out: String
+    @Option(help: "The prepared dataset the model was trained on (default: the path recorded in the checkpoint).")
+    var data: String?
+    @OptionGroup var logging: LoggingOptions
+
+    func run() throws {
+        bootstrapLogging(logging)
+        do {
+            let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: 1)
+            var dataset: PreparedDataset?
+            let path = data ?? trained.training.dataPath
+            if trained.config.vocabularySizes != nil || trained.config.denseTransform == .identity {
+                guard PreparedDataset.isDirectory(path) else {
+                    throw ValidationError("the checkpoint was trained on the prepared dataset '\(trained.training.dataPath)', which is not there any more: pass its current location with --data DIR.")
+                }
+                dataset = try PreparedDataset(directory: path)
+                try trained.checkCompatible(with: dataset!)
+            }
+            try ModelExport.write(trained, dataset: dataset, to: out)
+            logger.info("exported \(trained.config.kind.rawValue) from \(trained.directory) to \(out)/model.safetensors and \(out)/model.json")
+        } catch let error as ValidationError {
+            printError(error.message)
+            throw ExitCode.failure
+        } catch {
+            printError("\(error)")
+            throw ExitCode.failure
+        }
+    }
+}
