@@ -555,6 +555,7 @@ public final class Trainer {
                     timing.dataWait += DispatchTime.now().uptimeNanoseconds - fetchStart
                     let isFinal = j == micro - 1
                     if isFinal { sync.beginStep(gradients: gradients.pointer) }
+                    sparse.count = 0
 
                     // Forward, loss, backward on this rank's rows; the dense gradients add up in
                     // `gradients`. A rank with no rows in the last, partial batch runs the model on
