@@ -46,4 +46,14 @@ public final class SparseGradient {
         rows.deallocate()
         values.deallocate()
     }
+
+    /// Appends `other`'s pairs after this one's (gradient accumulation over micro-batches).
+    @inline(__always)
+    public func append(_ other: SparseGradient) {
+        precondition(other.dim == dim && count + other.count <= capacity,
+                     "SparseGradient.append: \(count) + \(other.count) pairs exceed the capacity \(capacity)")
+        (rows + count).update(from: other.rows, count: other.count)
+        (values + count * dim).update(from: other.values, count: other.count * dim)
+        count += other.count
+    }
 }

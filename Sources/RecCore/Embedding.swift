@@ -389,3 +389,19 @@ public struct DotInteraction: Sendable {
         }
     }
 }
+
+extension EmbeddingTables {
+    /// The rows of a batch's examples: rows[b · fields + t] is table t's row for the value in
+    /// column `columns[t]` of example b. categorical: (batch, width).
+    @inline(__always)
+    public func gatherRows(categorical: UnsafePointer<UInt32>, width: Int, columns: [Int], batch: Int,
+                           rows: UnsafeMutablePointer<Int32>) {
+        let fields = self.fields
+        precondition(columns.count == fields)
+        for b in 0..<batch {
+            for t in 0..<fields {
+                rows[b * fields + t] = Int32(truncatingIfNeeded: row(field: t, value: categorical[b * width + columns[t]]))
+            }
+        }
+    }
+}

@@ -4,7 +4,8 @@ import Glibc
 import Darwin
 #endif
 
-// Binary-classification metrics for evaluation: exact ROC AUC, log loss, accuracy.
+// Binary-classification metrics for evaluation: exact ROC AUC, log loss, accuracy, calibration;
+// and RMSE / MAE of the predicted probability against the label (ratings scaled to [0, 1]).
 // A label counts as positive when it is >= 0.5 (AUC, accuracy); log loss uses the label value
 // itself, so soft labels in [0, 1] are allowed there.
 
@@ -76,6 +77,22 @@ public enum Metrics {
         return sum / Double(probabilities.count)
     }
 
+    /// Root mean squared error and mean absolute error of `predictions` against `labels`, summed
+    /// in Double. NaN when empty. For ratings, both are in the labels' units (rec-dist's ratings
+    /// are scaled to [0, 1] and predicted through the sigmoid, so 0.1 is a tenth of the scale).
+    public static func errors(predictions: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Float>) -> (rmse: Double, mae: Double) {
+        precondition(predictions.count == labels.count,
+                     "Metrics.errors: \(predictions.count) predictions but \(labels.count) labels")
+        var squares = 0.0, absolutes = 0.0
+        for i in 0..<predictions.count {
+            let d = Double(predictions[i]) - Double(labels[i])
+            squares += d * d
+            absolutes += abs(d)
+        }
+        let n = Double(predictions.count)
+        return ((squares / n).squareRoot(), absolutes / n)
+    }
+
     /// The fraction of examples with `(p >= 0.5) == (label >= 0.5)`. NaN when empty.
     public static func accuracy(probabilities: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Float>) -> Double {
         precondition(probabilities.count == labels.count,
@@ -139,15 +156,25 @@ public struct EvaluationSummary: Sendable, Equatable, Codable {
     public var meanPrediction: Double
     /// Mean label, the positive rate. NaN when `count == 0`.
     public var meanLabel: Double
+    /// Root mean squared error of the predicted probability against the label. NaN when empty.
+    public var rmse: Double
+    /// Mean absolute error of the predicted probability against the label. NaN when empty.
+    public var mae: Double
+
+    /// Calibration, mean prediction / mean label: 1 for a calibrated model, above 1 when it
+    /// over-predicts. NaN when empty, infinite when no label is positive.
+    public var calibration: Double { meanPrediction / meanLabel }
 
     public init(count: Int, auc: Double?, logloss: Double, accuracy: Double,
-                meanPrediction: Double, meanLabel: Double) {
+                meanPrediction: Double, meanLabel: Double, rmse: Double, mae: Double) {
         self.count = count
         self.auc = auc
         self.logloss = logloss
         self.accuracy = accuracy
         self.meanPrediction = meanPrediction
         self.meanLabel = meanLabel
+        self.rmse = rmse
+        self.mae = mae
     }
 }
 
@@ -193,11 +220,13 @@ public struct BinaryEvaluation: Sendable {
                     sumY += Double(y[i])
                 }
                 let n = Double(p.count)
+                let errors = Metrics.errors(predictions: p, labels: y)
                 return EvaluationSummary(count: p.count,
                                          auc: Metrics.auc(scores: p, labels: y),
                                          logloss: Metrics.logloss(probabilities: p, labels: y),
                                          accuracy: Metrics.accuracy(probabilities: p, labels: y),
-                                         meanPrediction: sumP / n, meanLabel: sumY / n)
+                                         meanPrediction: sumP / n, meanLabel: sumY / n,
+                                         rmse: errors.rmse, mae: errors.mae)
             }
         }
     }

@@ -11,6 +11,18 @@ public enum ModelKind: String, CaseIterable, Sendable, Codable {
     /// DLRM (Naumov et al. 2019), Criteo Kaggle configuration: hashed embeddings, bottom MLP,
     /// pairwise dot interaction, top MLP.
     case dlrm
+    /// Logistic regression: one weight per categorical id (a 1-wide embedding per field) plus a
+    /// linear term over the dense inputs and a bias.
+    case logreg
+    /// Wide & Deep (Cheng et al. 2016): a wide linear part over the categorical ids plus a deep
+    /// MLP over the dense inputs and the fields' embeddings; the two logits are summed.
+    case wideDeep = "wide-deep"
+    /// NeuMF (He et al. 2017): a GMF branch (user and item embeddings multiplied element-wise) and
+    /// an MLP over the concatenated user and item embeddings, joined by the final linear layer.
+    case ncf
+    /// Two towers: an MLP over the user-side fields' embeddings and one over the item-side
+    /// fields'; the logit is the dot product of their outputs.
+    case twoTower = "two-tower"
 }
 
 /// How a model transforms its dense inputs before the first layer.
@@ -47,8 +59,80 @@ public struct ModelConfig: Sendable, Codable, Equatable {
     public var top: [Int] = [512, 256]
     /// Weight initialization; biases start at zero.
     public var initializer: Initializer = .glorotUniform
+    /// ncf: the GMF branch's width (NeuMF's predictive factors); two-tower: the width of both
+    /// towers' outputs, whose dot product is the logit.
+    public var factors: Int = 8
+    /// ncf, two-tower: the categorical fields (indices) of the user side and of the item side.
+    /// ncf reads exactly one of each. nil: taken from a prepared dataset's field roles.
+    public var userFields: [Int]? = nil
+    public var itemFields: [Int]? = nil
+    /// Hidden activation per MLP, by stack name (`ModelConfig.stackNames`); absent: relu.
+    public var activations: [String: Activation] = [:]
+    /// Dropout rate after each hidden layer per MLP, by stack name; absent: 0 (off).
+    public var dropout: [String: Float] = [:]
 
     public init(kind: ModelKind) { self.kind = kind }
+
+    /// The configuration `--model kind` starts from: the kind's published or customary shape.
+    public static func preset(_ kind: ModelKind) -> ModelConfig {
+        var config = ModelConfig(kind: kind)
+        switch kind {
+        case .mlp, .dlrm, .logreg: break
+        case .wideDeep:
+            config.hidden = [256, 128]
+        case .ncf:
+            // NeuMF with 8 predictive factors: MLP embeddings of 32 per side, layers 64-32-16-8.
+            config.embeddingDim = 32
+            config.hidden = [32, 16, 8]
+            config.factors = 8
+        case .twoTower:
+            config.embeddingDim = 32
+            config.hidden = [64]
+            config.factors = 32
+        }
+        return config
+    }
+
+    /// The names of the MLPs a model of `kind` has (keys of `activations` and `dropout`).
+    public static func stackNames(_ kind: ModelKind) -> [String] {
+        switch kind {
+        case .mlp: return ["mlp"]
+        case .dlrm: return ["bottom", "top"]
+        case .logreg: return []
+        case .wideDeep: return ["deep"]
+        case .ncf: return ["mlp"]
+        case .twoTower: return ["user", "item"]
+        }
+    }
+
+    /// The hidden activation of stack `name`.
+    public func activation(_ name: String) -> Activation { activations[name] ?? .relu }
+    /// The dropout rate of stack `name`.
+    public func dropoutRate(_ name: String) -> Float { dropout[name] ?? 0 }
+
+    /// Tables for the categorical fields `fields` (in that order), `dim` wide, indexed as this
+    /// configuration says (per-field vocabulary sizes, or `hashBuckets` rows of raw hashes).
+    public func tables(fields: [Int], dim: Int) -> EmbeddingTables {
+        if let sizes = vocabularySizes {
+            precondition(sizes.count == categoricalFields,
+                         "\(sizes.count) vocabulary sizes for \(categoricalFields) categorical fields")
+            return EmbeddingTables(rowsPerField: fields.map { sizes[$0] }, dim: dim, indexing: .direct)
+        }
+        return EmbeddingTables(fields: fields.count, buckets: hashBuckets, dim: dim)
+    }
+
+    /// The table layout of this model's embeddings (nil for the mlp).
+    public var modelTables: EmbeddingTables? {
+        let all = Array(0..<categoricalFields)
+        switch kind {
+        case .mlp: return nil
+        case .dlrm: return embeddingTables
+        case .logreg: return tables(fields: all, dim: 1)
+        case .wideDeep: return tables(fields: all, dim: 1 + embeddingDim)
+        case .ncf: return tables(fields: [userFields?.first ?? 0, itemFields?.first ?? 0], dim: factors + embeddingDim)
+        case .twoTower: return tables(fields: (userFields ?? []) + (itemFields ?? []), dim: embeddingDim)
+        }
+    }
 
     /// The embedding tables this configuration describes (dlrm).
     public var embeddingTables: EmbeddingTables {
@@ -79,12 +163,21 @@ public struct ModelConfig: Sendable, Codable, Equatable {
             let inter = Double(pairs * embeddingDim)
             let bottomFlops = denseInputs > 0 ? mlp([denseInputs] + bottom + [embeddingDim]) : 0
             return 6 * (bottomFlops + mlp([(denseInputs > 0 ? embeddingDim : 0) + pairs] + top + [1]) + inter)
+        case .logreg:
+            return 6 * Double(denseInputs + categoricalFields)
+        case .wideDeep:
+            return 6 * mlp([denseInputs + categoricalFields * embeddingDim] + hidden + [1])
+        case .ncf:
+            return 6 * (mlp([2 * embeddingDim] + hidden) + Double(factors + (hidden.last ?? 0)))
+        case .twoTower:
+            let u = (userFields ?? []).count * embeddingDim, i = (itemFields ?? []).count * embeddingDim
+            return 6 * (mlp([u] + hidden + [factors]) + mlp([i] + hidden + [factors]) + Double(factors))
         }
     }
 
     enum CodingKeys: String, CodingKey {
         case kind, hidden, mlpDenseFeatures, denseInputs, categoricalFields, hashBuckets, vocabularySizes,
-             denseTransform, embeddingDim, bottom, top, initializer
+             denseTransform, embeddingDim, bottom, top, initializer, factors, userFields, itemFields, activations, dropout
     }
 
     /// Decodes a configuration; `vocabularySizes` and `denseTransform` may be absent (checkpoints
@@ -103,6 +196,11 @@ public struct ModelConfig: Sendable, Codable, Equatable {
         bottom = try c.decode([Int].self, forKey: .bottom)
         top = try c.decode([Int].self, forKey: .top)
         initializer = try c.decode(Initializer.self, forKey: .initializer)
+        factors = try c.decodeIfPresent(Int.self, forKey: .factors) ?? 8
+        userFields = try c.decodeIfPresent([Int].self, forKey: .userFields)
+        itemFields = try c.decodeIfPresent([Int].self, forKey: .itemFields)
+        activations = try c.decodeIfPresent([String: Activation].self, forKey: .activations) ?? [:]
+        dropout = try c.decodeIfPresent([String: Float].self, forKey: .dropout) ?? [:]
     }
 }
 
@@ -142,6 +240,9 @@ public protocol RecModel: AnyObject {
     /// The hashed embedding tables, or nil for models without them.
     var embeddings: EmbeddingTables? { get }
     var maxBatch: Int { get }
+    /// Set by the trainer before each training forward (dropout masks depend on it); nil in
+    /// evaluation and prediction, where dropout is off.
+    var trainingContext: TrainingContext? { get set }
 
     /// Fills the parameters (and embedding tables) from `seed`.
     func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>,
@@ -176,21 +277,36 @@ public func makeModel(_ config: ModelConfig, maxBatch: Int) -> any RecModel {
     switch config.kind {
     case .mlp: return MLPModel(config: config, maxBatch: maxBatch)
     case .dlrm: return DLRMModel(config: config, maxBatch: maxBatch)
+    case .logreg: return LogisticRegressionModel(config: config, maxBatch: maxBatch)
+    case .wideDeep: return WideDeepModel(config: config, maxBatch: maxBatch)
+    case .ncf: return NCFModel(config: config, maxBatch: maxBatch)
+    case .twoTower: return TwoTowerModel(config: config, maxBatch: maxBatch)
     }
 }
 
 /// A stack of Linear layers with an activation after each hidden layer and `lastActivation`
 /// after the final one; owns its activations and their gradients.
+///
+/// With a dropout rate p > 0, each hidden layer's output (not the final one) is multiplied by a
+/// mask of 0 and 1/(1-p) (inverted dropout) during training, when `forward` gets a
+/// `TrainingContext`; the mask is a pure function of (seed, step, global example, layer, unit)
+/// (`Dropout`), so it is recomputed in the backward pass instead of stored, and does not depend
+/// on the number of ranks.
 public final class MLPStack {
     public let layers: [Linear]
     public let hiddenActivation: Activation
     public let lastActivation: Activation
+    public let dropoutRate: Float
+    let dropoutStream: UInt64
     let outputs: [FloatBuffer]   // outputs[l]: (maxBatch, layers[l].outputSize), after activation
     let dOutputs: [FloatBuffer]  // dOutputs[l]: same shape
+    let dropped: [FloatBuffer]   // dropped[l]: outputs[l] after dropout (hidden layers, rate > 0 only)
+    var masked = false           // whether the last forward applied dropout
 
     public init(_ name: String, sizes: [Int], hiddenActivation: Activation = .relu,
-                lastActivation: Activation, maxBatch: Int, layout: inout ParameterLayout) {
+                lastActivation: Activation, dropout: Float = 0, maxBatch: Int, layout: inout ParameterLayout) {
         precondition(sizes.count >= 2)
+        precondition(dropout >= 0 && dropout < 1, "dropout rate \(dropout) outside [0, 1)")
         var layers: [Linear] = []
         for l in 0..<(sizes.count - 1) {
             layers.append(Linear("\(name).\(l)", inputSize: sizes[l], outputSize: sizes[l + 1], layout: &layout))
@@ -198,8 +314,11 @@ public final class MLPStack {
         self.layers = layers
         self.hiddenActivation = hiddenActivation
         self.lastActivation = lastActivation
+        dropoutRate = dropout
+        dropoutStream = Dropout.stream(name)
         outputs = layers.map { FloatBuffer(count: maxBatch * $0.outputSize) }
         dOutputs = layers.map { FloatBuffer(count: maxBatch * $0.outputSize) }
+        dropped = layers.dropLast().map { FloatBuffer(count: dropout > 0 ? maxBatch * $0.outputSize : 0) }
     }
 
     public var inputSize: Int { layers[0].inputSize }
@@ -216,16 +335,32 @@ public final class MLPStack {
         for layer in layers { layer.initialize(parameters, with: initializer, rng: &rng) }
     }
 
-    /// x: (batch, inputSize) -> output: (batch, outputSize).
+    /// The input layer l + 1 reads: the dropped-out output of layer l while training, else its output.
     @inline(__always)
-    public func forward(x: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>) {
+    func layerInput(_ l: Int) -> UnsafePointer<Float> {
+        UnsafePointer(masked ? dropped[l].pointer : outputs[l].pointer)
+    }
+
+    /// x: (batch, inputSize) -> output: (batch, outputSize). `context` (training only) turns
+    /// dropout on when the rate is positive.
+    @inline(__always)
+    public func forward(x: UnsafePointer<Float>, batch: Int, parameters: UnsafePointer<Float>,
+                        context: TrainingContext? = nil) {
+        masked = dropoutRate > 0 && context != nil
         var input = x
         for l in 0..<layers.count {
             let y = outputs[l].pointer
             layers[l].forward(x: input, y: y, batch: batch, parameters: parameters, activation: activation(l))
-            input = UnsafePointer(y)
+            if masked && l < layers.count - 1, let context {
+                // dropped = y · mask / (1 - p), mask from (seed, step, example, layer, unit).
+                Dropout.apply(y, to: dropped[l].pointer, rows: batch, columns: layers[l].outputSize,
+                              rate: dropoutRate, context: context, stream: dropoutStream &+ UInt64(l))
+            }
+            input = l < layers.count - 1 ? layerInput(l) : UnsafePointer(y)
         }
+        lastContext = context
     }
+    var lastContext: TrainingContext?
 
     /// Consumes `dOutput` (batch, outputSize), accumulates parameter gradients and writes
     /// dx: (batch, inputSize) when given.
@@ -235,16 +370,24 @@ public final class MLPStack {
                          parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
                          events: (BackwardEvent) throws -> Void = { _ in }) rethrows {
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
-            let input = l == 0 ? x : UnsafePointer(outputs[l - 1].pointer)
+            let input = l == 0 ? x : layerInput(l - 1)
             let dInput = l == 0 ? dx : dOutputs[l - 1].pointer
             layers[l].backward(x: input, y: outputs[l].pointer, dy: dOutputs[l].pointer, dx: dInput, batch: batch,
                                activation: activation(l), parameters: parameters, gradients: gradients)
+            if masked && l > 0, let context = lastContext {
+                // Through the dropout of layer l - 1: d(output) = d(dropped) · mask / (1 - p).
+                Dropout.apply(dOutputs[l - 1].pointer, to: dOutputs[l - 1].pointer, rows: batch,
+                              columns: layers[l - 1].outputSize, rate: dropoutRate, context: context,
+                              stream: dropoutStream &+ UInt64(l - 1))
+            }
             try events(.denseFinal(from: layers[l].weightOffset))
         }
     }
 
     /// Bytes of the activation buffers.
-    public var activationBytes: Int { (outputs.reduce(0) { $0 + $1.count } + dOutputs.reduce(0) { $0 + $1.count }) * 4 }
+    public var activationBytes: Int {
+        (outputs.reduce(0) { $0 + $1.count } + dOutputs.reduce(0) { $0 + $1.count } + dropped.reduce(0) { $0 + $1.count }) * 4
+    }
 }
 
 /// The seed's click model: x = log1p(max(dense[0..<k], 0)) -> Dense(h, relu)... -> Dense(1) -> logit.
@@ -253,6 +396,7 @@ public final class MLPModel: RecModel {
     public let layout: ParameterLayout
     public var embeddings: EmbeddingTables? { nil }
     public let maxBatch: Int
+    public var trainingContext: TrainingContext?
     let stack: MLPStack
     let input: FloatBuffer   // (maxBatch, k)
 
@@ -263,7 +407,8 @@ public final class MLPModel: RecModel {
         self.maxBatch = maxBatch
         var layout = ParameterLayout()
         stack = MLPStack("mlp", sizes: [config.mlpDenseFeatures] + config.hidden + [1],
-                         lastActivation: .linear, maxBatch: maxBatch, layout: &layout)
+                         hiddenActivation: config.activation("mlp"), lastActivation: .linear,
+                         dropout: config.dropoutRate("mlp"), maxBatch: maxBatch, layout: &layout)
         self.layout = layout
         input = FloatBuffer(count: maxBatch * config.mlpDenseFeatures)
     }
@@ -281,7 +426,7 @@ public final class MLPModel: RecModel {
         for b in 0..<batch.count {
             for j in 0..<k { x[b * k + j] = transform.apply(batch.dense[b * batch.denseWidth + j]) }
         }
-        stack.forward(x: x, batch: batch.count, parameters: parameters)
+        stack.forward(x: x, batch: batch.count, parameters: parameters, context: trainingContext)
         return UnsafePointer(stack.output)
     }
 
@@ -316,6 +461,7 @@ public final class DLRMModel: RecModel {
     public let layout: ParameterLayout
     public let embeddings: EmbeddingTables?
     public let maxBatch: Int
+    public var trainingContext: TrainingContext?
     let tables: EmbeddingTables
     let bottom: MLPStack?         // nil when there are no dense inputs
     let top: MLPStack
@@ -342,9 +488,12 @@ public final class DLRMModel: RecModel {
         firstEmbeddingSlot = hasBottom ? 1 : 0
         var layout = ParameterLayout()
         bottom = hasBottom ? MLPStack("bottom", sizes: [config.denseInputs] + config.bottom + [dim],
-                                      lastActivation: .relu, maxBatch: maxBatch, layout: &layout) : nil
+                                      hiddenActivation: config.activation("bottom"),
+                                      lastActivation: config.activation("bottom"), dropout: config.dropoutRate("bottom"),
+                                      maxBatch: maxBatch, layout: &layout) : nil
         top = MLPStack("top", sizes: [interaction.outputSize] + config.top + [1],
-                       lastActivation: .linear, maxBatch: maxBatch, layout: &layout)
+                       hiddenActivation: config.activation("top"), lastActivation: .linear,
+                       dropout: config.dropoutRate("top"), maxBatch: maxBatch, layout: &layout)
         self.layout = layout
         denseInput = FloatBuffer(count: maxBatch * config.denseInputs)
         embedded = FloatBuffer(count: maxBatch * fields * dim)
@@ -379,7 +528,7 @@ public final class DLRMModel: RecModel {
         if let bottom {
             let x = denseInput.pointer, width = config.denseInputs, transform = config.denseTransform
             for i in 0..<(n * width) { x[i] = transform.apply(batch.dense[i]) }
-            bottom.forward(x: x, batch: n, parameters: parameters)
+            bottom.forward(x: x, batch: n, parameters: parameters, context: trainingContext)
         }
         tables.lookup(categorical: batch.categorical, batch: n, table: embeddingTable, out: embedded.pointer,
                       slots: fields, firstSlot: 0, rows: rows)
@@ -392,7 +541,7 @@ public final class DLRMModel: RecModel {
             interaction.forward(first: e, firstStride: fields * dim, rest: e + dim, restStride: fields * dim,
                                 out: interOut.pointer, batch: n, scratch: interScratch.pointer)
         }
-        top.forward(x: interOut.pointer, batch: n, parameters: parameters)
+        top.forward(x: interOut.pointer, batch: n, parameters: parameters, context: trainingContext)
         return UnsafePointer(top.output)
     }
 

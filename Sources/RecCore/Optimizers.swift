@@ -17,14 +17,24 @@ public enum OptimizerKind: String, CaseIterable, Sendable {
     case momentum
     /// Adam (Kingma & Ba), with Keras's placement of epsilon outside the bias correction.
     case adam
+    /// AdamW (Loshchilov & Hutter): Adam with decoupled weight decay, `p -= lr * wd * p` before
+    /// the Adam step (Keras's and PyTorch's order).
+    case adamw
     /// Adagrad: `acc += g^2; p -= lr * g / sqrt(acc + eps)`.
     case adagrad
+    /// Adagrad on the dense parameters, and row-wise Adagrad on embedding rows (DLRM, TorchRec's
+    /// `ROWWISE_ADAGRAD`): one accumulator per row, `acc_r += mean_j(g_rj^2)`,
+    /// `p_r -= lr * g_r / sqrt(acc_r + eps)`. `dim` times less state than element-wise Adagrad.
+    case rowwiseAdagrad = "rowwise-adagrad"
 }
 
 /// Hyperparameters of an optimizer. Defaults are Keras 3's.
 ///
 /// Only the fields the kind uses matter: `momentum` and `nesterov` for `.momentum`;
-/// `beta1`, `beta2`, `epsilon` for `.adam`; `initialAccumulator` and `epsilon` for `.adagrad`.
+/// `beta1`, `beta2`, `epsilon` for `.adam` and `.adamw`; `initialAccumulator` and `epsilon` for
+/// `.adagrad` and `.rowwiseAdagrad`. `weightDecay` applies to every kind (see `Optimizer`), the
+/// schedule fields to every kind (see `LearningRateSchedule`); `clipNorm`, `accumulate` and
+/// `scaleByWorldSize` are applied by the trainer around the update.
 /// Values are not validated here; `Optimizer.init` checks them with preconditions, so a CLI
 /// should validate user-supplied values first.
 public struct OptimizerConfig: Sendable, Equatable {
@@ -44,6 +54,17 @@ public struct OptimizerConfig: Sendable, Equatable {
     public var epsilon: Float = 1e-7
     /// The starting value of every Adagrad accumulator.
     public var initialAccumulator: Float = 0.1
+    /// Weight decay `wd`: L2 regularization `g += wd * p` (coupled, in the gradient) for every
+    /// kind but `.adamw`, whose decay is decoupled, `p -= lr * wd * p`. 0: off.
+    public var weightDecay: Float = 0
+    /// How the learning rate changes over the run (default: constant).
+    public var schedule = LearningRateSchedule()
+    /// Clip the global gradient norm (dense and embedding rows together) to this; nil: off.
+    public var clipNorm: Float?
+    /// Micro-batches per optimizer step (gradient accumulation); 1: off.
+    public var accumulate: Int = 1
+    /// Multiply the learning rate by the number of ranks (the linear scaling rule).
+    public var scaleByWorldSize: Bool = false
 
     /// Creates a configuration with Keras's defaults; `learningRate == nil` takes the kind's
     /// default (`defaultLearningRate(for:)`).
@@ -52,14 +73,23 @@ public struct OptimizerConfig: Sendable, Equatable {
         self.learningRate = learningRate ?? Self.defaultLearningRate(for: kind)
     }
 
-    /// Keras 3's default learning rate: 0.01 for SGD (with or without momentum), 0.001 for Adam
-    /// and Adagrad.
+    /// Keras 3's default learning rate: 0.01 for SGD (with or without momentum), 0.001 for Adam,
+    /// AdamW and Adagrad (row-wise too).
     public static func defaultLearningRate(for kind: OptimizerKind) -> Float {
         switch kind {
         case .sgd, .momentum: return 0.01
-        case .adam, .adagrad: return 0.001
+        case .adam, .adamw, .adagrad, .rowwiseAdagrad: return 0.001
         }
     }
+
+    /// Keras 3's default weight decay: 0.004 for AdamW, 0 (off) for the others.
+    public static func defaultWeightDecay(for kind: OptimizerKind) -> Float {
+        kind == .adamw ? 0.004 : 0
+    }
+
+    /// Whether the kind's weight decay is decoupled from the gradient (AdamW) rather than an L2
+    /// term added to it.
+    public var decoupledWeightDecay: Bool { kind == .adamw }
 }
 
 /// A checkpointed optimizer state that does not fit the optimizer it is loaded into.
@@ -98,27 +128,43 @@ public enum OptimizerStateError: Error, Equatable, CustomStringConvertible {
 ///   because a zero gradient changes neither the parameter nor the accumulator.
 /// - `.momentum`: an unlisted row's velocity is neither decayed nor applied, whereas a dense
 ///   update would keep moving the row by its decaying velocity.
-/// - `.adam`: an unlisted row's `m` and `v` are not decayed; a listed row uses the global step
-///   `t` for bias correction, so a rarely seen row gets a slightly larger first step than dense
-///   Adam would give it.
+/// - `.adam` / `.adamw` ("lazy Adam"): an unlisted row's `m` and `v` stay frozen (neither decayed
+///   nor applied) until a step lists the row again, which then decays them once, not once per
+///   missed step; a listed row uses the global step `t` for bias correction, so a rarely seen
+///   row gets a slightly larger first step than dense Adam would give it.
+/// - `.rowwiseAdagrad`: one accumulator per row; like Adagrad, an unlisted row is exactly where a
+///   zero gradient would leave it.
+///
+/// **Weight decay** (`config.weightDecay`) is lazy on embedding rows too: a row is decayed only
+/// in the steps that list it (once per such step), as TensorFlow's embedding L2 and DLRM do;
+/// decaying the whole table every step would cost a pass over all of it and pull rows the data
+/// never reaches towards zero. On dense parameters (all of them, biases included) it acts every
+/// step. `.adamw` decays decoupled, `p -= lr * wd * p` with the step's (scheduled) learning rate,
+/// before its Adam step; the other kinds add `wd * p` to the gradient (L2 regularization of
+/// `wd / 2 * |p|^2`), so momentum, Adam's moments and Adagrad's accumulators see it.
 ///
 /// State buffers (all allocated once, in `init`, only those the kind needs), with the names used
 /// by `stateBuffers()` / `loadState(step:buffers:)`:
 ///
-/// | kind        | dense                | embedding (rows x dim)          |
-/// |-------------|----------------------|---------------------------------|
-/// | `.sgd`      | none                 | none                            |
-/// | `.momentum` | `velocity`           | `embedding.velocity`            |
-/// | `.adam`     | `m`, `v`             | `embedding.m`, `embedding.v`    |
-/// | `.adagrad`  | `accumulator`        | `embedding.accumulator`         |
+/// | kind               | dense                | embedding                              |
+/// |--------------------|----------------------|----------------------------------------|
+/// | `.sgd`             | none                 | none                                   |
+/// | `.momentum`        | `velocity`           | `embedding.velocity` (rows x dim)      |
+/// | `.adam`, `.adamw`  | `m`, `v`             | `embedding.m`, `embedding.v` (rows x dim) |
+/// | `.adagrad`         | `accumulator`        | `embedding.accumulator` (rows x dim)   |
+/// | `.rowwiseAdagrad`  | `accumulator`        | `embedding.accumulator` (rows)         |
 ///
 /// Velocities and moments start at 0, Adagrad accumulators at `config.initialAccumulator`.
+/// The learning rate used by the next update is `learningRate`, which a schedule may change
+/// between steps; it starts at `config.learningRate`.
 /// Not thread-safe: one optimizer belongs to one replica (rank).
 public final class Optimizer {
     /// The hyperparameters.
     public let config: OptimizerConfig
     /// The number of completed steps, i.e. calls to `update(parameters:gradients:)` (Adam's `t`).
     public private(set) var step: Int = 0
+    /// The learning rate of the next update (set it from a schedule before each step).
+    public var learningRate: Float
 
     /// Elements in the dense parameter buffer.
     public let parameterCount: Int
@@ -146,19 +192,22 @@ public final class Optimizer {
         precondition(config.epsilon.isFinite && config.epsilon >= 0, "Optimizer: epsilon must be finite and >= 0")
         precondition(config.initialAccumulator.isFinite && config.initialAccumulator >= 0,
                      "Optimizer: initialAccumulator must be finite and >= 0")
+        precondition(config.weightDecay.isFinite && config.weightDecay >= 0, "Optimizer: weightDecay must be finite and >= 0")
         let (product, overflow) = embeddingRows.multipliedReportingOverflow(by: embeddingDim)
         precondition(!overflow, "Optimizer: embedding table too large")
 
         self.config = config
+        self.learningRate = config.learningRate
         self.parameterCount = parameterCount
         self.embeddingRows = embeddingRows
         self.embeddingDim = embeddingDim
 
         let slots = Self.slotNames(for: config.kind).count
-        let initialA: Float = config.kind == .adagrad ? config.initialAccumulator : 0
+        let isAdagrad = config.kind == .adagrad || config.kind == .rowwiseAdagrad
+        let initialA: Float = isAdagrad ? config.initialAccumulator : 0
         denseA = Self.allocate(slots >= 1 ? parameterCount : 0, value: initialA)
         denseB = Self.allocate(slots >= 2 ? parameterCount : 0, value: 0)
-        embeddingA = Self.allocate(slots >= 1 ? product : 0, value: initialA)
+        embeddingA = Self.allocate(slots >= 1 ? (config.kind == .rowwiseAdagrad ? embeddingRows : product) : 0, value: initialA)
         embeddingB = Self.allocate(slots >= 2 ? product : 0, value: 0)
     }
 
@@ -207,6 +256,7 @@ public final class Optimizer {
         let p = embeddings.baseAddress!, g = gradients.baseAddress!
         let a = embeddingA.baseAddress, b = embeddingB.baseAddress
         let limit = embeddingRows
+        let rowwise = config.kind == .rowwiseAdagrad
         // Rows are scattered over tables far larger than the caches: request each row's parameter
         // and state lines `ahead` rows before updating it.
         let ahead = 8, n = rows.count
@@ -215,14 +265,18 @@ public final class Optimizer {
                 let next = Int(rows[i + ahead]) * dim
                 if next >= 0 && next < limit * dim {
                     rd_prefetch_write(p + next)
-                    if let a { rd_prefetch_write(a + next) }
+                    if let a { rd_prefetch_write(a + (rowwise ? next / dim : next)) }
                     if let b { rd_prefetch_write(b + next) }
                 }
             }
             let r = Int(rows[i])
             precondition(r >= 0 && r < limit, "Optimizer.updateRows: row \(r) out of range 0..<\(limit)")
             let offset = r * dim
-            apply(s, p + offset, g + i * dim, a.map { $0 + offset }, b.map { $0 + offset }, count: dim)
+            if rowwise {
+                Self.rowwiseAdagrad(p + offset, g + i * dim, a! + r, dim, lr: s.lr, eps: s.eps, l2: s.l2)
+            } else {
+                apply(s, p + offset, g + i * dim, a.map { $0 + offset }, b.map { $0 + offset }, count: dim)
+            }
         }
     }
 
@@ -275,20 +329,27 @@ public final class Optimizer {
         var b2: Float, oneMinusB2: Float
         var alpha: Float
         var eps: Float
+        /// Coupled L2 coefficient (`g += l2 * p`), and the decoupled decay `lr * wd` (AdamW).
+        var l2: Float
+        var decay: Float
     }
 
     private func scalars() -> Scalars {
         let c = config
-        var alpha = c.learningRate
-        if c.kind == .adam {
+        let lr = learningRate
+        var alpha = lr
+        if c.kind == .adam || c.kind == .adamw {
             let t = Double(step)
             let b1 = Double(c.beta1), b2 = Double(c.beta2)
-            alpha = Float(Double(c.learningRate) * (1 - pow(b2, t)).squareRoot() / (1 - pow(b1, t)))
+            alpha = Float(Double(lr) * (1 - pow(b2, t)).squareRoot() / (1 - pow(b1, t)))
         }
-        return Scalars(lr: c.learningRate, mu: c.momentum,
+        let decoupled = c.decoupledWeightDecay
+        return Scalars(lr: lr, mu: c.momentum,
                        b1: c.beta1, oneMinusB1: Float(1 - Double(c.beta1)),
                        b2: c.beta2, oneMinusB2: Float(1 - Double(c.beta2)),
-                       alpha: alpha, eps: c.epsilon)
+                       alpha: alpha, eps: c.epsilon,
+                       l2: decoupled ? 0 : c.weightDecay,
+                       decay: decoupled ? Float(Double(lr) * Double(c.weightDecay)) : 0)
     }
 
     /// Applies one step to `n` contiguous elements: `p` parameters, `g` gradients, `a`/`b` the
@@ -296,19 +357,21 @@ public final class Optimizer {
     @inline(__always)
     private func apply(_ s: Scalars, _ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
                        _ a: UnsafeMutablePointer<Float>?, _ b: UnsafeMutablePointer<Float>?, count n: Int) {
+        // Without weight decay the original kernels run, bit for bit as before it existed.
+        let decayed = s.l2 != 0
         switch config.kind {
         case .sgd:
-            Self.sgd(p, g, n, lr: s.lr)
+            if decayed { Self.sgd(p, g, n, lr: s.lr, l2: s.l2) } else { Self.sgd(p, g, n, lr: s.lr) }
         case .momentum:
             if config.nesterov {
-                Self.nesterov(p, g, a!, n, lr: s.lr, mu: s.mu)
+                if decayed { Self.nesterov(p, g, a!, n, lr: s.lr, mu: s.mu, l2: s.l2) } else { Self.nesterov(p, g, a!, n, lr: s.lr, mu: s.mu) }
             } else {
-                Self.momentum(p, g, a!, n, lr: s.lr, mu: s.mu)
+                if decayed { Self.momentum(p, g, a!, n, lr: s.lr, mu: s.mu, l2: s.l2) } else { Self.momentum(p, g, a!, n, lr: s.lr, mu: s.mu) }
             }
-        case .adam:
-            Self.adam(p, g, a!, b!, n, s)
-        case .adagrad:
-            Self.adagrad(p, g, a!, n, lr: s.lr, eps: s.eps)
+        case .adam, .adamw:
+            if decayed || s.decay != 0 { Self.adam(p, g, a!, b!, n, s, l2: s.l2, decay: s.decay) } else { Self.adam(p, g, a!, b!, n, s) }
+        case .adagrad, .rowwiseAdagrad:
+            if decayed { Self.adagrad(p, g, a!, n, lr: s.lr, eps: s.eps, l2: s.l2) } else { Self.adagrad(p, g, a!, n, lr: s.lr, eps: s.eps) }
         }
     }
 
@@ -366,6 +429,91 @@ public final class Optimizer {
         }
     }
 
+    // The same kernels with weight decay: `l2` adds `l2 * p` to the gradient, `decay` (AdamW)
+    // shrinks `p` by `decay * p` before the step.
+
+    // p: (n), g: (n)
+    private static func sgd(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ n: Int, lr: Float, l2: Float) {
+        for i in 0..<n {
+            let gi = g[i] + l2 * p[i]
+            p[i] -= lr * gi
+        }
+    }
+
+    // p, g, velocity: (n)
+    private static func momentum(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                                 _ velocity: UnsafeMutablePointer<Float>, _ n: Int, lr: Float, mu: Float, l2: Float) {
+        for i in 0..<n {
+            let gi = g[i] + l2 * p[i]
+            let v = mu * velocity[i] - lr * gi
+            velocity[i] = v
+            p[i] += v
+        }
+    }
+
+    // p, g, velocity: (n)
+    private static func nesterov(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                                 _ velocity: UnsafeMutablePointer<Float>, _ n: Int, lr: Float, mu: Float, l2: Float) {
+        for i in 0..<n {
+            let step = lr * (g[i] + l2 * p[i])
+            let v = mu * velocity[i] - step
+            velocity[i] = v
+            p[i] += mu * v - step
+        }
+    }
+
+    // p, g, m, v: (n)
+    private static func adam(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                             _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+                             _ n: Int, _ s: Scalars, l2: Float, decay: Float) {
+        let b1 = s.b1, c1 = s.oneMinusB1, b2 = s.b2, c2 = s.oneMinusB2, alpha = s.alpha, eps = s.eps
+        for i in 0..<n {
+            let pi = p[i]
+            let gi = g[i] + l2 * pi
+            let mi = b1 * m[i] + c1 * gi
+            let vi = b2 * v[i] + c2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            p[i] = (pi - decay * pi) - alpha * mi / (vi.squareRoot() + eps)
+        }
+    }
+
+    // p, g, accumulator: (n)
+    private static func adagrad(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                                _ accumulator: UnsafeMutablePointer<Float>, _ n: Int, lr: Float, eps: Float, l2: Float) {
+        for i in 0..<n {
+            let gi = g[i] + l2 * p[i]
+            let acc = accumulator[i] + gi * gi
+            accumulator[i] = acc
+            p[i] -= lr * gi / (acc + eps).squareRoot()
+        }
+    }
+
+    /// Row-wise Adagrad on one row: `acc += mean_j(g_j^2)`, `p -= lr * g / sqrt(acc + eps)`.
+    // p, g: (dim); accumulator: the row's one value
+    @inline(__always)
+    private static func rowwiseAdagrad(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                                       _ accumulator: UnsafeMutablePointer<Float>, _ dim: Int,
+                                       lr: Float, eps: Float, l2: Float) {
+        var squares: Float = 0
+        if l2 == 0 {
+            for j in 0..<dim { squares += g[j] * g[j] }
+        } else {
+            for j in 0..<dim {
+                let gj = g[j] + l2 * p[j]
+                squares += gj * gj
+            }
+        }
+        let acc = accumulator.pointee + squares / Float(dim)
+        accumulator.pointee = acc
+        let scale = lr / (acc + eps).squareRoot()
+        if l2 == 0 {
+            for j in 0..<dim { p[j] -= scale * g[j] }
+        } else {
+            for j in 0..<dim { p[j] -= scale * (g[j] + l2 * p[j]) }
+        }
+    }
+
     // MARK: - Helpers
 
     /// State slot names per kind, in slot order (a, b).
@@ -373,8 +521,8 @@ public final class Optimizer {
         switch kind {
         case .sgd: return []
         case .momentum: return ["velocity"]
-        case .adam: return ["m", "v"]
-        case .adagrad: return ["accumulator"]
+        case .adam, .adamw: return ["m", "v"]
+        case .adagrad, .rowwiseAdagrad: return ["accumulator"]
         }
     }
 

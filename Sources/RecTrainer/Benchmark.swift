@@ -166,7 +166,11 @@ public enum Benchmark {
             progress("\(benchCase) on \(communicator.size) rank(s)...")
             let result: BenchmarkResult
             func shaped(_ kind: ModelKind) -> ModelConfig {
-                var config = ModelConfig(kind: kind)
+                var config = ModelConfig.preset(kind)
+                if kind == .ncf || kind == .twoTower {   // synthetic rows: fields 0 and 1 as user and item
+                    config.userFields = [0]
+                    config.itemFields = [1]
+                }
                 config.hashBuckets = options.hashBuckets
                 if let dataset {   // the model the prepared data asks for, as `train` builds it
                     config.denseInputs = dataset.denseCount
@@ -174,6 +178,7 @@ public enum Benchmark {
                     config.vocabularySizes = dataset.manifest.vocabularySizes
                     config.denseTransform = .identity
                     config.mlpDenseFeatures = min(config.mlpDenseFeatures, max(dataset.denseCount, 1))
+                    config = (try? config.withFieldRoles(dataset.manifest.schema)) ?? config
                 }
                 return config
             }
@@ -185,6 +190,22 @@ public enum Benchmark {
             case .dlrm:
                 let config = shaped(.dlrm)
                 result = try runCase({ DLRMModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
+                                     options: options, dataset: dataset, communicator: communicator)
+            case .logreg:
+                let config = shaped(.logreg)
+                result = try runCase({ LogisticRegressionModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
+                                     options: options, dataset: dataset, communicator: communicator)
+            case .wideDeep:
+                let config = shaped(.wideDeep)
+                result = try runCase({ WideDeepModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
+                                     options: options, dataset: dataset, communicator: communicator)
+            case .ncf:
+                let config = shaped(.ncf)
+                result = try runCase({ NCFModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
+                                     options: options, dataset: dataset, communicator: communicator)
+            case .twoTower:
+                let config = shaped(.twoTower)
+                result = try runCase({ TwoTowerModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
                                      options: options, dataset: dataset, communicator: communicator)
             }
             results.append(result)
@@ -442,6 +463,16 @@ public enum Benchmark {
             let slots = c.categoricalFields + 1
             stack("bottom", [c.denseInputs] + c.bottom + [c.embeddingDim], firstNeedsDx: false)
             stack("top", [c.embeddingDim + slots * (slots - 1) / 2] + c.top + [1], firstNeedsDx: true)
+        case .logreg:
+            if c.denseInputs > 0 { stack("linear", [c.denseInputs, 1], firstNeedsDx: false) }
+        case .wideDeep:
+            stack("deep", [c.denseInputs + c.categoricalFields * c.embeddingDim] + c.hidden + [1], firstNeedsDx: true)
+        case .ncf:
+            stack("mlp", [2 * c.embeddingDim] + c.hidden, firstNeedsDx: true)
+            stack("predict", [c.factors + (c.hidden.last ?? 0), 1], firstNeedsDx: true)
+        case .twoTower:
+            stack("user", [(c.userFields ?? []).count * c.embeddingDim] + c.hidden + [c.factors], firstNeedsDx: true)
+            stack("item", [(c.itemFields ?? []).count * c.embeddingDim] + c.hidden + [c.factors], firstNeedsDx: true)
         }
         return shapes
     }

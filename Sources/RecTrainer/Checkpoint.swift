@@ -15,7 +15,9 @@ import RecData
 /// - `CHECKSUMS`: size and CRC-32 of each of the three files, checked before anything is loaded.
 ///
 /// The randomness of a run is a pure function of (seed, step), so the seed in the configuration
-/// is the whole random state; the learning rate is constant, so its "schedule state" is the step.
+/// is the whole random state. The learning-rate schedule is a pure function of the step, so the
+/// step is its state; gradient accumulation completes within a step, and checkpoints are only
+/// written between steps, so it has no state to save.
 ///
 /// Writing is atomic: the files go into a hidden temporary directory, each is fsynced, the
 /// directory is renamed into place and the root fsynced; then `latest` (and `best`) are replaced
@@ -40,6 +42,10 @@ public enum Checkpoint {
         public var bestMetric: Double?
         public var bestCheckpoint: String?
         public var config: TrainingConfig
+        /// Early stopping: the best value of the selection metric over all evaluations, and the
+        /// evaluations since it (absent in checkpoints written without early stopping).
+        public var earlyStopBest: Double?
+        public var evaluationsSinceBest: Int?
     }
 
     /// The tensors a checkpoint holds, borrowed from the trainer's buffers.

@@ -45,13 +45,13 @@ extension TrainingConfig {
                 throw TrainingError.notEnoughData("'\(dataPath)' has no dense fields, and the mlp reads only dense fields; use --model dlrm")
             }
             config.model.mlpDenseFeatures = min(model.mlpDenseFeatures, d)
-        case .dlrm:
+        case .dlrm, .logreg, .wideDeep, .ncf, .twoTower:
             guard c > 0 else {
-                throw TrainingError.notEnoughData("'\(dataPath)' has no categorical fields; dlrm needs embeddings, use --model mlp")
+                throw TrainingError.notEnoughData("'\(dataPath)' has no categorical fields; \(model.kind.rawValue) needs embeddings, use --model mlp")
             }
-            let values = dataset.manifest.vocabularySizes.reduce(0, +) * model.embeddingDim
-            if values > Int(Int32.max) {
-                throw TrainingError.notEnoughData("the embedding tables of '\(dataPath)' (\(dataset.manifest.vocabularySizes.reduce(0, +)) rows x --embedding-dim \(model.embeddingDim)) exceed 2^31 values; prepare with a larger --min-count or fewer --hash-buckets, or lower --embedding-dim")
+            config.model = try config.model.withFieldRoles(dataset.manifest.schema, source: "'\(dataPath)'")
+            if let tables = config.model.modelTables, tables.rowCount * tables.dim > Int(Int32.max) {
+                throw TrainingError.notEnoughData("the embedding tables of '\(dataPath)' (\(tables.rowCount) rows x \(tables.dim)) exceed 2^31 values; prepare with a larger --min-count or fewer --hash-buckets, or lower --embedding-dim")
             }
         }
         if evalPath != nil {
@@ -119,5 +119,39 @@ extension Trainer {
         let none = RowStore(CriteoRows())
         return LoadedData(train: none, shard: shard, resumeShard: resumeShard, resumeRows: resumeShard == nil ? nil : none,
                           prepared: loader, eval: eval, evalGroupSize: groupSize, oracle: nil, totalTrainRows: n)
+    }
+}
+
+extension ModelConfig {
+    /// This configuration with ncf's and two-tower's user and item fields taken from a prepared
+    /// dataset's field roles where the configuration does not name them: ncf reads the `user`
+    /// and the `item` field; two-tower's user side is the `user` and `user-feature` fields, its
+    /// item side the `item` and `item-feature` fields (context fields are not read). Other
+    /// models are returned unchanged. Then checks the configuration (`validate`).
+    public func withFieldRoles(_ schema: PreparedManifest.Schema, source: String = "the prepared dataset") throws -> ModelConfig {
+        var config = self
+        let roles = schema.categorical.map(\.role)
+        switch kind {
+        case .ncf:
+            if config.userFields == nil, let u = roles.firstIndex(of: .user) { config.userFields = [u] }
+            if config.itemFields == nil, let i = roles.firstIndex(of: .item) { config.itemFields = [i] }
+        case .twoTower:
+            if config.userFields == nil {
+                let u = roles.indices.filter { roles[$0] == .user || roles[$0] == .userFeature }
+                if !u.isEmpty { config.userFields = u }
+            }
+            if config.itemFields == nil {
+                let i = roles.indices.filter { roles[$0] == .item || roles[$0] == .itemFeature }
+                if !i.isEmpty { config.itemFields = i }
+            }
+        default:
+            break
+        }
+        do {
+            try config.validate()
+        } catch {
+            throw TrainingError.notEnoughData("the model configuration does not fit \(source) (fields: \(schema.categorical.map { "\($0.name) (\($0.role.rawValue))" }.joined(separator: ", "))): \(error)")
+        }
+        return config
     }
 }

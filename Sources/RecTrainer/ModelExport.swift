@@ -45,7 +45,7 @@ public enum ModelExport {
                 let name = String(entry.name.dropLast(".weight".count))
                 let output = "\(prefix).\(l)"
                 graph.append(["op": "linear", "inputs": [value], "output": output, "weight": entry.name, "bias": name + ".bias",
-                              "shape": entry.shape, "activation": l == layers.count - 1 ? lastActivation : "relu"])
+                              "shape": entry.shape, "activation": l == layers.count - 1 ? lastActivation : config.activation(prefix).rawValue])
                 value = output
             }
             return value
@@ -74,6 +74,8 @@ public enum ModelExport {
             graph.append(["op": "dot_interaction", "inputs": vectors, "output": "interaction", "passthrough": config.denseInputs > 0])
             let logit = stack("top", input: "interaction", lastActivation: "linear")
             graph.append(["op": "sigmoid", "inputs": [logit], "output": "probability"])
+        case .logreg, .wideDeep, .ncf, .twoTower:
+            throw TrainingError.checkpoint(path: trained.directory, message: "export does not describe \(config.kind.rawValue) models yet (mlp and dlrm only); its weights are in \(trained.directory)/model.safetensors")
         }
 
         var input: [String: Any]

@@ -33,6 +33,25 @@ public struct EvaluationRecord: Codable, Sendable {
     /// held-out positive and its sampled negatives): hit rate and NDCG at 10.
     public var hit_rate_at_10: Double?
     public var ndcg_at_10: Double?
+    /// Calibration (mean prediction / mean label), and the errors of the predicted probability
+    /// against the label (for ratings scaled to [0, 1]).
+    public var calibration: Double?
+    public var rmse: Double?
+    public var mae: Double?
+    /// Leave-last-out ranking at the run's `--k`: how candidates were ranked (e.g. "1 held-out
+    /// positive vs 99 sampled negatives per user"), K, users, HR@K, NDCG@K, Recall@K and MRR.
+    public var ranking_protocol: String?
+    public var k: Int?
+    public var ranked_users: Int?
+    public var hit_rate_at_k: Double?
+    public var ndcg_at_k: Double?
+    public var recall_at_k: Double?
+    public var mrr: Double?
+    /// The learning rate of the last step, and with --clip-norm the last step's global gradient
+    /// norm before clipping and the steps clipped since the previous evaluation.
+    public var lr: Double?
+    public var grad_norm: Double?
+    public var clipped_steps: Int?
 }
 
 /// What a finished run reports.
@@ -46,6 +65,10 @@ public struct TrainingResult: Sendable {
     public var skippedSteps: Int
     /// The step the run resumed from, if it did.
     public var resumedFrom: Int?
+    /// The step at which early stopping ended the run, if it did.
+    public var stoppedEarlyAt: Int?
+    /// The checkpoint with the best selection metric, if one was written.
+    public var bestCheckpoint: String?
 }
 
 /// Training rows held by one rank, at stable addresses for the life of the run.
@@ -246,6 +269,10 @@ public final class Trainer {
         try Checkpoint.load(dir, state: state, into: buffers)
         let savedGlobal = saved.batchSize * state.worldSize, global = config.batchSize * worldSize
         logger.info("resuming from \(dir): step \(state.step), epoch \(state.epoch + 1), \(state.epochRowOffset) rows into it")
+        if saved.optimizer.accumulate != config.optimizer.accumulate || saved.optimizer.schedule != config.optimizer.schedule
+            || saved.optimizer.scaleByWorldSize != config.optimizer.scaleByWorldSize {
+            logger.warning("the checkpoint was trained with --accumulate \(saved.optimizer.accumulate) and schedule \(saved.optimizer.schedule.summary)\(saved.optimizer.scaleByWorldSize ? " scaled by world size" : ""), this run uses --accumulate \(config.optimizer.accumulate) and \(config.optimizer.schedule.summary)\(config.optimizer.scaleByWorldSize ? " scaled by world size" : ""): training continues, but will not match an uninterrupted run")
+        }
         if savedGlobal != global {
             logger.warning("the checkpoint was trained with a global batch of \(savedGlobal) (\(state.worldSize) x \(saved.batchSize)), this run uses \(global) (\(worldSize) x \(config.batchSize)): training continues from the same data position, but will not match an uninterrupted run")
         }
@@ -253,7 +280,14 @@ public final class Trainer {
     }
 
     private func describe(_ m: ModelConfig) -> String {
-        m.kind == .mlp ? "mlp \(m.hidden)" : "dlrm buckets \(m.hashBuckets) dim \(m.embeddingDim) bottom \(m.bottom) top \(m.top)"
+        switch m.kind {
+        case .mlp: return "mlp \(m.hidden)"
+        case .dlrm: return "dlrm buckets \(m.hashBuckets) dim \(m.embeddingDim) bottom \(m.bottom) top \(m.top)"
+        case .logreg: return "logreg buckets \(m.hashBuckets)"
+        case .wideDeep: return "wide-deep buckets \(m.hashBuckets) dim \(m.embeddingDim) hidden \(m.hidden)"
+        case .ncf: return "ncf factors \(m.factors) dim \(m.embeddingDim) hidden \(m.hidden)"
+        case .twoTower: return "two-tower dim \(m.embeddingDim) hidden \(m.hidden) factors \(m.factors)"
+        }
     }
 
     // MARK: - Training
@@ -270,11 +304,16 @@ public final class Trainer {
         let embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * dim)
         let dLogits = FloatBuffer(count: config.batchSize)
         let sparse = SparseGradient(capacity: config.batchSize * config.model.categoricalFields, dim: dim)
+        // Gradient accumulation: the embedding pairs of all micro-batches of a step.
+        let accumulate = config.optimizer.accumulate
+        let accumulated = accumulate > 1 && tables != nil
+            ? SparseGradient(capacity: accumulate * config.batchSize * config.model.categoricalFields, dim: dim) : nil
         // Dense gradients (and the extra slots) in ~1 MB buckets, each allreduced as soon as the
         // backward pass has finished it; embedding rows exchanged from the backward events too.
         let sync = GradientSync(communicator: communicator, denseCount: layout.count + Slot.count,
-                                boundaries: layout.entries.map(\.offset), embeddingRows: tables?.rowCount ?? 0, dim: dim,
-                                maxLocalPairs: tables == nil ? 0 : config.batchSize * config.model.categoricalFields)
+                                boundaries: layout.entries.map(\.offset), bucketBytes: config.bucketBytes ?? 1 << 20,
+                                embeddingRows: tables?.rowCount ?? 0, dim: dim,
+                                maxLocalPairs: tables == nil ? 0 : accumulate * config.batchSize * config.model.categoricalFields)
         let optimizer = Optimizer(config: config.optimizer, parameterCount: layout.count,
                                   embeddingRows: tables?.rowCount ?? 0, embeddingDim: dim)
         let buffers = Checkpoint.Buffers(layout: layout, parameters: parameters, embeddingTable: embeddingTable,
@@ -284,6 +323,14 @@ public final class Trainer {
         let resumed = try resumeState(into: buffers)
         let data = try loadData(resumeOffset: resumed?.epochRowOffset ?? 0)
         defer { data.prepared?.stop() }
+        if config.selectionMetric.isRanking {
+            // Rank 0 holds the evaluation rows; everyone learns whether they come in groups.
+            var failure: (any Error)?
+            if rank == 0 && data.evalGroupSize == nil {
+                failure = TrainingError.notEnoughData("--select-metric \(config.selectionMetric.rawValue) needs a leave-last-out evaluation split (a dataset prepared from interactions, whose evaluation rows come in per-user groups); this run's evaluation rows have none. Use auc, logloss, accuracy, rmse or mae.")
+            }
+            try agree(failure, stage: "checking --select-metric")
+        }
 
         // Replicas start identical: rank 0 initializes (or has loaded the checkpoint), everyone
         // receives its values.
@@ -300,20 +347,42 @@ public final class Trainer {
             try optimizer.loadState(step: resumed.optimizerStep, buffers: state)
         }
 
-        // Where the run starts and ends.
+        // Where the run starts and ends. A step is one optimizer update: `accumulate` global
+        // batches (micro-batches), fewer for the last step of an epoch.
         let shard = data.shard
-        let stepsPerEpoch = shard.stepsPerEpoch
+        func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
+        let stepsPerEpoch = ceilDiv(shard.stepsPerEpoch, accumulate)
         var step = resumed?.step ?? 0
         var epoch = resumed?.epoch ?? 0
         var offset = resumed?.epochRowOffset ?? 0
         var samplesSeen = resumed?.samplesSeen ?? 0
         var bestMetric = resumed?.bestMetric
         var bestCheckpoint = resumed?.bestCheckpoint
-        let remainingInEpoch = data.resumeShard?.stepsPerEpoch
-            ?? (stepsPerEpoch - offset / shard.globalBatchSize)
+        // The learning rate before the schedule: the linear scaling rule multiplies it by the ranks.
+        let baseRate = config.optimizer.learningRate * (config.optimizer.scaleByWorldSize ? Float(worldSize) : 1)
+        let rankingK = config.rankingK ?? 10
+        // Early stopping (decided on rank 0, agreed by all): the best value so far and the
+        // evaluations since it, carried through checkpoints.
+        var earlyStopBest = resumed?.earlyStopBest
+        var evaluationsSinceBest = resumed?.evaluationsSinceBest ?? 0
+        var stoppedEarly = false
+        var lastGradientNorm = 0.0, clippedSinceEval = 0
+        let remainingInEpoch = ceilDiv(data.resumeShard?.stepsPerEpoch
+            ?? (shard.stepsPerEpoch - offset / shard.globalBatchSize), accumulate)
         let lastStep = config.steps ?? (step + remainingInEpoch + max(config.epochs - epoch - 1, 0) * stepsPerEpoch)
         if rank == 0 {
-            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize), \(lastStep - step) steps (\(stepsPerEpoch) per epoch)")
+            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize)\(accumulate > 1 ? " x \(accumulate) accumulated = \(shard.globalBatchSize * accumulate) per step" : ""), \(lastStep - step) steps (\(stepsPerEpoch) per epoch)")
+            var optimization = "optimizer \(config.optimizer.kind.rawValue), lr \(baseRate)"
+            if config.optimizer.scaleByWorldSize { optimization += " (\(config.optimizer.learningRate) x \(worldSize) ranks)" }
+            optimization += ", schedule \(config.optimizer.schedule.summary)"
+            if config.optimizer.weightDecay > 0 {
+                optimization += ", weight decay \(config.optimizer.weightDecay) (\(config.optimizer.decoupledWeightDecay ? "decoupled" : "L2"))"
+            }
+            if let c = config.optimizer.clipNorm { optimization += ", gradients clipped to global norm \(c)" }
+            if let p = config.earlyStopPatience {
+                optimization += ", early stopping after \(p) evaluation(s) without a better \(config.selectionMetric.label(k: rankingK))"
+            }
+            logger.info("\(optimization)")
         }
 
         let logEvery = config.logEvery > 0 ? config.logEvery : max(1, (lastStep - step) / 20)
@@ -356,7 +425,8 @@ public final class Trainer {
                     let state = Checkpoint.State(
                         formatVersion: Checkpoint.formatVersion, step: step, epoch: epoch, epochRowOffset: offset,
                         samplesSeen: samplesSeen, worldSize: worldSize, optimizerStep: optimizer.step,
-                        evaluation: record, bestMetric: bestMetric, bestCheckpoint: bestCheckpoint, config: config)
+                        evaluation: record, bestMetric: bestMetric, bestCheckpoint: bestCheckpoint, config: config,
+                        earlyStopBest: earlyStopBest, evaluationsSinceBest: evaluationsSinceBest)
                     let path = try Checkpoint.write(root: root, state: state, buffers: buffers)
                     if bestCheckpoint == name { try Checkpoint.writePointer(root: root, file: "best", to: name) }
                     let removed = Checkpoint.prune(root: root, keep: config.keep, protected: bestCheckpoint)
@@ -388,6 +458,11 @@ public final class Trainer {
                                       samplesPerSecond: Double(intervalSamplesTotal) / max(trainSeconds, 1e-9),
                                       elapsed: Date().timeIntervalSince(runStart))
                 var withTiming = record
+                withTiming.lr = Double(optimizer.learningRate)
+                if config.optimizer.clipNorm != nil {
+                    withTiming.grad_norm = lastGradientNorm
+                    withTiming.clipped_steps = clippedSinceEval
+                }
                 timing.describe(into: &withTiming, since: timingAtEval)
                 timingAtEval = timing
                 try appendMetrics(withTiming, to: metricsLog)
@@ -397,6 +472,38 @@ public final class Trainer {
             }
             lossSinceEval = 0
             samplesSinceEval = 0
+            clippedSinceEval = 0
+        }
+
+        /// After an evaluation: rank 0 decides whether the selection metric stopped improving
+        /// (by more than the min-delta), and every rank learns the decision in one collective, so
+        /// all stop at the same step. Returns whether this evaluation beats the best checkpoint's
+        /// metric (no min-delta there), so that the caller checkpoints it and `best` points to it.
+        func judgeEarlyStop() throws -> Bool {
+            guard let patience = config.earlyStopPatience else { return false }
+            var stop = false, improved = false
+            if rank == 0 {
+                let metric = config.selectionMetric
+                if let record = lastRecord, record.step == step, let v = metric.value(of: record), v.isFinite {
+                    improved = bestMetric.map { metric.isBetter(v, than: $0) } ?? true
+                    if earlyStopBest.map({ metric.isBetter(v, than: $0, minDelta: config.earlyStopMinDelta ?? 0) }) ?? true {
+                        earlyStopBest = v
+                        evaluationsSinceBest = 0
+                    } else {
+                        evaluationsSinceBest += 1
+                    }
+                } else {
+                    evaluationsSinceBest += 1
+                    logger.warning("step \(step): no finite \(metric.label(k: rankingK)) in this evaluation; it counts as one without improvement")
+                }
+                stop = evaluationsSinceBest >= patience
+                if stop {
+                    logger.info("early stop at step \(step): \(metric.label(k: rankingK)) has not improved for \(evaluationsSinceBest) evaluation(s) (best \(earlyStopBest.map { fmt($0, 4) } ?? "n/a"))")
+                }
+            }
+            let verdict = try communicator.allreduceMax([stop ? 1 : 0, improved ? 1 : 0])
+            stoppedEarly = verdict[0] != 0
+            return verdict[1] != 0
         }
         var intervalSamplesTotal = 0
 
@@ -406,47 +513,85 @@ public final class Trainer {
                 offset == 0 ? (shard, data.train, 0)
                 : offset % shard.globalBatchSize == 0 ? (shard, data.train, offset / shard.globalBatchSize)
                 : (data.resumeShard!, data.resumeRows!, 0)
-            for epochStep in firstStep..<epochShard.stepsPerEpoch {
+            var epochStep = firstStep
+            while epochStep < epochShard.stepsPerEpoch {
+                // One optimizer step: `micro` micro-batches (global batches) whose gradients add up
+                // (gradient accumulation; fewer at the end of an epoch), the loss gradient scaled by
+                // 1 / (all their rows), so the step is that of one batch of all their rows.
+                let micro = min(accumulate, epochShard.stepsPerEpoch - epochStep)
+                var globalCount = 0
+                for j in 0..<micro { globalCount += epochShard.globalBatchCount(step: epochStep + j) }
                 let stepStart = DispatchTime.now().uptimeNanoseconds
-                let (batch, globalCount) = data.prepared?.batch(epoch: epoch, offset: offset)
-                    ?? (rows.batch(epochShard.localRange(step: epochStep)), epochShard.globalBatchCount(step: epochStep))
-                timing.dataWait += DispatchTime.now().uptimeNanoseconds - stepStart
+                var microOffset = offset
 
-                // Forward, loss, backward on this rank's rows. The extra slots are set first: their
-                // bucket may start its allreduce during the backward pass. A rank with no rows in the
-                // last, partial batch runs the model on 0 rows, so it starts the same collectives.
+                // The extra slots are set first: their bucket may start its allreduce during the
+                // last backward pass.
                 gradients.zero()
                 sparse.count = 0
+                accumulated?.count = 0
                 extra[Slot.stop] = StopSignal.pending != 0 ? 1 : 0
                 extra[Slot.checkpoint] = rank == 0 && config.checkpointEverySeconds > 0
                     && Date().timeIntervalSince(lastCheckpointTime) >= config.checkpointEverySeconds ? 1 : 0
-                sync.beginStep(gradients: gradients.pointer)
-                let exposedBefore = sync.timing.exposed
-                var t0 = DispatchTime.now().uptimeNanoseconds
-                let logits = model.forward(batch, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
-                extra[Slot.loss] = Float(config.loss.forwardBackward(
-                    logits: logits, labels: batch.labels, count: batch.count,
-                    scale: 1 / Float(globalCount), dLogits: dLogits.pointer))
-                timing.forward += DispatchTime.now().uptimeNanoseconds - t0
-                t0 = DispatchTime.now().uptimeNanoseconds
-                try model.backward(batch, dLogits: dLogits.pointer, parameters: parameters.pointer,
-                                   gradients: gradients.pointer, sparse: sparse) { event in
-                    switch event {
-                    case .denseFinal(let offset): try sync.denseFinal(from: offset)
-                    case .sparseFinal: try sync.sparseFinal(sparse)
+                var lastBatch: BatchView?
+                for j in 0..<micro {
+                    let fetchStart = DispatchTime.now().uptimeNanoseconds
+                    let (batch, microCount) = data.prepared?.batch(epoch: epoch, offset: microOffset)
+                        ?? (rows.batch(epochShard.localRange(step: epochStep + j)), epochShard.globalBatchCount(step: epochStep + j))
+                    precondition(microCount == epochShard.globalBatchCount(step: epochStep + j), "micro-batch row count disagrees with the shard")
+                    microOffset += microCount
+                    timing.dataWait += DispatchTime.now().uptimeNanoseconds - fetchStart
+                    let isFinal = j == micro - 1
+                    if isFinal { sync.beginStep(gradients: gradients.pointer) }
+
+                    // Forward, loss, backward on this rank's rows; the dense gradients add up in
+                    // `gradients`. A rank with no rows in the last, partial batch runs the model on
+                    // 0 rows, so it starts the same collectives. Only the last micro-batch's
+                    // backward pass starts them.
+                    let exposedBefore = sync.timing.exposed
+                    var t0 = DispatchTime.now().uptimeNanoseconds
+                    // Dropout masks follow (seed, optimizer step, example's place in the step's
+                    // global rows: micro-batch j holds the j-th block of worldSize x batchSize).
+                    model.trainingContext = TrainingContext(seed: config.seed, step: step,
+                                                            firstExample: (j * worldSize + rank) * config.batchSize)
+                    let logits = model.forward(batch, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
+                    extra[Slot.loss] += Float(config.loss.forwardBackward(
+                        logits: logits, labels: batch.labels, count: batch.count,
+                        scale: 1 / Float(globalCount), dLogits: dLogits.pointer))
+                    timing.forward += DispatchTime.now().uptimeNanoseconds - t0
+                    t0 = DispatchTime.now().uptimeNanoseconds
+                    if let accumulated {
+                        // The model overwrites `sparse` per pass: collect its pairs in `accumulated`.
+                        try model.backward(batch, dLogits: dLogits.pointer, parameters: parameters.pointer,
+                                           gradients: gradients.pointer, sparse: sparse) { event in
+                            switch event {
+                            case .denseFinal(let offset): if isFinal { try sync.denseFinal(from: offset) }
+                            case .sparseFinal:
+                                accumulated.append(sparse)
+                                if isFinal { try sync.sparseFinal(accumulated) }
+                            }
+                        }
+                    } else {
+                        try model.backward(batch, dLogits: dLogits.pointer, parameters: parameters.pointer,
+                                           gradients: gradients.pointer, sparse: sparse) { event in
+                            switch event {
+                            case .denseFinal(let offset): if isFinal { try sync.denseFinal(from: offset) }
+                            case .sparseFinal: if isFinal { try sync.sparseFinal(sparse) }
+                            }
+                        }
                     }
+                    let inSync = sync.timing.exposed - exposedBefore   // communication started from backward
+                    timing.backward += DispatchTime.now().uptimeNanoseconds - t0 - inSync
+                    timing.communication += inSync
+                    lastBatch = batch
                 }
-                let inSync = sync.timing.exposed - exposedBefore   // communication started from backward
-                timing.backward += DispatchTime.now().uptimeNanoseconds - t0 - inSync
-                timing.communication += inSync
-                if config.debug && step == 0 && worldSize == 1 {
+                if config.debug && step == 0 && worldSize == 1 && micro == 1, let batch = lastBatch {
                     try checkGradients(model: model, batch: batch, parameters: parameters,
                                        embeddingTable: embeddingTable, gradients: gradients, sparse: sparse,
                                        globalCount: globalCount)
                 }
 
                 // Make the gradients global: wait for what the backward pass started.
-                t0 = DispatchTime.now().uptimeNanoseconds
+                var t0 = DispatchTime.now().uptimeNanoseconds
                 try sync.finish()
                 timing.communication += DispatchTime.now().uptimeNanoseconds - t0
                 let stepLoss = Double(extra[Slot.loss]) / Double(globalCount)
@@ -467,6 +612,15 @@ public final class Trainer {
                     }
                 } else {
                     t0 = DispatchTime.now().uptimeNanoseconds
+                    // Clipping sees the global (allreduced) gradients, identical on every rank.
+                    if let clipNorm = config.optimizer.clipNorm {
+                        lastGradientNorm = GradientClipping.clip(
+                            UnsafeMutableBufferPointer(start: gradients.pointer, count: layout.count),
+                            UnsafeMutableBufferPointer(start: sync.values.pointer, count: sync.rowCount * dim),
+                            maxNorm: clipNorm)
+                        if lastGradientNorm > Double(clipNorm) { clippedSinceEval += 1 }
+                    }
+                    optimizer.learningRate = config.optimizer.schedule.rate(base: baseRate, step: step, totalSteps: lastStep)
                     optimizer.update(parameters: parameters.buffer,
                                      gradients: UnsafeBufferPointer(start: gradients.pointer, count: layout.count))
                     if tables != nil {
@@ -478,6 +632,7 @@ public final class Trainer {
                     lossSinceEval += stepLoss * Double(globalCount)
                     samplesSinceEval += globalCount
                 }
+                epochStep += micro
                 let stepEnd = DispatchTime.now().uptimeNanoseconds
                 timing.total += stepEnd - stepStart
                 timing.steps += 1
@@ -527,17 +682,21 @@ public final class Trainer {
                         intervalSamples = 0
                     }
                 }
+                var newBest = false
                 if (config.evalEvery > 0 && step % config.evalEvery == 0) || isLast {
                     try evaluateNow()
+                    newBest = try judgeEarlyStop()
                 }
-                if (config.checkpointEvery > 0 && step % config.checkpointEvery == 0) || checkpointRequested || stopRequested || isLast {
+                // With early stopping, every new best evaluation is checkpointed, so `best` is it.
+                if (config.checkpointEvery > 0 && step % config.checkpointEvery == 0) || checkpointRequested || stopRequested
+                    || isLast || newBest || stoppedEarly {
                     try checkpoint()
                 }
                 if stopRequested {
                     stopSignal = StopSignal.pending == 0 ? SIGTERM : StopSignal.pending
                     break epochs
                 }
-                if isLast { break epochs }
+                if isLast || stoppedEarly { break epochs }
             }
         }
 
@@ -550,7 +709,8 @@ public final class Trainer {
         return TrainingResult(steps: step, samples: samplesSeen, finalEvaluation: lastRecord,
                               checkpointPath: lastCheckpoint,
                               samplesPerSecond: Double(intervalSamplesTotal) / max(rank == 0 ? trainSeconds : Date().timeIntervalSince(runStart), 1e-9),
-                              skippedSteps: skipped, resumedFrom: resumed?.step)
+                              skippedSteps: skipped, resumedFrom: resumed?.step,
+                              stoppedEarlyAt: stoppedEarly ? step : nil, bestCheckpoint: bestCheckpoint.map { (config.checkpointDir ?? "") + "/" + $0 })
     }
 
     /// Whether the step's loss and every gradient are finite. NaN and infinity propagate through
@@ -584,12 +744,31 @@ public final class Trainer {
                                       eval_rows: summary.count, oracle_auc: oracleAUC,
                                       samples_per_s: samplesPerSecond, elapsed_s: elapsed,
                                       world_size: worldSize, model: config.model.kind.rawValue)
-        var line = "eval  step \(step)  auc \(summary.auc.map { fmt($0, 4) } ?? "n/a")  logloss \(fmt(summary.logloss, 4))  accuracy \(fmt(summary.accuracy, 4))  (\(summary.count) rows"
+        record.calibration = summary.calibration
+        record.rmse = summary.rmse
+        record.mae = summary.mae
+        var line = "eval  step \(step)  auc \(summary.auc.map { fmt($0, 4) } ?? "n/a")  logloss \(fmt(summary.logloss, 4))  accuracy \(fmt(summary.accuracy, 4))  calibration \(fmt(summary.calibration, 4))  rmse \(fmt(summary.rmse, 4))  mae \(fmt(summary.mae, 4))  (\(summary.count) rows"
         if let oracleAUC { line += ", oracle auc \(fmt(oracleAUC, 4))" }
-        if let g = data.evalGroupSize, let ranking = predictions.withUnsafeBufferPointer({ RankingMetrics.atK(scores: $0, groupSize: g, k: 10) }) {
-            record.hit_rate_at_10 = ranking.hitRate
-            record.ndcg_at_10 = ranking.ndcg
-            line += ", \(summary.count / g) users: HR@10 \(fmt(ranking.hitRate, 4)), NDCG@10 \(fmt(ranking.ndcg, 4))"
+        if let g = data.evalGroupSize {
+            let labels = UnsafeBufferPointer(start: data.eval.labels, count: data.eval.count)
+            let k = config.rankingK ?? 10
+            predictions.withUnsafeBufferPointer { p in
+                if let at10 = RankingMetrics.evaluate(scores: p, labels: labels, groupSize: g, k: 10),
+                   let atK = RankingMetrics.evaluate(scores: p, labels: labels, groupSize: g, k: k) {
+                    let description = RankingMetrics.protocolDescription(labels: labels, groupSize: g)
+                    record.hit_rate_at_10 = at10.hitRate
+                    record.ndcg_at_10 = at10.ndcg
+                    record.ranking_protocol = description
+                    record.k = k
+                    record.ranked_users = atK.groups
+                    record.hit_rate_at_k = atK.hitRate
+                    record.ndcg_at_k = atK.ndcg
+                    record.recall_at_k = atK.recall
+                    record.mrr = atK.mrr
+                    line += ", \(atK.groups) users, \(description): HR@\(k) \(fmt(atK.hitRate, 4)), NDCG@\(k) \(fmt(atK.ndcg, 4)), Recall@\(k) \(fmt(atK.recall, 4)), MRR \(fmt(atK.mrr, 4))"
+                    if k != 10 { line += ", HR@10 \(fmt(at10.hitRate, 4)), NDCG@10 \(fmt(at10.ndcg, 4))" }
+                }
+            }
         }
         logger.info("\(line))")
         return record
@@ -599,6 +778,9 @@ public final class Trainer {
     public static func predictions(model: any RecModel, rows: FeatureRowsBuffer, parameters: UnsafePointer<Float>,
                                    embeddingTable: UnsafePointer<Float>) -> [Float] {
         var out = [Float](repeating: 0, count: rows.count)
+        let context = model.trainingContext
+        model.trainingContext = nil   // evaluation and prediction: dropout off
+        defer { model.trainingContext = context }
         var start = 0
         while start < rows.count {
             let n = min(model.maxBatch, rows.count - start)

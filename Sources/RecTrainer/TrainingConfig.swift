@@ -36,8 +36,15 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var checkpointEverySeconds: Double = 0
     /// How many recent checkpoints to keep (the best one is kept besides).
     public var keep: Int = 3
-    /// The evaluation metric that picks the best checkpoint.
+    /// The evaluation metric that picks the best checkpoint, and that early stopping watches.
     public var selectionMetric: SelectionMetric = .auc
+    /// Stop after this many evaluations in a row without improving `selectionMetric` by more than
+    /// `earlyStopMinDelta` (nil: never stop early).
+    public var earlyStopPatience: Int?
+    public var earlyStopMinDelta: Double?
+    /// The cut-off K of the ranking metrics (HR@K, NDCG@K, Recall@K) of a leave-last-out
+    /// evaluation; nil: 10. HR@10 and NDCG@10 are reported whatever K is.
+    public var rankingK: Int?
     /// Resume from this checkpoint ("latest": the newest in `checkpointDir`).
     public var resume: String?
     /// Resume from the newest valid checkpoint in `checkpointDir` if there is one.
@@ -52,6 +59,9 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// `schema_hash`), so `predict`, `recommend` and `explain` can refuse another dataset's rows.
     /// nil for TSV data (and checkpoints written before it was recorded).
     public var datasetSchemaHash: String?
+    /// The dense gradient bucket size in bytes (see `GradientSync`); nil: 1 MiB. It changes
+    /// when each bucket's allreduce starts, not the sums.
+    public var bucketBytes: Int?
 
     public init(dataPath: String, model: ModelConfig, optimizer: OptimizerConfig) {
         self.dataPath = dataPath
@@ -60,21 +70,57 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     }
 }
 
-/// Which evaluation metric selects the best checkpoint.
+/// Which evaluation metric selects the best checkpoint and drives early stopping. `hr`, `ndcg`
+/// and `recall` are at `--k`; they and `mrr` need a leave-last-out evaluation split.
 public enum SelectionMetric: String, CaseIterable, Sendable, Codable {
-    case auc, logloss
-    /// Whether `a` is better than `b`.
-    public func isBetter(_ a: Double, than b: Double) -> Bool {
-        self == .auc ? a > b : a < b
+    case auc, logloss, accuracy, rmse, mae, hr, ndcg, recall, mrr
+
+    /// Larger is better (auc, accuracy and the ranking metrics) or smaller is (logloss, rmse, mae).
+    public var higherIsBetter: Bool {
+        switch self {
+        case .logloss, .rmse, .mae: return false
+        case .auc, .accuracy, .hr, .ndcg, .recall, .mrr: return true
+        }
     }
+
+    /// Whether the metric needs a leave-last-out (grouped) evaluation.
+    public var isRanking: Bool { [.hr, .ndcg, .recall, .mrr].contains(self) }
+
+    /// Whether `a` is better than `b` by more than `minDelta`.
+    public func isBetter(_ a: Double, than b: Double, minDelta: Double = 0) -> Bool {
+        higherIsBetter ? a > b + minDelta : a < b - minDelta
+    }
+
     public func value(of record: EvaluationRecord) -> Double? {
-        self == .auc ? record.auc : record.logloss
+        switch self {
+        case .auc: return record.auc
+        case .logloss: return record.logloss
+        case .accuracy: return record.accuracy
+        case .rmse: return record.rmse
+        case .mae: return record.mae
+        case .hr: return record.hit_rate_at_k
+        case .ndcg: return record.ndcg_at_k
+        case .recall: return record.recall_at_k
+        case .mrr: return record.mrr
+        }
+    }
+
+    /// The name in logs: "auc", "HR@10".
+    public func label(k: Int) -> String {
+        switch self {
+        case .hr: return "HR@\(k)"
+        case .ndcg: return "NDCG@\(k)"
+        case .recall: return "Recall@\(k)"
+        case .mrr: return "MRR"
+        default: return rawValue
+        }
     }
 }
 
 extension OptimizerConfig: Codable {
     enum CodingKeys: String, CodingKey {
         case kind, learningRate, momentum, nesterov, beta1, beta2, epsilon, initialAccumulator
+        case weightDecay, schedule, clipNorm, accumulate, scaleByWorldSize
     }
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -86,6 +132,12 @@ extension OptimizerConfig: Codable {
         beta2 = try c.decode(Float.self, forKey: .beta2)
         epsilon = try c.decode(Float.self, forKey: .epsilon)
         initialAccumulator = try c.decode(Float.self, forKey: .initialAccumulator)
+        // Absent from checkpoints written before these existed: their defaults are what ran then.
+        weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? 0
+        schedule = try c.decodeIfPresent(LearningRateSchedule.self, forKey: .schedule) ?? LearningRateSchedule()
+        clipNorm = try c.decodeIfPresent(Float.self, forKey: .clipNorm)
+        accumulate = try c.decodeIfPresent(Int.self, forKey: .accumulate) ?? 1
+        scaleByWorldSize = try c.decodeIfPresent(Bool.self, forKey: .scaleByWorldSize) ?? false
     }
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -97,6 +149,11 @@ extension OptimizerConfig: Codable {
         try c.encode(beta2, forKey: .beta2)
         try c.encode(epsilon, forKey: .epsilon)
         try c.encode(initialAccumulator, forKey: .initialAccumulator)
+        try c.encode(weightDecay, forKey: .weightDecay)
+        try c.encode(schedule, forKey: .schedule)
+        try c.encodeIfPresent(clipNorm, forKey: .clipNorm)
+        try c.encode(accumulate, forKey: .accumulate)
+        try c.encode(scaleByWorldSize, forKey: .scaleByWorldSize)
     }
 }
 

@@ -104,12 +104,13 @@ public final class TrainingStep<Model: RecModel> {
         let slots: Int
         switch optimizer.config.kind {
         case .sgd: slots = 0
-        case .momentum, .adagrad: slots = 1
-        case .adam: slots = 2
+        case .momentum, .adagrad, .rowwiseAdagrad: slots = 1
+        case .adam, .adamw: slots = 2
         }
+        let rowwise = optimizer.config.kind == .rowwiseAdagrad
         return (parameters: (parameterCount + embedding) * 4,
                 gradients: gradients.count * 4 + sparse.capacity * (dim + 1) * 4 + sync.bufferBytes,
-                optimizerState: slots * (parameterCount + embedding) * 4,
+                optimizerState: slots * (parameterCount + (rowwise ? embedding / dim : embedding)) * 4,
                 activations: model.activationBytes + dLogits.count * 4)
     }
 

@@ -38,6 +38,7 @@ extension ModelKind: ExpressibleByArgument {}
 extension Loss: ExpressibleByArgument {}
 extension Initializer: ExpressibleByArgument {}
 extension SelectionMetric: ExpressibleByArgument {}
+extension LearningRateDecay: ExpressibleByArgument {}
 
 /// A comma-separated list of layer widths, e.g. `512,256`.
 struct LayerWidths: ExpressibleByArgument {
@@ -134,6 +135,24 @@ struct Train: ParsableCommand {
     var momentum: Float = 0.9
     @Flag(help: "momentum: use Nesterov momentum.")
     var nesterov = false
+    @Option(help: "Weight decay: decoupled (p -= lr * wd * p) for adamw, L2 (g += wd * p) for the others; embedding rows decay only in the steps that touch them (default: 0.004 for adamw, else 0).")
+    var weightDecay: Float?
+    @Option(help: "Learning-rate schedule after warmup: \(LearningRateDecay.allCases.map(\.rawValue).joined(separator: ", ")) (linear and cosine decay to --min-lr-ratio x lr at the last step).")
+    var lrSchedule: LearningRateDecay = .constant
+    @Option(help: "Steps of linear warmup from lr/N to lr before the schedule (0: none).")
+    var warmupSteps: Int = 0
+    @Option(help: "linear, cosine: the final learning rate as a fraction of --lr.")
+    var minLrRatio: Double?
+    @Option(help: "step: multiply the learning rate by --lr-decay-factor every this many steps after warmup (default 1000).")
+    var lrDecayEvery: Int?
+    @Option(help: "step: the factor applied every --lr-decay-every steps (default 0.1).")
+    var lrDecayFactor: Double?
+    @Flag(help: "Multiply --lr by the number of ranks (the linear scaling rule for the N-times larger global batch).")
+    var scaleLrByWorldSize = false
+    @Option(help: "Gradient accumulation: micro-batches (global batches) per optimizer step; one step equals a step on a K-times larger batch.")
+    var accumulate: Int = 1
+    @Option(help: "Clip the gradients (dense and embedding rows, after the allreduce) to this global L2 norm (default: no clipping).")
+    var clipNorm: Float?
     @Option(help: "Examples per rank per step (the global batch is this times the number of ranks).")
     var batchSize: Int = 128
     @Option(help: "Passes over the training rows.")
@@ -156,8 +175,14 @@ struct Train: ParsableCommand {
     var checkpointEverySeconds: Double = 0
     @Option(help: "Keep this many recent checkpoints (the best one is kept besides).")
     var keep: Int = 3
-    @Option(help: "Metric that selects the best checkpoint: auc or logloss.")
+    @Option(help: "Metric that selects the best checkpoint and drives early stopping: \(SelectionMetric.allCases.map(\.rawValue).joined(separator: ", ")) (logloss, rmse, mae: lower is better; hr, ndcg, recall at --k, and mrr need a leave-last-out evaluation split).")
     var selectMetric: SelectionMetric = .auc
+    @Option(help: "Stop when --select-metric has not improved for this many evaluations in a row (needs --eval-every; default: never stop early).")
+    var earlyStopPatience: Int?
+    @Option(help: "With --early-stop-patience: an improvement must exceed this.")
+    var earlyStopMinDelta: Double = 0
+    @Option(help: "Leave-last-out evaluation: the cut-off K of HR@K, NDCG@K and Recall@K (HR@10 and NDCG@10 are always reported).")
+    var k: Int = 10
     @Option(help: "Resume from a checkpoint: a step-NNNNNNNN directory, a checkpoint directory (its latest), or 'latest' (in --checkpoint-dir).")
     var resume: String?
     @Flag(help: "Resume from the newest valid checkpoint in --checkpoint-dir if there is one (damaged ones are skipped with a warning); start fresh otherwise.")
@@ -172,6 +197,8 @@ struct Train: ParsableCommand {
     var debugCheckEvery: Int = 10
     @Option(help: "OpenBLAS threads per rank (default 1: one rank per core).")
     var blasThreads: Int = 1
+    @Option(help: "Dense gradient bucket size in KiB: each bucket's allreduce starts as soon as the backward pass has finished its layers (buckets end at tensor boundaries).")
+    var bucketKib: Int = 1024
     @Option(help: "Abort the job when a collective waits this many seconds for the other ranks, naming the missing ranks (0: off). Set it above the longest evaluation, checkpoint or data-loading skew.")
     var collectiveTimeout: Double = 0
     @OptionGroup var preparedData: PreparedDataFlags
@@ -194,6 +221,7 @@ struct Train: ParsableCommand {
         if !(momentum >= 0 && momentum < 1) { throw bad("--momentum", momentum, "use a value in [0, 1)") }
         if debugCheckEvery < 1 { throw bad("--debug-check-every", debugCheckEvery, "use 1 or more") }
         if blasThreads < 1 { throw bad("--blas-threads", blasThreads, "use 1 or more") }
+        if bucketKib < 1 || bucketKib > 1 << 20 { throw bad("--bucket-kib", bucketKib, "use 1 to 1048576, e.g. 1024 (1 MiB)") }
         if checkpointEvery < 0 { throw bad("--checkpoint-every", checkpointEvery, "use 0 (off) or a positive step count") }
         if !(checkpointEverySeconds >= 0) { throw bad("--checkpoint-every-seconds", checkpointEverySeconds, "use 0 (off) or a positive number of seconds") }
         if keep < 1 { throw bad("--keep", keep, "keep at least 1 checkpoint") }
@@ -203,6 +231,25 @@ struct Train: ParsableCommand {
         if autoResume && resume != nil { throw ValidationError("use either --resume or --auto-resume, not both.") }
         if !(collectiveTimeout >= 0 && collectiveTimeout.isFinite) { throw bad("--collective-timeout", collectiveTimeout, "use 0 (off) or a number of seconds, e.g. 60") }
         if nesterov && optimizer != .momentum { throw ValidationError("--nesterov applies to --optimizer momentum only.") }
+        if let weightDecay, !(weightDecay >= 0 && weightDecay.isFinite) { throw bad("--weight-decay", weightDecay, "use 0 (off) or a small positive value, e.g. 0.0001") }
+        if warmupSteps < 0 { throw bad("--warmup-steps", warmupSteps, "use 0 (no warmup) or a positive step count") }
+        if let minLrRatio {
+            guard lrSchedule == .linear || lrSchedule == .cosine else { throw ValidationError("--min-lr-ratio applies to --lr-schedule linear or cosine only.") }
+            if !(minLrRatio >= 0 && minLrRatio <= 1) { throw bad("--min-lr-ratio", minLrRatio, "use a fraction of --lr in [0, 1]") }
+        }
+        if lrDecayEvery != nil || lrDecayFactor != nil {
+            guard lrSchedule == .step else { throw ValidationError("--lr-decay-every and --lr-decay-factor apply to --lr-schedule step only.") }
+        }
+        if let lrDecayEvery, lrDecayEvery < 1 { throw bad("--lr-decay-every", lrDecayEvery, "use a positive step count") }
+        if let lrDecayFactor, !(lrDecayFactor > 0 && lrDecayFactor <= 1) { throw bad("--lr-decay-factor", lrDecayFactor, "use a factor in (0, 1], e.g. 0.1") }
+        if accumulate < 1 || accumulate > 4096 { throw bad("--accumulate", accumulate, "use 1 (off) to 4096 micro-batches per step") }
+        if let clipNorm, !(clipNorm > 0 && clipNorm.isFinite) { throw bad("--clip-norm", clipNorm, "use a positive norm, e.g. 1.0, or leave it out") }
+        if let earlyStopPatience {
+            if earlyStopPatience < 1 { throw bad("--early-stop-patience", earlyStopPatience, "use 1 or more evaluations") }
+            if evalEvery == 0 { throw ValidationError("--early-stop-patience needs --eval-every N: with only the final evaluation there is nothing to compare.") }
+        }
+        if !(earlyStopMinDelta >= 0 && earlyStopMinDelta.isFinite) { throw bad("--early-stop-min-delta", earlyStopMinDelta, "use 0 or a small positive value") }
+        if k < 1 { throw bad("--k", k, "use a positive cut-off, e.g. 10") }
         if model == .dlrm && Int64(hashBuckets) * 26 * Int64(embeddingDim) > Int64(Int32.max) {
             throw ValidationError("--hash-buckets \(hashBuckets) x 26 fields x --embedding-dim \(embeddingDim) exceeds 2^31 embedding values; lower one of them.")
         }
@@ -220,6 +267,15 @@ struct Train: ParsableCommand {
         var optimizerConfig = OptimizerConfig(kind: optimizer, learningRate: lr)
         optimizerConfig.momentum = momentum
         optimizerConfig.nesterov = nesterov
+        optimizerConfig.weightDecay = weightDecay ?? OptimizerConfig.defaultWeightDecay(for: optimizer)
+        var schedule = LearningRateSchedule(decay: lrSchedule, warmupSteps: warmupSteps)
+        if let minLrRatio { schedule.minRatio = minLrRatio }
+        if let lrDecayEvery { schedule.decayEvery = lrDecayEvery }
+        if let lrDecayFactor { schedule.decayFactor = lrDecayFactor }
+        optimizerConfig.schedule = schedule
+        optimizerConfig.scaleByWorldSize = scaleLrByWorldSize
+        optimizerConfig.accumulate = accumulate
+        optimizerConfig.clipNorm = clipNorm
         var config = TrainingConfig(dataPath: data, model: modelConfig, optimizer: optimizerConfig)
         config.evalPath = eval
         config.evalFraction = evalFraction
@@ -238,11 +294,15 @@ struct Train: ParsableCommand {
         config.checkpointEverySeconds = checkpointEverySeconds
         config.keep = keep
         config.selectionMetric = selectMetric
+        config.earlyStopPatience = earlyStopPatience
+        config.earlyStopMinDelta = earlyStopPatience == nil ? nil : earlyStopMinDelta
+        config.rankingK = k
         config.resume = resume
         config.autoResume = autoResume
         config.skipNonFinite = skipNonfinite
         config.continueOnCheckpointFailure = continueOnCheckpointFailure
         config.preparedData = preparedData.options
+        config.bucketBytes = bucketKib == 1024 ? nil : bucketKib * 1024
         return config
     }
 
@@ -308,8 +368,14 @@ struct Train: ParsableCommand {
     func printSummary(_ result: TrainingResult, config: TrainingConfig, worldSize: Int) {
         var lines = ["", "done: \(result.steps) steps, \(result.samples) samples on \(worldSize) rank(s), \(Int(result.samplesPerSecond)) samples/s"]
         if let e = result.finalEvaluation {
-            lines.append("final evaluation (\(e.eval_rows) rows): auc \(e.auc.map { String(format: "%.4f", $0) } ?? "n/a"), logloss \(String(format: "%.4f", e.logloss)), accuracy \(String(format: "%.4f", e.accuracy))" + (e.oracle_auc.map { String(format: ", oracle auc %.4f", $0) } ?? ""))
+            lines.append("final evaluation (\(e.eval_rows) rows): auc \(e.auc.map { String(format: "%.4f", $0) } ?? "n/a"), logloss \(String(format: "%.4f", e.logloss)), accuracy \(String(format: "%.4f", e.accuracy))" + (e.calibration.map { String(format: ", calibration %.4f", $0) } ?? "") + (e.rmse.map { String(format: ", rmse %.4f", $0) } ?? "") + (e.mae.map { String(format: ", mae %.4f", $0) } ?? "") + (e.oracle_auc.map { String(format: ", oracle auc %.4f", $0) } ?? ""))
+            if let k = e.k, let protocolText = e.ranking_protocol, let hr = e.hit_rate_at_k, let ndcg = e.ndcg_at_k,
+               let recall = e.recall_at_k, let mrr = e.mrr {
+                lines.append("ranking (\(e.ranked_users ?? 0) users, \(protocolText)): " + String(format: "HR@%d %.4f, NDCG@%d %.4f, Recall@%d %.4f, MRR %.4f", k, hr, k, ndcg, k, recall, mrr))
+            }
         }
+        if let s = result.stoppedEarlyAt { lines.append("stopped early at step \(s) (--early-stop-patience)") }
+        if let best = result.bestCheckpoint { lines.append("best checkpoint (\(config.selectionMetric.label(k: config.rankingK ?? 10))): \(best)") }
         if let path = result.checkpointPath { lines.append("checkpoint: \(path)") }
         if let path = config.metricsPath { lines.append("metrics: \(path)") }
         print(lines.joined(separator: "\n"))

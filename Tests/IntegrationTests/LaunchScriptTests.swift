@@ -85,3 +85,24 @@ struct LaunchScriptTests {
         #expect(out.stderr.contains(mention), "\(out.stderr)")
     }
 }
+
+/// The test support itself: a job that outlives its timeout is killed with everything it started,
+/// including mpirun, which launch.sh runs in a session of its own, and the ranks.
+@Suite struct TestSupportTests {
+    @Test func aTimedOutLaunchLeavesNoProcessBehind() throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let job = try RecDist.start("/bin/bash", [RecDist.packageRoot + "/launch.sh", "-np", "2", "--", "train",
+                                                  "--data", data, "--batch-size", "1", "--steps", "100000000"])
+        let marker = "REC_DIST_TEST_JOB=" + job.marker
+        // Wait until the ranks run, so the kill has mpirun and both ranks to find.
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, RecDist.processes(withEnvironment: marker).count < 4 { usleep(50_000) }
+        #expect(RecDist.processes(withEnvironment: marker).count >= 4, "launch.sh, mpirun and 2 ranks: \(job.stdout)")
+        let out = job.wait(timeout: job.start.timeIntervalSinceNow.magnitude + 1)
+        #expect(out.timedOut)
+        var left = RecDist.processes(withEnvironment: marker)
+        let settle = Date().addingTimeInterval(5)
+        while !left.isEmpty, Date() < settle { usleep(50_000); left = RecDist.processes(withEnvironment: marker) }
+        #expect(left.isEmpty, "still running after the timeout: \(left)")
+    }
+}

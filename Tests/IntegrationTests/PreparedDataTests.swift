@@ -107,7 +107,10 @@ struct PreparedDataTests {
     }
 
     /// The same global batch gives the same parameters on 1, 2 and 3 real MPI ranks from a
-    /// prepared dataset, with shuffled epochs.
+    /// prepared dataset, with shuffled epochs. The dlrm has smaller MLPs than the default, for the
+    /// reason given at `DistributedTrainingTests.sameParametersForOneTwoThreeRanks`: measured
+    /// here, the smallest |ReLU pre-activation| of the run is 1.3e-5 against a spread of 1.1e-7
+    /// over 1-3 ranks x 4 OpenBLAS kernel sets, whose parameters agree within 3e-7.
     @Test func preparedDataSameParametersForOneTwoThreeRanks() throws {
         let dir = try RecDist.scratch("prepared-equivalence")
         let prepared = try RecDist.single(["prepare", "--format", "criteo", "--input", try RecDist.synthData(rows: 250),
@@ -118,14 +121,15 @@ struct PreparedDataTests {
         for n in [1, 2, 3] {
             let ck = dir + "/ck-\(n)"
             let out = try RecDist.ranks(n, ["train", "--data", dir + "/data", "--model", "dlrm", "--batch-size", "\(12 / n)",
-                                            "--steps", "25", "--seed", "3", "--checkpoint-dir", ck], timeout: 240)
+                                            "--steps", "25", "--seed", "3", "--bottom", "64,16", "--top", "64", "--bucket-kib", "16",
+                                            "--checkpoint-dir", ck], timeout: 240)
             #expect(out.status == 0, "N=\(n): \(out.all)")
             checkpoints[n] = try RecDist.checkpointTensors(ck)
         }
         let one = try #require(checkpoints[1])
         for n in [2, 3] {
             let diff = RecDist.maxDifference(one, try #require(checkpoints[n]))
-            #expect(diff < 1e-4, "N=\(n) differs from N=1 by \(diff)")
+            #expect(diff < 1e-5, "N=\(n) differs from N=1 by \(diff)")
         }
     }
 

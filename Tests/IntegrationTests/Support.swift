@@ -31,11 +31,15 @@ enum RecDist {
     final class Job {
         let process: Process
         let outPath: String, errPath: String
+        /// The value of `REC_DIST_TEST_JOB` in the environment of the process and of everything it
+        /// starts (launch.sh, mpirun in its own session, the ranks), so a timeout can find them all.
+        let marker: String
         let start = Date()
-        init(process: Process, outPath: String, errPath: String) {
+        init(process: Process, outPath: String, errPath: String, marker: String) {
             self.process = process
             self.outPath = outPath
             self.errPath = errPath
+            self.marker = marker
         }
         var stdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
         var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
@@ -49,6 +53,8 @@ enum RecDist {
                     // The whole process group (Foundation starts each child in its own).
                     kill(-process.processIdentifier, SIGKILL)
                     kill(process.processIdentifier, SIGKILL)
+                    // launch.sh runs mpirun under setsid, outside that process group.
+                    for pid in RecDist.processes(withEnvironment: "REC_DIST_TEST_JOB=" + marker) { kill(pid, SIGKILL) }
                     break
                 }
                 usleep(20_000)
@@ -84,6 +90,8 @@ enum RecDist {
         env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         env["OPENBLAS_NUM_THREADS"] = "1"
         env["REC_DIST_BIN"] = binary
+        let marker = UUID().uuidString
+        env["REC_DIST_TEST_JOB"] = marker
         for (k, v) in environment { env[k] = v }
         process.environment = env
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
@@ -97,7 +105,18 @@ enum RecDist {
         pthread_sigmask(SIG_UNBLOCK, &unblock, &previous)
         defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
         try process.run()
-        return Job(process: process, outPath: outPath, errPath: errPath)
+        return Job(process: process, outPath: outPath, errPath: errPath, marker: marker)
+    }
+
+    /// Every process whose environment holds `variable` ("NAME=value"), read from /proc.
+    static func processes(withEnvironment variable: String) -> [pid_t] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        let needle = Array(variable.utf8)
+        return entries.compactMap { entry -> pid_t? in
+            guard let pid = pid_t(entry), pid != getpid(),
+                  let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { return nil }
+            return environ.split(separator: 0).contains { $0.elementsEqual(needle) } ? pid : nil
+        }
     }
 
     /// Runs `executable` with `arguments`, killing it after `timeout` seconds.

@@ -25,6 +25,10 @@ struct StepAllocationTests {
         config.hidden = [32]
         config.bottom = [32, 16]
         config.top = [32, 16]
+        config.userFields = [0, 5]
+        config.itemFields = [1, 2]
+        if kind == .ncf { config.userFields = [0]; config.itemFields = [1]; config.dropout = ["mlp": 0.2] }
+        if kind == .wideDeep { config.dropout = ["deep": 0.1] }
         return config
     }
 
@@ -38,6 +42,7 @@ struct StepAllocationTests {
         let step = TrainingStep(model: model, communicator: communicator, optimizer: OptimizerConfig(kind: optimizer),
                                 loss: .bce, batchSize: batch, bucketBytes: 1024, localSums: localSums)
         model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer, seed: 1)
+        model.trainingContext = TrainingContext(seed: 1, step: 0, firstExample: 0)   // dropout on, where configured
         let pool = SyntheticBatches(rank: communicator.rank, worldSize: communicator.size, batchSize: batch,
                                     batches: 4, seed: 3)
         for s in 0..<warmup { _ = try step.run(pool.batch(s % pool.count), globalCount: batch * communicator.size) }
@@ -46,7 +51,8 @@ struct StepAllocationTests {
         return (UInt64(rd_allocation_counter_stop()), step.sync.embeddingExchange)
     }
 
-    @Test(arguments: [(ModelKind.mlp, OptimizerKind.adam), (.mlp, .sgd), (.dlrm, .adam), (.dlrm, .momentum), (.dlrm, .adagrad)])
+    @Test(arguments: [(ModelKind.mlp, OptimizerKind.adam), (.mlp, .sgd), (.dlrm, .adam), (.dlrm, .momentum), (.dlrm, .adagrad),
+                      (.logreg, .adagrad), (.wideDeep, .adam), (.ncf, .adam), (.twoTower, .adam)])
     func oneRankStepAllocatesNothing(kind: ModelKind, optimizer: OptimizerKind) throws {
         guard rd_allocation_counter_available() != 0 else { return }
         let batch = 32
@@ -57,6 +63,14 @@ struct StepAllocationTests {
                                                  batch: batch, optimizer: optimizer)
         case .dlrm: result = try Self.allocations(DLRMModel(config: config, maxBatch: batch), communicator: LocalCommunicator(),
                                                   batch: batch, optimizer: optimizer)
+        case .logreg: result = try Self.allocations(LogisticRegressionModel(config: config, maxBatch: batch),
+                                                    communicator: LocalCommunicator(), batch: batch, optimizer: optimizer)
+        case .wideDeep: result = try Self.allocations(WideDeepModel(config: config, maxBatch: batch),
+                                                      communicator: LocalCommunicator(), batch: batch, optimizer: optimizer)
+        case .ncf: result = try Self.allocations(NCFModel(config: config, maxBatch: batch),
+                                                 communicator: LocalCommunicator(), batch: batch, optimizer: optimizer)
+        case .twoTower: result = try Self.allocations(TwoTowerModel(config: config, maxBatch: batch),
+                                                      communicator: LocalCommunicator(), batch: batch, optimizer: optimizer)
         }
         #expect(result.exchange == (kind == .mlp ? .none : .local))
         #expect(result.allocations == 0, "\(kind) \(optimizer): \(result.allocations) heap allocations in 5 steps")

@@ -134,7 +134,9 @@ struct MetricsTests {
         let expected = EvaluationSummary(
             count: n, auc: Metrics.auc(scores: p, labels: y), logloss: logloss(p, y), accuracy: accuracy(p, y),
             meanPrediction: p.reduce(0.0) { $0 + Double($1) } / Double(n),
-            meanLabel: y.reduce(0.0) { $0 + Double($1) } / Double(n))
+            meanLabel: y.reduce(0.0) { $0 + Double($1) } / Double(n),
+            rmse: (zip(p, y).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) } / Double(n)).squareRoot(),
+            mae: zip(p, y).reduce(0.0) { $0 + abs(Double($1.0) - Double($1.1)) } / Double(n))
         #expect(summary == expected)
         #expect(abs(summary.auc! - pairwiseAUC(p, y)!) <= 1e-12)
         #expect(summary.auc! > 0.8)
@@ -166,5 +168,81 @@ struct MetricsTests {
         #expect(abs(at10.ndcg - (1 + 1 / log2(4.0) + 1 / log2(5.0)) / 3) < 1e-12)
         #expect(ranking([0.5, 0.5, 0.5], group: 3, k: 2)?.hitRate == 0, "a constant model ranks the positive last")
         #expect(ranking([0.5], group: 2, k: 1) == nil)
+    }
+}
+
+@Suite struct GeneralRankingMetricsTests {
+    /// Naive reference: sort each group by score descending, ties broken against positives
+    /// (negatives first, then positives by index), and read the metrics off the sorted list.
+    static func reference(_ scores: [Float], _ labels: [Float], group: Int, k: Int)
+        -> (hr: Double, ndcg: Double, recall: Double, mrr: Double, groups: Int)? {
+        var hr = 0.0, ndcg = 0.0, recall = 0.0, mrr = 0.0, groups = 0
+        for g in 0..<(scores.count / group) {
+            let idx = Array((g * group)..<((g + 1) * group))
+            let positives = idx.filter { labels[$0] >= 0.5 }
+            if positives.isEmpty { continue }
+            groups += 1
+            let order = idx.sorted { a, b in
+                if scores[a] != scores[b] { return scores[a] > scores[b] }
+                let pa = labels[a] >= 0.5, pb = labels[b] >= 0.5
+                if pa != pb { return !pa }          // the negative goes first in a tie
+                return a < b
+            }
+            let top = order.prefix(k)
+            let hits = top.filter { labels[$0] >= 0.5 }.count
+            hr += hits > 0 ? 1 : 0
+            recall += Double(hits) / Double(positives.count)
+            var dcg = 0.0, ideal = 0.0
+            for (r, i) in top.enumerated() where labels[i] >= 0.5 { dcg += 1 / log2(Double(r) + 2) }
+            for r in 0..<min(k, positives.count) { ideal += 1 / log2(Double(r) + 2) }
+            ndcg += dcg / ideal
+            let first = order.firstIndex { labels[$0] >= 0.5 }!
+            mrr += 1 / Double(first + 1)
+        }
+        guard groups > 0 else { return nil }
+        let n = Double(groups)
+        return (hr / n, ndcg / n, recall / n, mrr / n, groups)
+    }
+
+    @Test(arguments: [(1, 10, 5), (1, 100, 10), (3, 20, 5), (2, 8, 1), (5, 12, 20)])
+    func matchesNaiveReference(positives: Int, group: Int, k: Int) throws {
+        var rng = RNG(seed: 41, stream: UInt64(group * 100 + k))
+        let users = 60
+        var scores: [Float] = [], labels: [Float] = []
+        for _ in 0..<users {
+            for j in 0..<group {
+                // Coarse scores, so ties happen; some users without a positive (skipped).
+                scores.append(Float(rng.nextInt(below: 8)) / 8)
+                labels.append(j < positives && rng.nextDouble() > 0.1 ? 1 : 0)
+            }
+        }
+        let got = try #require(scores.withUnsafeBufferPointer { s in
+            labels.withUnsafeBufferPointer { l in RankingMetrics.evaluate(scores: s, labels: l, groupSize: group, k: k) }
+        })
+        let want = try #require(Self.reference(scores, labels, group: group, k: k))
+        #expect(got.groups == want.groups)
+        #expect(abs(got.hitRate - want.hr) < 1e-12)
+        #expect(abs(got.ndcg - want.ndcg) < 1e-12)
+        #expect(abs(got.recall - want.recall) < 1e-12)
+        #expect(abs(got.mrr - want.mrr) < 1e-12)
+        if positives == 1 {
+            #expect(abs(got.recall - got.hitRate) < 1e-12, "one positive: recall is the hit rate")
+        }
+    }
+
+    @Test func protocolIsStated() {
+        let labels: [Float] = [1] + Array(repeating: 0, count: 99)
+        #expect(labels.withUnsafeBufferPointer { RankingMetrics.protocolDescription(labels: $0, groupSize: 100) }
+                == "1 held-out positive vs 99 sampled negatives per user")
+    }
+
+    @Test func errorsAndCalibrationByHand() {
+        let p: [Float] = [0.5, 0.25, 1, 0], y: [Float] = [1, 0, 1, 0]
+        let e = p.withUnsafeBufferPointer { pb in y.withUnsafeBufferPointer { yb in Metrics.errors(predictions: pb, labels: yb) } }
+        #expect(abs(e.rmse - (0.3125 / 4).squareRoot()) < 1e-12)
+        #expect(abs(e.mae - 0.75 / 4) < 1e-12)
+        var evaluation = BinaryEvaluation()
+        p.withUnsafeBufferPointer { pb in y.withUnsafeBufferPointer { yb in evaluation.append(probabilities: pb, labels: yb) } }
+        #expect(abs(evaluation.summary().calibration - (1.75 / 4) / 0.5) < 1e-12)
     }
 }

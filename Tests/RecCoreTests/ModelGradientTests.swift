@@ -72,6 +72,7 @@ struct ReferenceModel {
     let config: ModelConfig
     let layout: ParameterLayout
     let batch: ModelTestBatch
+    var context: TrainingContext? = nil
 
     /// Offsets of `name.weight` (with its (in, out) shape) and `name.bias`, from the layout.
     func linear(_ name: String) -> (w: Int, inputs: Int, outputs: Int, bias: Int) {
@@ -82,9 +83,12 @@ struct ReferenceModel {
         return (w.offset, w.shape[0], w.shape[1], b.offset)
     }
 
-    /// Runs the Linear layers `name.0`, `name.1`, ... over x: (n, in), ReLU after each one except
-    /// the last unless `reluLast`. `margin` tracks the smallest |ReLU input| seen.
+    /// Runs the Linear layers `name.0`, `name.1`, ... over x: (n, in), the stack's activation
+    /// (relu unless configured) after each one except the last unless `activateLast`, and the
+    /// configured dropout after each hidden layer when `context` is set. `margin` tracks the
+    /// smallest |ReLU input| seen.
     func mlp(_ name: String, layers: Int, x: [Double], reluLast: Bool, p: [Double], margin: inout Double) -> [Double] {
+        let activation = config.activation(name), rate = config.dropoutRate(name)
         var h = x
         for l in 0..<layers {
             let lin = linear("\(name).\(l)")
@@ -92,13 +96,37 @@ struct ReferenceModel {
                                 w: lin.w, bias: lin.bias)
             if l < layers - 1 || reluLast {
                 for i in h.indices {
-                    margin = min(margin, abs(h[i]))
-                    h[i] = GradCheck.relu(h[i])
+                    switch activation {
+                    case .relu:
+                        margin = min(margin, abs(h[i]))
+                        h[i] = GradCheck.relu(h[i])
+                    case .tanh: h[i] = tanh(h[i])
+                    case .sigmoid: h[i] = 1 / (1 + exp(-h[i]))
+                    case .linear: break
+                    }
+                }
+            }
+            if l < layers - 1, rate > 0, let context {
+                let stream = Dropout.stream(name) &+ UInt64(l)
+                for b in 0..<batch.count {
+                    for j in 0..<lin.outputs {
+                        let keep = Dropout.keep(seed: context.seed, stream: stream, step: context.step,
+                                                example: context.firstExample + b, unit: j, rate: rate)
+                        h[b * lin.outputs + j] *= keep ? 1 / Double(1 - rate) : 0
+                    }
                 }
             }
         }
         return h
     }
+
+    /// Table t's row for example b (the model's tables read columns `columns`).
+    func row(_ b: Int, _ t: Int) -> Int {
+        config.modelTables!.row(field: t, value: batch.categorical[b * batch.categoricalWidth + columns[t]])
+    }
+
+    /// The categorical column each of the model's tables reads.
+    var columns: [Int] { ModelVariant.columns(config) }
 
     /// log(1 + max(x, 0)) (or the value itself, for the identity transform) of the first `k`
     /// dense features: (n, k).
@@ -158,6 +186,61 @@ struct ReferenceModel {
                 }
             }
             return mlp("top", layers: config.top.count + 1, x: interaction, reluLast: false, p: p, margin: &margin)
+        case .logreg:
+            let n = batch.count, fields = config.categoricalFields
+            var z = [Double](repeating: 0, count: n)
+            if config.denseInputs > 0 {
+                let lin = linear("linear")
+                z = GradCheck.dense(denseInput(config.denseInputs), batch: n, inputs: lin.inputs, outputs: 1, p: p,
+                                    w: lin.w, bias: lin.bias)
+            } else {
+                let bias = layout.entry(named: "bias")!.offset
+                for b in 0..<n { z[b] = p[bias] }
+            }
+            for b in 0..<n { for f in 0..<fields { z[b] += e[row(b, f)] } }
+            return z
+        case .wideDeep:
+            let n = batch.count, fields = config.categoricalFields, d = config.denseInputs, dim = config.embeddingDim
+            let dense = denseInput(d)
+            var x: [Double] = [], wide = [Double](repeating: 0, count: n)
+            for b in 0..<n {
+                x += dense[(b * d)..<((b + 1) * d)]
+                for f in 0..<fields {
+                    let r = row(b, f) * (1 + dim)
+                    wide[b] += e[r]
+                    x += e[(r + 1)..<(r + 1 + dim)]
+                }
+            }
+            let deep = mlp("deep", layers: config.hidden.count + 1, x: x, reluLast: false, p: p, margin: &margin)
+            return (0..<n).map { wide[$0] + deep[$0] }
+        case .ncf:
+            let n = batch.count, f = config.factors, dim = config.embeddingDim, w = f + dim
+            var gmf: [Double] = [], x: [Double] = []
+            for b in 0..<n {
+                let u = row(b, 0) * w, i = row(b, 1) * w
+                for k in 0..<f { gmf.append(e[u + k] * e[i + k]) }
+                x += e[(u + f)..<(u + w)]
+                x += e[(i + f)..<(i + w)]
+            }
+            let h = mlp("mlp", layers: config.hidden.count, x: x, reluLast: true, p: p, margin: &margin)
+            let last = config.hidden.last!
+            var z: [Double] = []
+            for b in 0..<n { z += gmf[(b * f)..<((b + 1) * f)] + h[(b * last)..<((b + 1) * last)] }
+            let lin = linear("predict")
+            return GradCheck.dense(z, batch: n, inputs: lin.inputs, outputs: 1, p: p, w: lin.w, bias: lin.bias)
+        case .twoTower:
+            let n = batch.count, dim = config.embeddingDim, k = config.factors
+            let nu = config.userFields!.count, ni = config.itemFields!.count
+            var xu: [Double] = [], xi: [Double] = []
+            for b in 0..<n {
+                for t in 0..<(nu + ni) {
+                    let r = row(b, t) * dim
+                    if t < nu { xu += e[r..<(r + dim)] } else { xi += e[r..<(r + dim)] }
+                }
+            }
+            let u = mlp("user", layers: config.hidden.count + 1, x: xu, reluLast: false, p: p, margin: &margin)
+            let v = mlp("item", layers: config.hidden.count + 1, x: xi, reluLast: false, p: p, margin: &margin)
+            return (0..<n).map { b in (0..<k).reduce(0.0) { $0 + u[b * k + $1] * v[b * k + $1] } }
         }
     }
 
@@ -213,12 +296,30 @@ struct ModelUnderTest {
 /// other field counts, no dense inputs at all).
 enum ModelVariant: String, CaseIterable, CustomTestStringConvertible {
     case mlp, dlrm, mlpPrepared, dlrmPrepared, dlrmNoDense
+    case logreg, logregPrepared, logregNoDense, wideDeep, wideDeepPrepared, wideDeepTanh
+    case ncf, ncfPrepared, ncfSigmoid, twoTower, twoTowerPrepared, twoTowerDeep
+    case mlpDropout, wideDeepDropout, ncfDropout, twoTowerDropout
 
     var testDescription: String { rawValue }
 
+    /// The categorical column each of the model's tables reads.
+    static func columns(_ config: ModelConfig) -> [Int] {
+        switch config.kind {
+        case .mlp: return []
+        case .dlrm, .logreg, .wideDeep: return Array(0..<config.categoricalFields)
+        case .ncf: return [config.userFields![0], config.itemFields![0]]
+        case .twoTower: return config.userFields! + config.itemFields!
+        }
+    }
+
+    /// The dropout context the variant trains with (nil: no dropout).
+    var context: TrainingContext? {
+        rawValue.hasSuffix("Dropout") ? TrainingContext(seed: 9, step: 17, firstExample: 24) : nil
+    }
+
     var config: ModelConfig {
         switch self {
-        case .mlp, .mlpPrepared:
+        case .mlp, .mlpPrepared, .mlpDropout:
             var config = ModelConfig(kind: .mlp)
             config.hidden = [6, 5]
             config.mlpDenseFeatures = 10
@@ -227,6 +328,7 @@ enum ModelVariant: String, CaseIterable, CustomTestStringConvertible {
                 config.categoricalFields = 3
                 config.denseTransform = .identity
             }
+            if self == .mlpDropout { config.dropout = ["mlp": 0.3] }
             return config
         case .dlrm, .dlrmPrepared, .dlrmNoDense:
             var config = ModelConfig(kind: .dlrm)
@@ -245,6 +347,71 @@ enum ModelVariant: String, CaseIterable, CustomTestStringConvertible {
                 config.vocabularySizes = [3, 7, 60, 2]
                 config.denseTransform = .identity
             }
+            return config
+        case .logreg, .logregPrepared, .logregNoDense:
+            var config = ModelConfig(kind: .logreg)
+            config.hashBuckets = 50
+            if self == .logregPrepared {
+                config.denseInputs = 3
+                config.categoricalFields = 5
+                config.vocabularySizes = [2, 9, 50, 5, 17]
+                config.denseTransform = .identity
+            } else if self == .logregNoDense {
+                config.denseInputs = 0
+                config.categoricalFields = 4
+                config.vocabularySizes = [3, 7, 60, 2]
+                config.denseTransform = .identity
+            }
+            return config
+        case .wideDeep, .wideDeepPrepared, .wideDeepTanh, .wideDeepDropout:
+            var config = ModelConfig(kind: .wideDeep)
+            config.hashBuckets = 50
+            config.embeddingDim = 3
+            config.hidden = [8, 6]
+            if self == .wideDeepPrepared {
+                config.denseInputs = 3
+                config.categoricalFields = 5
+                config.vocabularySizes = [2, 9, 50, 5, 17]
+                config.denseTransform = .identity
+            }
+            if self == .wideDeepTanh { config.activations = ["deep": .tanh] }
+            if self == .wideDeepDropout { config.dropout = ["deep": 0.25] }
+            return config
+        case .ncf, .ncfPrepared, .ncfSigmoid, .ncfDropout:
+            var config = ModelConfig(kind: .ncf)
+            config.hashBuckets = 50
+            config.embeddingDim = 4
+            config.factors = 3
+            config.hidden = [8, 5]
+            config.userFields = [2]
+            config.itemFields = [1]
+            if self == .ncfPrepared {
+                config.denseInputs = 0
+                config.categoricalFields = 3
+                config.vocabularySizes = [4, 30, 7]
+                config.denseTransform = .identity
+            }
+            if self == .ncfSigmoid { config.activations = ["mlp": .sigmoid] }
+            if self == .ncfDropout { config.dropout = ["mlp": 0.3] }
+            return config
+        case .twoTower, .twoTowerPrepared, .twoTowerDeep, .twoTowerDropout:
+            var config = ModelConfig(kind: .twoTower)
+            config.hashBuckets = 50
+            config.embeddingDim = 3
+            config.factors = 4
+            config.hidden = [6]
+            config.userFields = [0, 3]
+            config.itemFields = [1, 2]
+            if self == .twoTowerPrepared {
+                config.denseInputs = 2
+                config.categoricalFields = 4
+                config.vocabularySizes = [5, 11, 40, 3]
+                config.denseTransform = .identity
+                config.userFields = [3]
+                config.itemFields = [1, 2]
+            }
+            if self == .twoTowerDeep { config.hidden = [7, 5]; config.activations = ["user": .tanh] }
+            if self == .twoTowerDropout { config.hidden = [8, 6]; config.dropout = ["item": 0.3, "user": 0.2] }
             return config
         }
     }
@@ -268,7 +435,14 @@ enum ModelVariant: String, CaseIterable, CustomTestStringConvertible {
 
 struct ModelGradientTests {
     static func config(_ kind: ModelKind) -> ModelConfig {
-        kind == .mlp ? ModelVariant.mlp.config : ModelVariant.dlrm.config
+        switch kind {
+        case .mlp: return ModelVariant.mlp.config
+        case .dlrm: return ModelVariant.dlrm.config
+        case .logreg: return ModelVariant.logreg.config
+        case .wideDeep: return ModelVariant.wideDeep.config
+        case .ncf: return ModelVariant.ncf.config
+        case .twoTower: return ModelVariant.twoTower.config
+        }
     }
 
     @Test("logits and every gradient against a Double reference", arguments: ModelVariant.allCases)
@@ -284,7 +458,8 @@ struct ModelGradientTests {
             for i in 0..<entry.count { m.parameters.pointer[entry.offset + i] = rng.uniform(-0.1, 0.1) }
         }
         let batch = variant.batch(count: n, rng: &rng)
-        let reference = ReferenceModel(config: config, layout: layout, batch: batch)
+        m.model.trainingContext = variant.context
+        let reference = ReferenceModel(config: config, layout: layout, batch: batch, context: variant.context)
         let p = m.parameters.toArray().map(Double.init)
         let e = m.table.toArray().map(Double.init)
 
@@ -298,6 +473,10 @@ struct ModelGradientTests {
             case .dlrm:
                 return (config.denseInputs > 0 ? names("bottom", config.bottom.count + 1) : [])
                     + names("top", config.top.count + 1)
+            case .logreg: return config.denseInputs > 0 ? names("linear", 1).map { $0.replacingOccurrences(of: "linear.0", with: "linear") } : ["bias"]
+            case .wideDeep: return names("deep", config.hidden.count + 1)
+            case .ncf: return names("mlp", config.hidden.count) + ["predict.weight", "predict.bias"]
+            case .twoTower: return names("user", config.hidden.count + 1) + names("item", config.hidden.count + 1)
             }
         }()
         #expect(Set(layout.entries.map(\.name)) == Set(expectedNames))
@@ -312,7 +491,7 @@ struct ModelGradientTests {
 
         // Backward of the mean BCE.
         let gradients = FloatBuffer(count: layout.count)
-        let sparse = SparseGradient(capacity: n * config.categoricalFields, dim: m.model.embeddings?.dim ?? 1)
+        let sparse = SparseGradient(capacity: n * max(config.categoricalFields, 1), dim: m.model.embeddings?.dim ?? 1)
         let loss = m.step(batch, gradients: gradients, sparse: sparse)
         let expectedLoss = reference.loss(p, e)
         #expect(abs(loss - expectedLoss) <= 1e-5 * max(1, expectedLoss), "loss \(loss), reference \(expectedLoss)")
@@ -336,9 +515,10 @@ struct ModelGradientTests {
         // they match the finite differences of every touched row.
         let fields = tables.fields, dim = tables.dim
         #expect(sparse.count == n * fields)
+        #expect(tables == config.modelTables)
         var expectedRows: [Int] = []
         for b in 0..<n {
-            for f in 0..<fields { expectedRows.append(tables.row(field: f, value: batch.categorical[b * fields + f])) }
+            for f in 0..<fields { expectedRows.append(reference.row(b, f)) }
         }
         #expect((0..<sparse.count).map { Int(sparse.rows[$0]) } == expectedRows)
         var summed: [Int: [Double]] = [:]
@@ -350,7 +530,9 @@ struct ModelGradientTests {
         }
         let touched = summed.keys.sorted()
         #expect(touched.count < n * fields, "the batch was meant to repeat rows")
-        #expect(touched.contains(tables.row(field: 1, value: 0)), "the batch was meant to have a missing value")
+        if let t = reference.columns.firstIndex(of: 1) {
+            #expect(touched.contains(tables.row(field: t, value: 0)), "the batch was meant to have a missing value")
+        }
         let indices = touched.flatMap { r in (0..<dim).map { r * dim + $0 } }
         let numericRows = GradCheck.centralDifferences(e, indices: indices) { reference.loss(p, $0) }
         GradCheck.expectClose(touched.flatMap { summed[$0]! }, numericRows, relative: 1e-3, floor: 1e-3,
@@ -416,5 +598,58 @@ struct ModelGradientTests {
             #expect(table.allSatisfy { abs($0) <= 0.05 })
             #expect((table.map { abs($0) }.max() ?? 0) > 0.045)
         }
+    }
+}
+
+struct DropoutTests {
+    /// The mask of a global example does not depend on which rank computes it: two halves of a
+    /// batch (firstExample 0 and 4) give the rows of the whole batch; and about `rate` of the
+    /// units are dropped, the others scaled by 1 / (1 - rate).
+    @Test func maskIsAPureFunctionOfTheGlobalExample() {
+        let rows = 8, columns = 300, rate: Float = 0.25
+        let src = (0..<(rows * columns)).map { Float($0 % 7) + 1 }
+        var whole = [Float](repeating: 0, count: rows * columns), halves = whole
+        let context = TrainingContext(seed: 3, step: 11, firstExample: 0)
+        src.withUnsafeBufferPointer { s in
+            whole.withUnsafeMutableBufferPointer { w in
+                Dropout.apply(s.baseAddress!, to: w.baseAddress!, rows: rows, columns: columns, rate: rate,
+                              context: context, stream: 5)
+            }
+            halves.withUnsafeMutableBufferPointer { h in
+                Dropout.apply(s.baseAddress!, to: h.baseAddress!, rows: 4, columns: columns, rate: rate,
+                              context: context, stream: 5)
+                var second = context
+                second.firstExample = 4
+                Dropout.apply(s.baseAddress! + 4 * columns, to: h.baseAddress! + 4 * columns, rows: 4, columns: columns,
+                              rate: rate, context: second, stream: 5)
+            }
+        }
+        #expect(whole == halves)
+        let dropped = whole.filter { $0 == 0 }.count
+        #expect(abs(Double(dropped) / Double(whole.count) - 0.25) < 0.03, "dropped \(dropped) of \(whole.count)")
+        for i in whole.indices where whole[i] != 0 { #expect(abs(whole[i] - src[i] / 0.75) < 1e-5) }
+        // Another step or seed gives another mask.
+        var other = [Float](repeating: 0, count: rows * columns)
+        src.withUnsafeBufferPointer { s in
+            other.withUnsafeMutableBufferPointer { o in
+                Dropout.apply(s.baseAddress!, to: o.baseAddress!, rows: rows, columns: columns, rate: rate,
+                              context: TrainingContext(seed: 3, step: 12, firstExample: 0), stream: 5)
+            }
+        }
+        #expect(other != whole)
+    }
+
+    /// Without a training context (evaluation, predict) the model with dropout computes exactly
+    /// what the same model without dropout computes; with one, something else.
+    @Test(arguments: [ModelVariant.mlpDropout, .wideDeepDropout, .ncfDropout, .twoTowerDropout])
+    func offInEvaluation(_ variant: ModelVariant) {
+        var plain = variant.config
+        plain.dropout = [:]
+        let a = ModelUnderTest(variant.config, maxBatch: 8, seed: 5), b = ModelUnderTest(plain, maxBatch: 8, seed: 5)
+        var rng = RNG(seed: 6)
+        let batch = variant.batch(count: 6, rng: &rng)
+        #expect(a.forward(batch) == b.forward(batch))
+        a.model.trainingContext = variant.context
+        #expect(a.forward(batch) != b.forward(batch))
     }
 }

@@ -29,6 +29,16 @@ struct OptimizerCase: Sendable, CustomStringConvertible {
         // A zero initial accumulator makes Adagrad's epsilon (inside the square root) matter.
         var adagrad = OptimizerConfig(kind: .adagrad, learningRate: 0.02)
         adagrad.initialAccumulator = 0
+        // Weight decay: decoupled for AdamW, L2 for the rest. Large enough to show in 5 steps.
+        var adamw = OptimizerConfig(kind: .adamw, learningRate: 0.01)
+        adamw.weightDecay = 0.3
+        adamw.beta1 = 0.7
+        func decayed(_ kind: OptimizerKind, _ wd: Float, nesterov: Bool = false) -> OptimizerConfig {
+            var c = OptimizerConfig(kind: kind, learningRate: 0.02)
+            c.weightDecay = wd
+            c.nesterov = nesterov
+            return c
+        }
         return [
             OptimizerCase(name: "sgd", config: OptimizerConfig(kind: .sgd)),
             OptimizerCase(name: "momentum", config: OptimizerConfig(kind: .momentum)),
@@ -38,6 +48,13 @@ struct OptimizerCase: Sendable, CustomStringConvertible {
             OptimizerCase(name: "momentum(lr 0.05, mu 0.5)", config: momentum),
             OptimizerCase(name: "adam(lr 0.003, b1 0.6, b2 0.95, eps 1e-5)", config: adam),
             OptimizerCase(name: "adagrad(lr 0.02, initial 0)", config: adagrad),
+            OptimizerCase(name: "adamw", config: OptimizerConfig(kind: .adamw)),
+            OptimizerCase(name: "adamw(lr 0.01, wd 0.3, b1 0.7)", config: adamw),
+            OptimizerCase(name: "sgd(wd 0.5)", config: decayed(.sgd, 0.5)),
+            OptimizerCase(name: "momentum(wd 0.5)", config: decayed(.momentum, 0.5)),
+            OptimizerCase(name: "nesterov(wd 0.5)", config: decayed(.momentum, 0.5, nesterov: true)),
+            OptimizerCase(name: "adam(wd 0.5)", config: decayed(.adam, 0.5)),
+            OptimizerCase(name: "adagrad(wd 0.5)", config: decayed(.adagrad, 0.5)),
         ]
     }()
 }
@@ -52,24 +69,27 @@ struct ReferenceOptimizer {
     init(config: OptimizerConfig, parameters: [Float]) {
         self.config = config
         p = parameters.map(Double.init)
-        let initialA = config.kind == .adagrad ? Double(config.initialAccumulator) : 0
+        let initialA = config.kind == .adagrad || config.kind == .rowwiseAdagrad ? Double(config.initialAccumulator) : 0
         a = Array(repeating: initialA, count: parameters.count)
         b = Array(repeating: 0, count: parameters.count)
     }
 
     /// Updates the elements in `indices` with gradient `g[i]`, as step `t` (1-based).
-    mutating func apply(t: Int, gradients g: [Float], indices: some Sequence<Int>) {
-        let lr = Double(config.learningRate), mu = Double(config.momentum)
+    mutating func apply(t: Int, gradients g: [Float], indices: some Sequence<Int>, learningRate: Float? = nil) {
+        let lr = Double(learningRate ?? config.learningRate), mu = Double(config.momentum)
         let b1 = Double(config.beta1), b2 = Double(config.beta2), eps = Double(config.epsilon)
+        let wd = Double(config.weightDecay)
         for i in indices {
-            let gi = Double(g[i])
+            // AdamW: decoupled decay of the parameter; the others: L2 term in the gradient.
+            let gi = Double(g[i]) + (config.kind == .adamw ? 0 : wd * p[i])
+            if config.kind == .adamw { p[i] -= lr * wd * p[i] }
             switch config.kind {
             case .sgd:
                 p[i] -= lr * gi
             case .momentum:
                 a[i] = mu * a[i] - lr * gi
                 p[i] += config.nesterov ? mu * a[i] - lr * gi : a[i]
-            case .adam:
+            case .adam, .adamw:
                 a[i] = b1 * a[i] + (1 - b1) * gi
                 b[i] = b2 * b[i] + (1 - b2) * gi * gi
                 let alpha = lr * (1 - pow(b2, Double(t))).squareRoot() / (1 - pow(b1, Double(t)))
@@ -77,6 +97,8 @@ struct ReferenceOptimizer {
             case .adagrad:
                 a[i] += gi * gi
                 p[i] -= lr * gi / (a[i] + eps).squareRoot()
+            case .rowwiseAdagrad:
+                fatalError("row-wise Adagrad has its own reference (RowwiseAdagradTests)")
             }
         }
     }
@@ -85,8 +107,8 @@ struct ReferenceOptimizer {
     var state: [[Double]] {
         switch config.kind {
         case .sgd: return []
-        case .momentum, .adagrad: return [a]
-        case .adam: return [a, b]
+        case .momentum, .adagrad, .rowwiseAdagrad: return [a]
+        case .adam, .adamw: return [a, b]
         }
     }
 }
@@ -175,7 +197,12 @@ struct OptimizerTests {
         #expect(c.beta1 == 0.9 && c.beta2 == 0.999 && c.epsilon == 1e-7)
         #expect(c.initialAccumulator == 0.1)
         #expect(OptimizerKind(rawValue: "adagrad") == .adagrad)
-        #expect(OptimizerKind.allCases.count == 4)
+        #expect(OptimizerKind.allCases.count == 6)
+        #expect(OptimizerKind(rawValue: "rowwise-adagrad") == .rowwiseAdagrad)
+        #expect(OptimizerConfig(kind: .adamw).learningRate == 0.001)
+        #expect(OptimizerConfig.defaultWeightDecay(for: .adamw) == 0.004)
+        #expect(OptimizerConfig.defaultWeightDecay(for: .adam) == 0)
+        #expect(OptimizerConfig(kind: .adam).weightDecay == 0)
     }
 
     @Test("dense update matches the Double reference for 5 steps", arguments: OptimizerCase.all)
@@ -293,11 +320,14 @@ struct OptimizerTests {
         let sameState = sparse.stateBuffers().filter { $0.name.hasPrefix("embedding.") }.map { $0.values.map(\.bitPattern) }
             == dense.stateBuffers().filter { !$0.name.hasPrefix("embedding.") }.map { $0.values.map(\.bitPattern) }
         switch c.config.kind {
-        case .sgd, .adagrad:
+        case .sgd where c.config.weightDecay == 0, .adagrad where c.config.weightDecay == 0:
             #expect(sameParameters)
             #expect(sameState)
-        case .momentum, .adam:
-            // Lazy: untouched rows' state is not decayed, so the trajectories differ.
+        case .rowwiseAdagrad:
+            Issue.record("not in OptimizerCase.all")
+        default:
+            // Lazy: untouched rows' state (and, with weight decay, the rows themselves) is not
+            // decayed, so the trajectories differ.
             #expect(!sameParameters)
         }
     }
@@ -367,6 +397,8 @@ struct OptimizerTests {
         #expect(layout(.momentum) == ["velocity:5", "embedding.velocity:6"])
         #expect(layout(.adam) == ["m:5", "v:5", "embedding.m:6", "embedding.v:6"])
         #expect(layout(.adagrad) == ["accumulator:5", "embedding.accumulator:6"])
+        #expect(layout(.adamw) == ["m:5", "v:5", "embedding.m:6", "embedding.v:6"])
+        #expect(layout(.rowwiseAdagrad) == ["accumulator:5", "embedding.accumulator:3"])
         let adagrad = Optimizer(config: OptimizerConfig(kind: .adagrad), parameterCount: 5, embeddingRows: 3, embeddingDim: 2)
         #expect(adagrad.stateBuffers().allSatisfy { $0.values.allSatisfy { $0 == 0.1 } })
     }
@@ -414,5 +446,118 @@ struct OptimizerTests {
         let bigger = Optimizer(config: config, parameterCount: 5, embeddingRows: 3, embeddingDim: 2)
         #expect(throws: OptimizerStateError.self) { try bigger.loadState(step: 1, buffers: good) }
         #expect(!OptimizerStateError.missingBuffer(name: "m").description.isEmpty)
+    }
+}
+
+// MARK: - Row-wise Adagrad, schedules with the optimizer, weight decay
+
+@Suite("Row-wise Adagrad, AdamW and weight decay")
+struct RowwiseAdagradTests {
+    /// Double reference of row-wise Adagrad on a (rows, dim) table: one accumulator per row.
+    struct Reference {
+        var p: [Double]
+        var acc: [Double]
+        let dim: Int
+        let lr: Double, eps: Double, wd: Double
+        mutating func apply(row r: Int, gradients g: ArraySlice<Float>) {
+            let base = r * dim
+            let gs = (0..<dim).map { Double(g[g.startIndex + $0]) + wd * p[base + $0] }
+            acc[r] += gs.reduce(0) { $0 + $1 * $1 } / Double(dim)
+            for j in 0..<dim { p[base + j] -= lr * gs[j] / (acc[r] + eps).squareRoot() }
+        }
+    }
+
+    @Test("row-wise Adagrad matches the Double reference on touched rows; untouched rows and accumulators stay bit-identical",
+          arguments: [Float(0), 0.2])
+    func rowwiseMatchesReference(weightDecay: Float) {
+        var rng = RNG(seed: 21, stream: 9)
+        let rows = 25, dim = 6, count = 11
+        var config = OptimizerConfig(kind: .rowwiseAdagrad, learningRate: 0.05)
+        config.initialAccumulator = 0.01
+        config.weightDecay = weightDecay
+        var dense = randomValues(count, &rng)
+        var denseReference = ReferenceOptimizer(config: { var c = config; c.kind = .adagrad; return c }(), parameters: dense)
+        var embeddings = randomValues(rows * dim, &rng)
+        var reference = Reference(p: embeddings.map(Double.init), acc: Array(repeating: 0.01, count: rows), dim: dim,
+                                  lr: 0.05, eps: Double(config.epsilon), wd: Double(weightDecay))
+        let opt = Optimizer(config: config, parameterCount: count, embeddingRows: rows, embeddingDim: dim)
+        for t in 1...6 {
+            let dg = randomValues(count, &rng, spread: 3)
+            denseStep(opt, &dense, dg)
+            denseReference.apply(t: t, gradients: dg, indices: 0..<count)
+            let touched = randomSubset(1 + rng.nextInt(below: rows - 1), of: rows, &rng)
+            let g = randomValues(touched.count * dim, &rng, spread: 3)
+            let before = embeddings
+            let accBefore = opt.stateBuffers().first { $0.name == "embedding.accumulator" }!.values
+            rowStep(opt, &embeddings, touched, g)
+            for (i, r) in touched.enumerated() { reference.apply(row: Int(r), gradients: g[(i * dim)..<((i + 1) * dim)]) }
+            expectParametersClose(embeddings, reference.p, "step \(t) rows")
+            expectParametersClose(dense, denseReference.p, "step \(t) dense (element-wise Adagrad)")
+            let acc = opt.stateBuffers().first { $0.name == "embedding.accumulator" }!.values
+            expectClose(acc, reference.acc, relative: 1e-5, absolute: 0, "step \(t) row accumulators")
+            let set = Set(touched.map(Int.init))
+            for r in 0..<rows where !set.contains(r) {
+                #expect(embeddings[(r * dim)..<((r + 1) * dim)].map(\.bitPattern) == before[(r * dim)..<((r + 1) * dim)].map(\.bitPattern))
+                #expect(acc[r].bitPattern == accBefore[r].bitPattern)
+            }
+        }
+    }
+
+    @Test("row-wise Adagrad with dim 1 follows element-wise Adagrad")
+    func rowwiseDimOneIsAdagrad() {
+        var rng = RNG(seed: 22, stream: 1)
+        let rows = 50
+        var a = randomValues(rows, &rng), b = a
+        let rowwise = Optimizer(config: OptimizerConfig(kind: .rowwiseAdagrad, learningRate: 0.1), parameterCount: 0, embeddingRows: rows, embeddingDim: 1)
+        let plain = Optimizer(config: OptimizerConfig(kind: .adagrad, learningRate: 0.1), parameterCount: 0, embeddingRows: rows, embeddingDim: 1)
+        var empty: [Float] = []
+        for _ in 0..<5 {
+            let touched = randomSubset(20, of: rows, &rng)
+            let g = randomValues(20, &rng)
+            denseStep(rowwise, &empty, []); denseStep(plain, &empty, [])
+            rowStep(rowwise, &a, touched, g); rowStep(plain, &b, touched, g)
+        }
+        for i in 0..<rows { #expect(abs(a[i] - b[i]) <= 1e-6 * max(1, abs(b[i])), "row \(i): \(a[i]) vs \(b[i])") }
+    }
+
+    @Test("AdamW decays decoupled, Adam with weight decay couples it: different trajectories, and AdamW with zero gradients only shrinks")
+    func adamwIsDecoupled() {
+        var w = OptimizerConfig(kind: .adamw, learningRate: 0.1)
+        w.weightDecay = 0.5
+        let opt = Optimizer(config: w, parameterCount: 3, embeddingRows: 0, embeddingDim: 1)
+        var p: [Float] = [1, -2, 4]
+        denseStep(opt, &p, [0, 0, 0])
+        // m = v = 0: the Adam part is 0, the decay is p * (1 - lr * wd) = 0.95 p.
+        #expect(p == [0.95, -1.9, 3.8])
+        var l2 = OptimizerConfig(kind: .adam, learningRate: 0.1)
+        l2.weightDecay = 0.5
+        let coupled = Optimizer(config: l2, parameterCount: 3, embeddingRows: 0, embeddingDim: 1)
+        var q: [Float] = [1, -2, 4]
+        denseStep(coupled, &q, [0, 0, 0])
+        // L2 through Adam: the gradient is 0.5 p, Adam's first step moves each by about lr * sign.
+        for (x, start) in zip(q, [Float(1), -2, 4]) { #expect(abs(abs(x - start) - 0.1) < 1e-3) }
+    }
+
+    @Test("a learning rate set between steps is the one used (schedules), also for Adam's bias-corrected step")
+    func learningRateIsSettable() {
+        var rng = RNG(seed: 23, stream: 2)
+        for kind in [OptimizerKind.sgd, .momentum, .adam, .adamw, .adagrad] {
+            var config = OptimizerConfig(kind: kind, learningRate: 0.1)
+            config.weightDecay = kind == .adamw ? 0.1 : 0
+            let n = 40
+            var p = randomValues(n, &rng)
+            var reference = ReferenceOptimizer(config: config, parameters: p)
+            let opt = Optimizer(config: config, parameterCount: n, embeddingRows: 0, embeddingDim: 1)
+            let schedule = LearningRateSchedule(decay: .cosine, warmupSteps: 2)
+            for t in 1...6 {
+                let lr = schedule.rate(base: 0.1, step: t - 1, totalSteps: 6)
+                opt.learningRate = lr
+                let g = randomValues(n, &rng)
+                denseStep(opt, &p, g)
+                reference.apply(t: t, gradients: g, indices: 0..<n, learningRate: lr)
+                // |p| ~ 1 and the steps cancel: Float rounding of p, not of the rate, bounds the error.
+                expectClose(p, reference.p, relative: 1e-6, absolute: 1e-6, "\(kind) step \(t)")
+            }
+        }
     }
 }
