@@ -98,6 +98,7 @@ ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0),
     "linear": lambda x: x,
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "tanh": np.tanh,
 }
 
 
@@ -154,6 +155,25 @@ def op_multiply(op, values, tensors):
     for n in op["inputs"][1:]:
         out = out * values[n]
     return out
+
+
+def op_columns(op, values, tensors):
+    return values[op["inputs"][0]][:, op["columns"]]
+
+
+def op_slice(op, values, tensors):
+    x = values[op["inputs"][0]]
+    index = [slice(None)] * x.ndim
+    index[op["axis"]] = slice(op["start"], op["end"])
+    return x[tuple(index)]
+
+
+def op_reduce_sum(op, values, tensors):
+    return np.sum(values[op["inputs"][0]], axis=-1, keepdims=True)
+
+
+def op_add_tensor(op, values, tensors):
+    return values[op["inputs"][0]] + tensors[op["tensor"]]
 
 
 def op_dot(op, values, tensors):

@@ -224,7 +224,9 @@ public final class Trainer {
         var payload = Data()
         if rank == 0 {
             do {
-                if let state = try findAndLoad(into: buffers) { payload = try JSONEncoder().encode(state) }
+                // As trainer.json is written: a NaN or infinite figure (an empty or one-class
+                // evaluation) is a string, not an encoding error.
+                if let state = try findAndLoad(into: buffers) { payload = try Checkpoint.jsonEncoder().encode(state) }
             } catch {
                 failure = error
             }
@@ -237,7 +239,9 @@ public final class Trainer {
         var bytes = [UInt8](payload)
         if rank != 0 { bytes = [UInt8](repeating: 0, count: Int(length[0])) }
         try bytes.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
-        return try JSONDecoder().decode(Checkpoint.State.self, from: Data(bytes))
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+        return try decoder.decode(Checkpoint.State.self, from: Data(bytes))
     }
 
     private func findAndLoad(into buffers: Checkpoint.Buffers) throws -> Checkpoint.State? {
