@@ -313,24 +313,3 @@ public final class TwoTowerModel: RecModel {
         }
     }
 }
-
-extension TwoTowerModel: ItemIndexScoring {
-    /// The towers' output width, `config.factors`.
-    public var towerWidth: Int { config.factors }
-
-    /// out: (batch.count, factors), the item tower's vector of each row's item-side fields.
-    public func itemVectors(_ batch: BatchView, parameters: UnsafePointer<Float>, embeddingTable: UnsafePointer<Float>,
-                            out: UnsafeMutablePointer<Float>) {
-        towerOutputs(tower: itemTower, first: userCount, columns: Array(columns[userCount...]), values: batch.categorical,
-                     stride: batch.categoricalWidth, count: batch.count, parameters: parameters,
-                     embeddingTable: embeddingTable, out: out)
-    }
-
-    /// out: (batch.count, factors), the user tower's vector of each row's user-side fields.
-    public func userVectors(_ batch: BatchView, parameters: UnsafePointer<Float>, embeddingTable: UnsafePointer<Float>,
-                            out: UnsafeMutablePointer<Float>) {
-        towerOutputs(tower: userTower, first: 0, columns: Array(columns[..<userCount]), values: batch.categorical,
-                     stride: batch.categoricalWidth, count: batch.count, parameters: parameters,
-                     embeddingTable: embeddingTable, out: out)
-    }
-}

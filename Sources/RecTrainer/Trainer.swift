@@ -376,7 +376,7 @@ public final class Trainer {
             ?? (shard.stepsPerEpoch - offset / shard.globalBatchSize), accumulate)
         let lastStep = config.steps ?? (step + remainingInEpoch + max(config.epochs - epoch - 1, 0) * stepsPerEpoch)
         if rank == 0 {
-            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize)\(accumulate > 1 ? " x \(accumulate) accumulated = \(shard.globalBatchSize * accumulate) per step" : ""), \(lastStep - step) steps (\(stepsPerEpoch) per epoch)")
+            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize)\(accumulate > 1 ? " x \(accumulate) accumulated = \(shard.globalBatchSize * accumulate) per step" : ""), \(lastStep - step) steps (\(stepsPerEpoch) per epoch); OpenBLAS \(GEMM.coreName) kernels")
             var optimization = "optimizer \(config.optimizer.kind.rawValue), lr \(baseRate)"
             if config.optimizer.scaleByWorldSize { optimization += " (\(config.optimizer.learningRate) x \(worldSize) ranks)" }
             optimization += ", schedule \(config.optimizer.schedule.summary)"
@@ -559,6 +559,7 @@ public final class Trainer {
                     timing.dataWait += DispatchTime.now().uptimeNanoseconds - fetchStart
                     let isFinal = j == micro - 1
                     if isFinal { sync.beginStep(gradients: gradients.pointer) }
+                    sparse.count = 0
 
                     // Forward, loss, backward on this rank's rows; the dense gradients add up in
                     // `gradients`. A rank with no rows in the last, partial batch runs the model on

@@ -76,7 +76,7 @@ public final class TrainingStep<Model: RecModel> {
     ///   - bucketBytes: the dense gradient bucket size (see `GradientSync`).
     ///   - localSums: sum embedding pairs per rank before the exchange (see `GradientSync`).
     public init(model: Model, communicator: any Communicator, optimizer: OptimizerConfig, loss: Loss,
-                batchSize: Int, bucketBytes: Int = 1 << 20, localSums: Bool = false) {
+                batchSize: Int, bucketBytes: Int = 1 << 20, localSums: Bool = true) {
         self.model = model
         self.loss = loss
         self.batchSize = batchSize

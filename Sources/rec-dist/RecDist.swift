@@ -344,6 +344,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        BLASKernels.reexecWithNativeKernelsIfNeeded()
         GEMM.setThreads(blasThreads)
         let communicator: MPICommunicator
         do {

@@ -35,7 +35,7 @@ struct StepAllocationTests {
     /// Runs `warmup` steps, then counts the heap allocations of `counted` more on this thread.
     /// One OpenBLAS thread, as rec-dist runs (threaded OpenBLAS mallocs job tables per call).
     static func allocations<Model: RecModel>(_ model: Model, communicator: any Communicator, batch: Int,
-                                             optimizer: OptimizerKind, localSums: Bool = false,
+                                             optimizer: OptimizerKind, localSums: Bool = true,
                                              warmup: Int = 3, counted: Int = 5) throws
         -> (allocations: UInt64, exchange: GradientSync.EmbeddingExchange) {
         try allocations(model, communicator: communicator, batch: batch, config: OptimizerConfig(kind: optimizer),
@@ -144,9 +144,9 @@ struct StepAllocationTests {
     }
 
     /// Two and three in-process ranks: the overlapped dense buckets, and both embedding paths
-    /// (1000 buckets: rows, with and without local sums; 20 buckets: 520 rows < ranks x 32 x 26
-    /// pairs, so dense).
-    @Test(arguments: [(2, 1000, false), (3, 1000, false), (2, 1000, true), (2, 20, false)])
+    /// (1000 buckets: rows, with local sums (the default) and without; 20 buckets: 520 rows <
+    /// ranks x 32 x 26 pairs, so dense).
+    @Test(arguments: [(2, 1000, true), (3, 1000, true), (2, 1000, false), (3, 1000, false), (2, 20, true)])
     func severalRanksStepAllocatesNothing(ranks: Int, hashBuckets: Int, localSums: Bool) throws {
         guard rd_allocation_counter_available() != 0 else { return }
         let batch = 32
@@ -251,16 +251,22 @@ struct ExchangeTrafficTests {
     }
 
     /// The dlrm step at a known configuration: dense allreduce of every parameter plus the loss
-    /// slot; embedding rows by the formula: every pair (16 x 26 per rank), or with local sums the
-    /// distinct rows counted from the batch.
-    @Test(arguments: [false, true])
-    func dlrmStepTraffic(localSums: Bool) throws {
+    /// slot; embedding rows by the formula: with local sums (nil: the default, as train and
+    /// bench run) the distinct rows counted from the batch, without them every pair (16 x 26 per
+    /// rank).
+    @Test(arguments: [nil, true, false] as [Bool?])
+    func dlrmStepTraffic(localSums option: Bool?) throws {
+        let localSums = option ?? true
         let batch = 16, ranks = 2
         let results = try InProcessGroup.run(size: ranks) { comm -> [Int] in
             let config = StepAllocationTests.model(.dlrm, hashBuckets: 5000, batch: batch)
             let model = DLRMModel(config: config, maxBatch: batch)
-            let step = TrainingStep(model: model, communicator: comm, optimizer: OptimizerConfig(kind: .adagrad),
-                                    loss: .bce, batchSize: batch, localSums: localSums)
+            let step = option.map {
+                TrainingStep(model: model, communicator: comm, optimizer: OptimizerConfig(kind: .adagrad),
+                             loss: .bce, batchSize: batch, localSums: $0)
+            } ?? TrainingStep(model: model, communicator: comm, optimizer: OptimizerConfig(kind: .adagrad),
+                              loss: .bce, batchSize: batch)
+            #expect(step.sync.localSums == localSums && step.sync.embeddingExchange == .rows)
             let pool = SyntheticBatches(rank: comm.rank, worldSize: ranks, batchSize: batch, batches: 1, seed: 4)
             let view = pool.batch(0)
             _ = try step.run(view, globalCount: batch * ranks)
