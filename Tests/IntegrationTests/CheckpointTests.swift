@@ -130,13 +130,23 @@ struct CheckpointTests {
     /// `rec-dist export` writes the weights and a model description from which NumPy and the
     /// safetensors package (examples/score.py, generic over the description's ops) reproduce
     /// rec-dist's predictions: raw Criteo TSV (hashing, log1p) and a prepared dataset's split.
-    @Test(arguments: ["mlp", "dlrm", "mlp-prepared", "dlrm-prepared"])
+    /// The new models train with tanh MLPs (and ncf, two-tower read TSV fields named in a model config).
+    @Test(arguments: ["mlp", "dlrm", "mlp-prepared", "dlrm-prepared", "logreg", "wide-deep-prepared", "ncf", "two-tower-prepared"])
     func numpyReproducesPredictions(variant: String) throws {
-        let model = String(variant.prefix { $0 != "-" }), prepared = variant.hasSuffix("-prepared")
+        let prepared = variant.hasSuffix("-prepared")
+        let model = prepared ? String(variant.dropLast("-prepared".count)) : variant
         let data = prepared ? try UsingModelData.preparedSynth(rows: 2000) : try RecDist.synthData(rows: 2000)
         let root = try RecDist.scratch("numpy-\(variant)")
+        var extra: [String] = []
+        if !["mlp", "dlrm"].contains(model) { extra += ["--activation", "tanh"] }
+        if model == "ncf" || model == "two-tower" {
+            let file = root + "/model.json"
+            let fields = prepared ? #"["C1"], "item_fields": ["C2", "C3"]"# : #"["C1"], "item_fields": ["C2"]"#
+            try #"{"user_fields": \#(fields)}"#.write(toFile: file, atomically: true, encoding: .utf8)
+            extra += ["--model-config", file]
+        }
         var out = try RecDist.ranks(2, ["train", "--data", data, "--model", model, "--hash-buckets", "1000",
-                                        "--steps", "30", "--checkpoint-dir", root])
+                                        "--steps", "30", "--checkpoint-dir", root] + extra)
         #expect(out.status == 0, "\(out.all)")
         out = try RecDist.single(["predict", "--checkpoint", root, "--input", data, "--limit", "100"] + (prepared ? ["--split", "valid"] : []))
         #expect(out.status == 0, "\(out.all)")
@@ -147,7 +157,7 @@ struct CheckpointTests {
         #expect(description["model"] as? String == model)
         #expect((description["input"] as? [String: Any])?["kind"] as? String == (prepared ? "prepared" : "criteo-tsv"))
         let ops = (description["graph"] as! [[String: Any]]).map { $0["op"] as! String }
-        #expect(ops.last == "sigmoid" && ops.contains("linear") && (model == "mlp" || ops.contains("dot_interaction")), "\(ops)")
+        #expect(ops.last == "sigmoid" && ops.contains("linear") && (model != "dlrm" || ops.contains("dot_interaction")), "\(ops)")
         let py = try RecDist.run("/usr/bin/env", ["python3", RecDist.packageRoot + "/examples/score.py", root + "/serving", data,
                                                   "--limit", "100"] + (prepared ? ["--split", "valid"] : []))
         try #require(py.status == 0, "examples/score.py failed (is `pip install safetensors numpy` done? .ci/run does it): \(py.all)")
