@@ -224,8 +224,6 @@ public final class Trainer {
         var payload = Data()
         if rank == 0 {
             do {
-                // As trainer.json is written: a NaN or infinite figure (an empty or one-class
-                // evaluation) is a string, not an encoding error.
                 if let state = try findAndLoad(into: buffers) { payload = try Checkpoint.jsonEncoder().encode(state) }
             } catch {
                 failure = error
@@ -239,9 +237,9 @@ public final class Trainer {
         var bytes = [UInt8](payload)
         if rank != 0 { bytes = [UInt8](repeating: 0, count: Int(length[0])) }
         try bytes.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
-        let decoder = JSONDecoder()
-        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-        return try decoder.decode(Checkpoint.State.self, from: Data(bytes))
+        // Non-finite metrics (a NaN logloss without evaluation rows, an infinite calibration
+        // when every evaluation label is 0) travel as strings, as in trainer.json.
+        return try Checkpoint.jsonDecoder().decode(Checkpoint.State.self, from: Data(bytes))
     }
 
     private func findAndLoad(into buffers: Checkpoint.Buffers) throws -> Checkpoint.State? {

@@ -75,12 +75,15 @@ struct InProcessTrainingTests {
     @Test(arguments: [ModelKind.logreg, .wideDeep, .ncf, .twoTower])
     func resumeAndPredict(model: ModelKind) throws {
         let data = try Self.dataset(rows: 130)
-        // No evaluation rows (NaN logloss in the checkpoint's state) on purpose: resuming must cope.
-        let straight = try Self.train(data: data, model: model, optimizer: .adam, ranks: 1, globalBatch: 12, steps: 14)
+        // The 13 evaluation rows are all negatives: calibration (mean prediction / mean label) is
+        // infinite, and the checkpoint's state must still travel to the ranks on resume.
+        let straight = try Self.train(data: data, model: model, optimizer: .adam, ranks: 1, globalBatch: 12, steps: 14,
+                                      evalFraction: 0.1)
         let dir = NSTemporaryDirectory() + "rec-dist-inprocess-resume-\(UUID().uuidString.prefix(8))"
-        _ = try Self.train(data: data, model: model, optimizer: .adam, ranks: 1, globalBatch: 12, steps: 6, checkpointDir: dir)
+        _ = try Self.train(data: data, model: model, optimizer: .adam, ranks: 1, globalBatch: 12, steps: 6, checkpointDir: dir,
+                           evalFraction: 0.1)
         let resumed = try Self.train(data: data, model: model, optimizer: .adam, ranks: 2, globalBatch: 12, steps: 14,
-                                     checkpointDir: dir, resume: true)
+                                     checkpointDir: dir, resume: true, evalFraction: 0.1)
         #expect(Set(straight.keys) == Set(resumed.keys))
         var worst: Float = 0
         for (name, values) in straight {
