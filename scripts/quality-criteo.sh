@@ -16,12 +16,14 @@ bin="${REC_DIST_BIN:-$here/.build/release/rec-dist}"
 [ -x "$bin" ] || (cd "$here" && ./launch.sh build)
 mkdir -p "$out"
 export OPENBLAS_NUM_THREADS=1
-# name | flags (the learning rates were chosen on dev: see docs/quality.md)
+# name | flags (logreg's learning rate and the dropout rate were chosen on dev: see docs/quality.md)
 cases=(
     "logreg|--model logreg --lr 0.01"
     "mlp|--model mlp"
     "wide-deep|--model wide-deep"
     "dlrm|--model dlrm"
+    "wide-deep+dropout|--model wide-deep --dropout 0.3"
+    "dlrm+dropout|--model dlrm --dropout 0.3"
 )
 steps_per_epoch=113   # ceil(7200 / 64)
 for c in "${cases[@]}"; do

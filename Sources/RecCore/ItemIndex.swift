@@ -20,3 +20,29 @@ public protocol ItemIndexScoring: AnyObject {
     func userVectors(_ batch: BatchView, parameters: UnsafePointer<Float>, embeddingTable: UnsafePointer<Float>,
                      out: UnsafeMutablePointer<Float>)
 }
+
+/// Two-tower: the item tower's outputs are the index, the user tower's the query.
+extension TwoTowerModel: ItemIndexScoring {
+    public var towerWidth: Int { config.factors }
+
+    public func itemVectors(_ batch: BatchView, parameters: UnsafePointer<Float>, embeddingTable: UnsafePointer<Float>,
+                            out: UnsafeMutablePointer<Float>) {
+        let values = Self.columns(config.itemFields ?? [], of: batch)
+        itemEmbeddings(items: values, count: batch.count, parameters: parameters, embeddingTable: embeddingTable, out: out)
+    }
+
+    public func userVectors(_ batch: BatchView, parameters: UnsafePointer<Float>, embeddingTable: UnsafePointer<Float>,
+                            out: UnsafeMutablePointer<Float>) {
+        let values = Self.columns(config.userFields ?? [], of: batch)
+        userEmbeddings(users: values, count: batch.count, parameters: parameters, embeddingTable: embeddingTable, out: out)
+    }
+
+    /// The values of categorical columns `fields` of each row: (batch.count, fields.count).
+    static func columns(_ fields: [Int], of batch: BatchView) -> [UInt32] {
+        var values = [UInt32](repeating: 0, count: max(batch.count * fields.count, 1))
+        for b in 0..<batch.count {
+            for (t, f) in fields.enumerated() { values[b * fields.count + t] = batch.categorical[b * batch.categoricalWidth + f] }
+        }
+        return values
+    }
+}

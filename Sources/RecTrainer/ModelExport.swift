@@ -45,7 +45,7 @@ public enum ModelExport {
                 let name = String(entry.name.dropLast(".weight".count))
                 let output = "\(prefix).\(l)"
                 graph.append(["op": "linear", "inputs": [value], "output": output, "weight": entry.name, "bias": name + ".bias",
-                              "shape": entry.shape, "activation": l == layers.count - 1 ? lastActivation : "relu"])
+                              "shape": entry.shape, "activation": l == layers.count - 1 ? lastActivation : config.activation(prefix).rawValue])
                 value = output
             }
             return value
@@ -75,7 +75,7 @@ public enum ModelExport {
             let logit = stack("top", input: "interaction", lastActivation: "linear")
             graph.append(["op": "sigmoid", "inputs": [logit], "output": "probability"])
         case .logreg, .wideDeep, .ncf, .twoTower:
-            throw TrainingError.checkpoint(path: trained.directory, message: "export of \(config.kind.rawValue) models is not implemented yet (mlp and dlrm are); score it with `rec-dist predict`")
+            throw TrainingError.checkpoint(path: trained.directory, message: "export does not describe \(config.kind.rawValue) models yet (mlp and dlrm only); its weights are in \(trained.directory)/model.safetensors")
         }
 
         var input: [String: Any]

@@ -55,13 +55,13 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var continueOnCheckpointFailure: Bool = false
     /// How a prepared dataset is read (shuffling, evaluation split, memory); nil: the defaults.
     public var preparedData: PreparedDataOptions?
-    /// The dense gradient bucket size in bytes (see `GradientSync`); nil: 1 MiB. It changes
-    /// when each bucket's allreduce starts, not the sums.
-    public var bucketBytes: Int?
     /// The schema hash of the prepared dataset the model was shaped by (its manifest's
     /// `schema_hash`), so `predict`, `recommend` and `explain` can refuse another dataset's rows.
     /// nil for TSV data (and checkpoints written before it was recorded).
     public var datasetSchemaHash: String?
+    /// The dense gradient bucket size in bytes (see `GradientSync`); nil: 1 MiB. It changes
+    /// when each bucket's allreduce starts, not the sums.
+    public var bucketBytes: Int?
 
     public init(dataPath: String, model: ModelConfig, optimizer: OptimizerConfig) {
         self.dataPath = dataPath
@@ -173,8 +173,6 @@ public enum TrainingError: Error, CustomStringConvertible {
     case notEnoughData(String)
     /// A checkpoint could not be written or read.
     case checkpoint(path: String, message: String)
-    /// The metrics log (--metrics-out) could not be created or written.
-    case metricsLog(path: String, message: String)
 
     public var description: String {
         switch self {
@@ -200,8 +198,6 @@ public enum TrainingError: Error, CustomStringConvertible {
             return message
         case let .checkpoint(path, message):
             return "checkpoint '\(path)': \(message)"
-        case let .metricsLog(path, message):
-            return "metrics log '\(path)': \(message)"
         }
     }
 }

@@ -117,11 +117,9 @@ struct Explain: ParsableCommand {
             rows.count = n
             reader.releaseResidentPages()
             let schema = dataset.manifest.schema
-            let denseRead = config.kind == .mlp ? config.mlpDenseFeatures : schema.dense.count
-            for j in 0..<min(denseRead, schema.dense.count) { fields.append(.init(name: schema.dense[j].name, categorical: false, index: j)) }
-            if config.kind != .mlp {
-                for f in schema.categorical.indices { fields.append(.init(name: schema.categorical[f].name, categorical: true, index: f)) }
-            }
+            let (dense, categorical) = Self.fieldsRead(by: config, dense: schema.dense.count, categorical: schema.categorical.count)
+            for j in dense { fields.append(.init(name: schema.dense[j].name, categorical: false, index: j)) }
+            for f in categorical { fields.append(.init(name: schema.categorical[f].name, categorical: true, index: f)) }
             source = "the \(name) split of \(data)"
         } else {
             if config.vocabularySizes != nil || config.denseTransform != .log1p {
@@ -138,17 +136,29 @@ struct Explain: ParsableCommand {
             range = range.lowerBound..<min(range.upperBound, range.lowerBound + maxRows)
             let parsed = try CriteoTSV.parse(file, selecting: { range.contains($0) })
             rows = FeatureRowsBuffer(parsed)
-            let denseRead = config.kind == .mlp ? config.mlpDenseFeatures : CriteoFormat.denseCount
-            for j in 0..<denseRead { fields.append(.init(name: "I\(j + 1)", categorical: false, index: j)) }
-            if config.kind != .mlp {
-                for f in 0..<CriteoFormat.categoricalCount { fields.append(.init(name: "C\(f + 1)", categorical: true, index: f)) }
-            }
+            let (dense, categorical) = Self.fieldsRead(by: config, dense: CriteoFormat.denseCount, categorical: CriteoFormat.categoricalCount)
+            for j in dense { fields.append(.init(name: "I\(j + 1)", categorical: false, index: j)) }
+            for f in categorical { fields.append(.init(name: "C\(f + 1)", categorical: true, index: f)) }
             source = what
         }
         guard rows.count >= 2 else {
             throw ValidationError("\(source) has \(rows.count) row(s): explain needs evaluation rows with both labels.")
         }
-        if config.kind == .mlp { logger.info("the mlp reads only its first \(config.mlpDenseFeatures) dense field(s): the others cannot matter and are left out") }
+        switch config.kind {
+        case .mlp: logger.info("the mlp reads only its first \(config.mlpDenseFeatures) dense field(s): the others cannot matter and are left out")
+        case .ncf, .twoTower: logger.info("the \(config.kind.rawValue) reads only its user and item fields: the others cannot matter and are left out")
+        default: break
+        }
         return (rows, fields, source)
+    }
+
+    /// The dense and categorical fields a model reads (shuffling the others changes nothing).
+    static func fieldsRead(by config: ModelConfig, dense: Int, categorical: Int) -> (dense: [Int], categorical: [Int]) {
+        switch config.kind {
+        case .mlp: return (Array(0..<min(config.mlpDenseFeatures, dense)), [])
+        case .ncf: return ([], [config.userFields?.first, config.itemFields?.first].compactMap { $0 })
+        case .twoTower: return ([], (config.userFields ?? []) + (config.itemFields ?? []))
+        case .dlrm, .logreg, .wideDeep: return (Array(0..<dense), Array(0..<categorical))
+        }
     }
 }

@@ -122,10 +122,12 @@ struct DistributedTrainingTests {
         #expect(out.seconds < 30)
     }
 
-    /// On the synthetic data the mlp learns (AUC > 0.6) and dlrm beats it, on 2 ranks.
+    /// On the synthetic data the mlp learns (AUC > 0.6) and dlrm closes at least half of its gap
+    /// to the oracle, on 2 ranks.
     @Test func modelsLearnTheSyntheticData() throws {
         let data = try RecDist.synthData(rows: 200_000)
         var auc: [String: Double] = [:]
+        var oracle = 0.0
         for (model, extra) in [("mlp", [String]()), ("dlrm", ["--optimizer", "adam", "--lr", "0.002"])] {
             let dir = try RecDist.scratch("quality-\(model)")
             let out = try RecDist.ranks(2, ["train", "--data", data, "--model", model, "--batch-size", "128",
@@ -135,10 +137,16 @@ struct DistributedTrainingTests {
             let last = try #require(records.last)
             auc[model] = last["auc"] as? Double
             #expect(last["world_size"] as? Int == 2)
-            #expect((last["oracle_auc"] as? Double ?? 0) > 0.75)
+            oracle = last["oracle_auc"] as? Double ?? 0
+            #expect(oracle > 0.75)
         }
         let mlp = try #require(auc["mlp"]), dlrm = try #require(auc["dlrm"])
         #expect(mlp > 0.6, "mlp AUC \(mlp)")
         #expect(dlrm > mlp + 0.02, "dlrm AUC \(dlrm) vs mlp \(mlp)")
+        // The generator is hard enough to mean something (docs/quality.md): the dense-only mlp
+        // sits at least 0.05 below the oracle, and one epoch of dlrm closes at least half of that
+        // gap (measured: mlp 0.645, dlrm 0.784, oracle 0.830: 75%).
+        #expect(oracle - mlp >= 0.05, "mlp AUC \(mlp) vs oracle \(oracle)")
+        #expect(dlrm - mlp >= 0.5 * (oracle - mlp), "dlrm AUC \(dlrm) closes less than half of mlp \(mlp) -> oracle \(oracle)")
     }
 }

@@ -196,10 +196,10 @@ struct RecommendTests {
         var trainRows: [(user: Int, item: Int, label: Int, probability: Double)]
     }
 
-    static func setUp() throws -> Setup {
+    static func setUp(model: String = "dlrm") throws -> Setup {
         let data = try UsingModelData.preparedMovieLens()
         let dir = try RecDist.scratch("recommend")
-        var out = try RecDist.single(["train", "--data", data, "--model", "dlrm", "--steps", "60", "--batch-size", "32",
+        var out = try RecDist.single(["train", "--data", data, "--model", model, "--steps", "60", "--batch-size", "32",
                                       "--checkpoint-dir", dir + "/ck"])
         guard out.status == 0 else { throw TestDataError(message: out.all) }
         out = try RecDist.single(["predict", "--checkpoint", dir + "/ck", "--input", data, "--split", "train", "--ids", "--out", dir + "/p.csv"])
@@ -219,15 +219,18 @@ struct RecommendTests {
 
     /// recommend's (user, item) scores are the model's scores of the user's own training rows
     /// (built another way: rows as stored, scored by predict); the ranking is by score; seen
-    /// items are left out on request; K beyond the catalog is clamped with a notice.
-    @Test func topKMatchesScoringEachItemOneByOne() throws {
-        let s = try Self.setUp()
+    /// items are left out on request; K beyond the catalog is clamped with a notice. two-tower
+    /// ranks through its item index, the others through the full forward pass.
+    @Test(arguments: ["dlrm", "two-tower", "ncf"])
+    func topKMatchesScoringEachItemOneByOne(model: String) throws {
+        let s = try Self.setUp(model: model)
         let user = "7", id = try #require(s.userIDs[user])
         let catalog = Set(s.trainRows.map(\.item))
         var out = try RecDist.single(["recommend", "--checkpoint", s.checkpoint, "--data", s.data, "--user", user,
                                       "--k", "1000", "--out", s.dir + "/all.csv"])
         try #require(out.status == 0, "\(out.all)")
         #expect(out.stderr.contains("--k 1000 is larger than the catalog (\(catalog.count) items)"), "\(out.stderr)")
+        #expect(out.stderr.contains("scoring through the item index") == (model == "two-tower"), "\(out.stderr)")
         let (header, rows) = UsingModelData.csv(try String(contentsOfFile: s.dir + "/all.csv", encoding: .utf8))
         #expect(header == ["user", "rank", "item", "score", "title", "genres"])
         #expect(rows.count == catalog.count)
@@ -320,7 +323,7 @@ struct ExplainTests {
         let data = try Self.craftedData(rows: 6000)
         let dir = try RecDist.scratch("explain")
         var out = try RecDist.single(["train", "--data", data, "--model", "dlrm", "--hash-buckets", "200", "--epochs", "3",
-                                      "--batch-size", "64", "--lr", "0.003", "--checkpoint-dir", dir + "/ck"])
+                                      "--batch-size", "64", "--checkpoint-dir", dir + "/ck"])
         try #require(out.status == 0, "\(out.all)")
         out = try RecDist.single(["explain", "--checkpoint", dir + "/ck", "--data", data, "--repeats", "3",
                                   "--out", dir + "/explain.html", "--json-out", dir + "/explain.json"])
