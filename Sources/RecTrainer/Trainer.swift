@@ -224,7 +224,6 @@ public final class Trainer {
         var payload = Data()
         if rank == 0 {
             do {
-                // As trainer.json: NaN and infinite metrics travel as strings.
                 if let state = try findAndLoad(into: buffers) { payload = try Checkpoint.jsonEncoder().encode(state) }
             } catch {
                 failure = error
@@ -238,9 +237,9 @@ public final class Trainer {
         var bytes = [UInt8](payload)
         if rank != 0 { bytes = [UInt8](repeating: 0, count: Int(length[0])) }
         try bytes.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
-        let decoder = JSONDecoder()
-        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-        return try decoder.decode(Checkpoint.State.self, from: Data(bytes))
+        // Non-finite metrics (a NaN logloss without evaluation rows, an infinite calibration
+        // when every evaluation label is 0) travel as strings, as in trainer.json.
+        return try Checkpoint.jsonDecoder().decode(Checkpoint.State.self, from: Data(bytes))
     }
 
     private func findAndLoad(into buffers: Checkpoint.Buffers) throws -> Checkpoint.State? {
@@ -761,10 +760,10 @@ public final class Trainer {
                                       eval_rows: summary.count, oracle_auc: oracleAUC,
                                       samples_per_s: samplesPerSecond, elapsed_s: elapsed,
                                       world_size: worldSize, model: config.model.kind.rawValue)
-        record.calibration = summary.calibration.isFinite ? summary.calibration : nil   // undefined without positives
+        record.calibration = summary.calibration
         record.rmse = summary.rmse
         record.mae = summary.mae
-        var line = "eval  step \(step)  auc \(summary.auc.map { fmt($0, 4) } ?? "n/a")  logloss \(fmt(summary.logloss, 4))  accuracy \(fmt(summary.accuracy, 4))  calibration \(record.calibration.map { fmt($0, 4) } ?? "n/a")  rmse \(fmt(summary.rmse, 4))  mae \(fmt(summary.mae, 4))  (\(summary.count) rows"
+        var line = "eval  step \(step)  auc \(summary.auc.map { fmt($0, 4) } ?? "n/a")  logloss \(fmt(summary.logloss, 4))  accuracy \(fmt(summary.accuracy, 4))  calibration \(fmt(summary.calibration, 4))  rmse \(fmt(summary.rmse, 4))  mae \(fmt(summary.mae, 4))  (\(summary.count) rows"
         if let oracleAUC { line += ", oracle auc \(fmt(oracleAUC, 4))" }
         if let g = data.evalGroupSize {
             let labels = UnsafeBufferPointer(start: data.eval.labels, count: data.eval.count)
