@@ -56,8 +56,9 @@ public struct BenchmarkOptions: Sendable {
     /// (the others sleeping) with windows of all ranks, so the scaling ratio compares like with
     /// like on a machine whose load changes.
     public var compareSingleRank = true
-    /// Embedding exchange: send per-rank sums of distinct rows (GradientSync.localSums).
-    public var localSums = false
+    /// Embedding exchange: send per-rank sums of distinct rows (GradientSync.localSums; on, as in
+    /// training, unless turned off to compare).
+    public var localSums = true
     /// A prepared dataset (`rec-dist prepare`) to read batches from, through the trainer's
     /// loader (memory-mapped, prefetched on a thread); nil: synthetic rows held in memory.
     public var dataPath: String?
@@ -119,6 +120,13 @@ public struct BenchmarkResult: Sendable, Codable {
     public var single_rank_samples_per_s: Double?
     public var paired_samples_per_s: Double?
     public var scaling_vs_single_rank: Double?
+    /// With --compare-single-rank (N > 1): a third window in each round, every rank training its
+    /// own copy alone at once (no communication): N x its samples/s over one rank's alone. What
+    /// sharing the machine (memory system, caches, clocks) costs, without any communication;
+    /// `scaling_vs_single_rank / concurrent_scaling` is what the communication and the larger
+    /// global batch's extra work (optimizer rows) leave of it.
+    public var concurrent_samples_per_s: Double?
+    public var concurrent_scaling: Double?
     public var embedding_exchange_alone_ms: Double?
     public var bytes_dense_per_step: Int
     public var bytes_embedding_sent_per_step: Int
@@ -349,26 +357,23 @@ public enum Benchmark {
         }
 
         // One rank alone against all ranks, in alternating windows.
-        var single: Double?, paired: Double?, scaling: Double?
+        var single: Double?, paired: Double?, scaling: Double?, concurrent: Double?, concurrentScaling: Double?
         if n > 1 && options.compareSingleRank {
-            let alone = rank == 0 ? makeModel() : nil
-            let soloStep = alone.map {
-                TrainingStep(model: $0, communicator: LocalCommunicator(), optimizer: options.optimizer,
-                             loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes)
-            }
-            if let soloStep, let alone {
-                soloStep.parameters.pointer.update(from: step.parameters.pointer, count: soloStep.parameters.count)
-                soloStep.embeddingTable.pointer.update(from: step.embeddingTable.pointer, count: soloStep.embeddingTable.count)
-                for _ in 0..<min(stepsPerWindow, 10) { _ = try soloStep.run(pool.next().batch, globalCount: batch) }
-                _ = alone
-            }
+            // Every rank has a copy for training alone (rank 0 alone, and all at once).
+            let alone = makeModel()
+            let soloStep = TrainingStep(model: alone, communicator: LocalCommunicator(), optimizer: options.optimizer,
+                                        loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes)
+            soloStep.parameters.pointer.update(from: step.parameters.pointer, count: soloStep.parameters.count)
+            soloStep.embeddingTable.pointer.update(from: step.embeddingTable.pointer, count: soloStep.embeddingTable.count)
+            for _ in 0..<min(stepsPerWindow, 10) { _ = try soloStep.run(pool.next().batch, globalCount: batch) }
             var soloRates = [Double](), allRates = [Double](), ratios = [Double]()
+            var concurrentRates = [Double](), concurrentRatios = [Double]()
             var flag: [Float] = [0]
             for _ in 0..<windows {
                 // Rank 0 alone; the others sleep in a nonblocking collective until it is done.
                 var soloSeconds = 0.0
                 try flag.withUnsafeMutableBufferPointer { f in
-                    if let soloStep {
+                    if rank == 0 {
                         let t0 = MonotonicClock.nanoseconds()
                         for _ in 0..<stepsPerWindow { _ = try soloStep.run(pool.next().batch, globalCount: batch) }
                         soloSeconds = Double(MonotonicClock.nanoseconds() - t0) / 1e9
@@ -379,6 +384,11 @@ public enum Benchmark {
                         while try !communicator.test(request) { nanosleep(&ts, nil) }
                     }
                 }
+                // Every rank alone, all at once: the machine shared, no communication.
+                try communicator.barrier()
+                let c0 = MonotonicClock.nanoseconds()
+                for _ in 0..<stepsPerWindow { _ = try soloStep.run(pool.next().batch, globalCount: batch) }
+                let concurrentSeconds = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - c0) / 1e9])[0]
                 // All ranks.
                 try communicator.barrier()
                 let t0 = MonotonicClock.nanoseconds()
@@ -389,13 +399,18 @@ public enum Benchmark {
                 let seconds = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - t0) / 1e9])[0]
                 let soloRate = try communicator.allreduceMax([soloSeconds > 0 ? Double(batch * stepsPerWindow) / soloSeconds : 0])[0]
                 let allRate = Double(globalCount * stepsPerWindow) / seconds
+                let concurrentRate = Double(n * batch * stepsPerWindow) / concurrentSeconds
                 soloRates.append(soloRate)
                 allRates.append(allRate)
                 ratios.append(allRate / soloRate)
+                concurrentRates.append(concurrentRate)
+                concurrentRatios.append(concurrentRate / soloRate)
             }
             single = median(soloRates)
             paired = median(allRates)
             scaling = median(ratios)
+            concurrent = median(concurrentRates)
+            concurrentScaling = median(concurrentRatios)
         }
 
         // Memory.
@@ -423,7 +438,8 @@ public enum Benchmark {
             comm_exposed_fraction: parts[3] / max(parts[7], 1e-12),
             achieved_gflops_per_rank: achieved, efficiency: achieved / aggregate,
             allreduce_alone_ms: allreduceAlone,
-            single_rank_samples_per_s: single, paired_samples_per_s: paired, scaling_vs_single_rank: scaling, embedding_exchange_alone_ms: exchangeAlone,
+            single_rank_samples_per_s: single, paired_samples_per_s: paired, scaling_vs_single_rank: scaling,
+            concurrent_samples_per_s: concurrent, concurrent_scaling: concurrentScaling, embedding_exchange_alone_ms: exchangeAlone,
             bytes_dense_per_step: traffic.denseBytes, bytes_embedding_sent_per_step: traffic.embeddingSentBytes,
             bytes_embedding_received_per_step: traffic.embeddingReceivedBytes,
             embedding_rows_local: traffic.localRows, embedding_rows_global: traffic.globalRows,

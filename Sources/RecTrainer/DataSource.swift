@@ -30,7 +30,14 @@ extension TrainingConfig {
     ///
     /// The mlp reads the first `min(mlpDenseFeatures, dense fields)` dense fields.
     public func resolvingPreparedData() throws -> TrainingConfig {
-        guard usesPreparedData else { return self }
+        guard usesPreparedData else {
+            do {
+                try model.validate()
+            } catch {
+                throw TrainingError.notEnoughData("the model configuration does not fit '\(dataPath)' (13 dense, 26 categorical fields C1-C26): \(error)")
+            }
+            return self
+        }
         let dataset = try PreparedDataset(directory: dataPath)
         var config = self
         let d = dataset.denseCount, c = dataset.categoricalCount

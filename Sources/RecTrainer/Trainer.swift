@@ -361,6 +361,7 @@ public final class Trainer {
         // The learning rate before the schedule: the linear scaling rule multiplies it by the ranks.
         let baseRate = config.optimizer.learningRate * (config.optimizer.scaleByWorldSize ? Float(worldSize) : 1)
         let rankingK = config.rankingK ?? 10
+        let showRate = config.optimizer.schedule != LearningRateSchedule()   // the rate changes: show it
         // Early stopping (decided on rank 0, agreed by all): the best value so far and the
         // evaluations since it, carried through checkpoints.
         var earlyStopBest = resumed?.earlyStopBest
@@ -371,7 +372,7 @@ public final class Trainer {
             ?? (shard.stepsPerEpoch - offset / shard.globalBatchSize), accumulate)
         let lastStep = config.steps ?? (step + remainingInEpoch + max(config.epochs - epoch - 1, 0) * stepsPerEpoch)
         if rank == 0 {
-            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize)\(accumulate > 1 ? " x \(accumulate) accumulated = \(shard.globalBatchSize * accumulate) per step" : ""), \(lastStep - step) steps (\(stepsPerEpoch) per epoch)")
+            logger.info("training \(config.model.kind.rawValue) (\(layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.totalTrainRows) training rows, \(data.eval.count) evaluation rows, global batch \(shard.globalBatchSize)\(accumulate > 1 ? " x \(accumulate) accumulated = \(shard.globalBatchSize * accumulate) per step" : ""), \(lastStep - step) steps (\(stepsPerEpoch) per epoch); OpenBLAS \(GEMM.coreName) kernels")
             var optimization = "optimizer \(config.optimizer.kind.rawValue), lr \(baseRate)"
             if config.optimizer.scaleByWorldSize { optimization += " (\(config.optimizer.learningRate) x \(worldSize) ranks)" }
             optimization += ", schedule \(config.optimizer.schedule.summary)"
@@ -391,7 +392,15 @@ public final class Trainer {
         var barSamples = 0, barRate: Double?, barWindowStart = Date(), lastBarDraw = Date.distantPast
         defer { if liveProgress && rank == 0 { Console.shared.endStatus() } }
         var metricsLog: FileHandle?
-        if rank == 0, let path = config.metricsPath { metricsLog = try openMetricsLog(path, append: resumed != nil) }
+        if let path = config.metricsPath {
+            // Only rank 0 writes the log, but every rank must learn that it could not, or the
+            // others would wait for it in the first step's collectives.
+            var failure: (any Error)?
+            if rank == 0 {
+                do { metricsLog = try openMetricsLog(path, append: resumed != nil) } catch { failure = error }
+            }
+            try agree(failure, stage: "opening the metrics log")
+        }
         defer { try? metricsLog?.close() }
 
         var lossSinceEval = 0.0, samplesSinceEval = 0
@@ -450,6 +459,7 @@ public final class Trainer {
         }
 
         func evaluateNow() throws {
+            var metricsFailure: (any Error)?
             if rank == 0 {
                 trainSeconds += Date().timeIntervalSince(intervalStart)
                 let record = evaluate(model: model, data: data, parameters: parameters, embeddingTable: embeddingTable,
@@ -465,11 +475,14 @@ public final class Trainer {
                 }
                 timing.describe(into: &withTiming, since: timingAtEval)
                 timingAtEval = timing
-                try appendMetrics(withTiming, to: metricsLog)
+                do { try appendMetrics(withTiming, to: metricsLog) } catch {
+                    metricsFailure = TrainingError.metricsLog(path: config.metricsPath ?? "", message: "cannot append: \(error)")
+                }
                 lastRecord = withTiming
                 intervalStart = Date()
                 intervalSamples = 0
             }
+            if config.metricsPath != nil { try agree(metricsFailure, stage: "writing the metrics log") }
             lossSinceEval = 0
             samplesSinceEval = 0
             clippedSinceEval = 0
@@ -542,6 +555,7 @@ public final class Trainer {
                     timing.dataWait += DispatchTime.now().uptimeNanoseconds - fetchStart
                     let isFinal = j == micro - 1
                     if isFinal { sync.beginStep(gradients: gradients.pointer) }
+                    sparse.count = 0
 
                     // Forward, loss, backward on this rank's rows; the dense gradients add up in
                     // `gradients`. A rank with no rows in the last, partial batch runs the model on
@@ -676,7 +690,7 @@ public final class Trainer {
                     }
                     if step % logEvery == 0 || isLast {
                         let seconds = Date().timeIntervalSince(intervalStart)
-                        if !liveProgress { logger.info("\(report(samplesPerSecond: Double(intervalSamples) / max(seconds, 1e-9)).line)") }
+                        if !liveProgress { logger.info("\(report(samplesPerSecond: Double(intervalSamples) / max(seconds, 1e-9)).line)\(showRate ? "  lr \(optimizer.learningRate)" : "")") }
                         trainSeconds += seconds
                         intervalStart = Date()
                         intervalSamples = 0
@@ -804,7 +818,7 @@ public final class Trainer {
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         if !(append && FileManager.default.fileExists(atPath: path)) {
             guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw TrainingError.checkpoint(path: path, message: "cannot create the metrics file; check that the directory is writable (--metrics-out)")
+                throw TrainingError.metricsLog(path: path, message: "cannot create the file; check that its directory exists or can be created and is writable (--metrics-out)")
             }
         }
         let handle = try FileHandle(forWritingTo: url)

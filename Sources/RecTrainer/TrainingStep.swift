@@ -66,6 +66,8 @@ public final class TrainingStep<Model: RecModel> {
     public let sync: GradientSync
     public let optimizer: Optimizer
     public var phases = StepPhases()
+    /// Clip the global gradient norm (dense and embedding rows) to this before the update.
+    public var clipNorm: Float?
     private let parameterCount: Int
     private let hasEmbeddings: Bool
 
@@ -74,7 +76,7 @@ public final class TrainingStep<Model: RecModel> {
     ///   - bucketBytes: the dense gradient bucket size (see `GradientSync`).
     ///   - localSums: sum embedding pairs per rank before the exchange (see `GradientSync`).
     public init(model: Model, communicator: any Communicator, optimizer: OptimizerConfig, loss: Loss,
-                batchSize: Int, bucketBytes: Int = 1 << 20, localSums: Bool = false) {
+                batchSize: Int, bucketBytes: Int = 1 << 20, localSums: Bool = true) {
         self.model = model
         self.loss = loss
         self.batchSize = batchSize
@@ -161,6 +163,11 @@ public final class TrainingStep<Model: RecModel> {
     @inline(__always)
     public func update() {
         let t0 = MonotonicClock.nanoseconds()
+        if let clipNorm {
+            GradientClipping.clip(UnsafeMutableBufferPointer(start: gradients.pointer, count: parameterCount),
+                                  UnsafeMutableBufferPointer(start: sync.values.pointer, count: hasEmbeddings ? sync.rowCount * sync.dim : 0),
+                                  maxNorm: clipNorm)
+        }
         optimizer.update(parameters: parameters.buffer,
                          gradients: UnsafeBufferPointer(start: gradients.pointer, count: parameterCount))
         if hasEmbeddings {

@@ -11,6 +11,10 @@ import RecCore
 /// re-executes itself with OPENBLAS_CORETYPE set for its own CPU (each MPI rank decides for the
 /// host it runs on). Setting OPENBLAS_CORETYPE yourself, or REC_DIST_KEEP_BLAS_KERNELS=1, keeps
 /// OpenBLAS's choice.
+///
+/// Every subcommand that computes with OpenBLAS (`train`, `predict`, `bench`) calls
+/// `reexecWithNativeKernelsIfNeeded()` first thing in `run()`; the others (`synth`, `prepare`,
+/// `report`) make no sgemm call and skip the exec.
 enum BLASKernels {
     /// The OPENBLAS_CORETYPE to ask for on this CPU, or nil to keep OpenBLAS's own choice.
     static func preferredCore() -> String? {

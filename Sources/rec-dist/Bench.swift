@@ -44,8 +44,9 @@ struct Bench: ParsableCommand {
     @Flag(inversion: .prefixedNo,
           help: "With several ranks, also alternate windows of rank 0 training alone with windows of all ranks (the scaling ratio).")
     var compareSingleRank = true
-    @Flag(help: "Embedding exchange: each rank sums its pairs per distinct row before sending (fewer bytes; another association of the sums).")
-    var localSums = false
+    @Flag(inversion: .prefixedNo,
+          help: "Embedding exchange: each rank sums its pairs per distinct row before sending, as train does (--no-local-sums: send every pair, to compare).")
+    var localSums = true
     @Option(help: "A prepared dataset directory (rec-dist prepare) to read batches from, memory-mapped and prefetched as train does (default: synthetic rows in memory).")
     var data: String?
     @Option(help: "With --data: MB of the mapped data a rank keeps resident before dropping pages.")
@@ -148,7 +149,11 @@ enum BenchmarkTable {
         lines.append("(times are ms per step, mean over timed steps and ranks; samples/s is the median of \(report.results.first?.windows.count ?? 0) windows)")
         for r in report.results {
             if let single = r.single_rank_samples_per_s, let paired = r.paired_samples_per_s, let ratio = r.scaling_vs_single_rank {
-                lines.append("\(r.model):\(r.batch_per_rank) alternating windows: 1 rank \(f(single, 0)) samples/s, \(r.ranks) ranks \(f(paired, 0)) samples/s, scaling x\(f(ratio, 2)) (median of per-pair ratios)")
+                var line = "\(r.model):\(r.batch_per_rank) alternating windows: 1 rank \(f(single, 0)) samples/s, \(r.ranks) ranks \(f(paired, 0)) samples/s, scaling x\(f(ratio, 2)) (median of per-pair ratios)"
+                if let c = r.concurrent_samples_per_s, let cs = r.concurrent_scaling {
+                    line += "; \(r.ranks) ranks each alone at once, no communication: \(f(c, 0)) samples/s, x\(f(cs, 2))"
+                }
+                lines.append(line)
             }
         }
         for r in report.results {

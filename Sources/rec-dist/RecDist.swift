@@ -18,7 +18,7 @@ struct RecDist: ParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [Synth.self, Prepare.self, Train.self, Predict.self, Recommend.self, Explain.self, Export.self,
-                      ReportCommand.self, Bench.self])
+                      ReportCommand.self, Bench.self, Baseline.self])
 
     /// Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
     /// "try again later"; `--auto-resume` continues it).
@@ -37,6 +37,7 @@ extension OptimizerKind: ExpressibleByArgument {}
 extension ModelKind: ExpressibleByArgument {}
 extension Loss: ExpressibleByArgument {}
 extension Initializer: ExpressibleByArgument {}
+extension Activation: ExpressibleByArgument {}
 extension SelectionMetric: ExpressibleByArgument {}
 extension LearningRateDecay: ExpressibleByArgument {}
 
@@ -109,22 +110,30 @@ struct Train: ParsableCommand {
     var eval: String?
     @Option(help: "Fraction of --data held out for evaluation, taken from the end of the file.")
     var evalFraction: Double = 0.1
-    @Option(help: "Model: \(ModelKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var model: ModelKind = .mlp
-    @Option(help: "mlp: hidden layer widths, comma-separated.")
-    var hidden: LayerWidths = LayerWidths(argument: "128")!
-    @Option(help: "mlp: how many leading dense features to use (1-13).")
-    var denseFeatures: Int = 10
-    @Option(help: "dlrm: rows per embedding table (hashing modulo this; a missing value is its own id).")
-    var hashBuckets: Int = 65_536
-    @Option(help: "dlrm: embedding dimension (also the bottom MLP's output).")
-    var embeddingDim: Int = 16
-    @Option(help: "dlrm: bottom MLP hidden widths.")
-    var bottom: LayerWidths = LayerWidths(argument: "512,256,64")!
-    @Option(help: "dlrm: top MLP hidden widths.")
-    var top: LayerWidths = LayerWidths(argument: "512,256")!
-    @Option(help: "Weight initializer: \(Initializer.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var initializer: Initializer = .glorotUniform
+    @Option(help: "Model: \(ModelKind.allCases.map(\.rawValue).joined(separator: ", ")) (default mlp); each name is a preset of the shape flags below, which override it.")
+    var model: ModelKind?
+    @Option(help: "A model configuration file (JSON, see the README); flags given explicitly override its values.")
+    var modelConfig: String?
+    @Option(help: "mlp: hidden widths (128); wide-deep: the deep MLP's (256,128); ncf: the MLP branch's (32,16,8); two-tower: each tower's (64).")
+    var hidden: LayerWidths?
+    @Option(help: "mlp: how many leading dense features to use (1-13; default 10).")
+    var denseFeatures: Int?
+    @Option(help: "Rows per embedding table for raw TSV data (hashing modulo this; a missing value is its own id; default 65536).")
+    var hashBuckets: Int?
+    @Option(help: "Embedding dimension: dlrm (also the bottom MLP's output; 16), wide-deep (16), ncf's MLP branch (32), two-tower (32).")
+    var embeddingDim: Int?
+    @Option(help: "dlrm: bottom MLP hidden widths (512,256,64).")
+    var bottom: LayerWidths?
+    @Option(help: "dlrm: top MLP hidden widths (512,256).")
+    var top: LayerWidths?
+    @Option(help: "ncf: GMF predictive factors (8); two-tower: the towers' output width (32).")
+    var factors: Int?
+    @Option(help: "Hidden activation of every MLP: relu (default), sigmoid or tanh.")
+    var activation: Activation?
+    @Option(help: "Dropout rate after every hidden layer of every MLP, in [0, 1) (default 0); seeded, off in evaluation.")
+    var dropout: Float?
+    @Option(help: "Weight initializer: \(Initializer.allCases.map(\.rawValue).joined(separator: ", ")) (default glorot-uniform).")
+    var initializer: Initializer?
     @Option(help: "Loss: bce (binary cross-entropy) or mse (squared error on the sigmoid output).")
     var loss: Loss = .bce
     @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -215,9 +224,12 @@ struct Train: ParsableCommand {
         if !(evalFraction >= 0 && evalFraction < 1) { throw bad("--eval-fraction", evalFraction, "use a value in [0, 1)") }
         if evalEvery < 0 { throw bad("--eval-every", evalEvery, "use 0 (only at the end) or a positive step count") }
         if logEvery < 0 { throw bad("--log-every", logEvery, "use 0 (automatic) or a positive step count") }
-        if !(1...13).contains(denseFeatures) { throw bad("--dense-features", denseFeatures, "use 1 to 13") }
-        if hashBuckets < 2 || hashBuckets > 1 << 26 { throw bad("--hash-buckets", hashBuckets, "use 2 to 67108864") }
-        if embeddingDim < 1 || embeddingDim > 1024 { throw bad("--embedding-dim", embeddingDim, "use 1 to 1024") }
+        if let denseFeatures, !(1...13).contains(denseFeatures) { throw bad("--dense-features", denseFeatures, "use 1 to 13") }
+        if let hashBuckets, hashBuckets < 2 || hashBuckets > 1 << 26 { throw bad("--hash-buckets", hashBuckets, "use 2 to 67108864") }
+        if let embeddingDim, embeddingDim < 1 || embeddingDim > 1024 { throw bad("--embedding-dim", embeddingDim, "use 1 to 1024") }
+        if let factors, factors < 1 || factors > 1024 { throw bad("--factors", factors, "use 1 to 1024") }
+        if let dropout, !(dropout >= 0 && dropout < 1) { throw bad("--dropout", dropout, "use a rate in [0, 1)") }
+        if activation == .linear { throw bad("--activation", "linear", "use relu, sigmoid or tanh") }
         if !(momentum >= 0 && momentum < 1) { throw bad("--momentum", momentum, "use a value in [0, 1)") }
         if debugCheckEvery < 1 { throw bad("--debug-check-every", debugCheckEvery, "use 1 or more") }
         if blasThreads < 1 { throw bad("--blas-threads", blasThreads, "use 1 or more") }
@@ -250,20 +262,45 @@ struct Train: ParsableCommand {
         }
         if !(earlyStopMinDelta >= 0 && earlyStopMinDelta.isFinite) { throw bad("--early-stop-min-delta", earlyStopMinDelta, "use 0 or a small positive value") }
         if k < 1 { throw bad("--k", k, "use a positive cut-off, e.g. 10") }
-        if model == .dlrm && Int64(hashBuckets) * 26 * Int64(embeddingDim) > Int64(Int32.max) {
-            throw ValidationError("--hash-buckets \(hashBuckets) x 26 fields x --embedding-dim \(embeddingDim) exceeds 2^31 embedding values; lower one of them.")
+        if model == .dlrm && Int64(hashBuckets ?? 65_536) * 26 * Int64(embeddingDim ?? 16) > Int64(Int32.max) {
+            throw ValidationError("--hash-buckets \(hashBuckets ?? 65_536) x 26 fields x --embedding-dim \(embeddingDim ?? 16) exceeds 2^31 embedding values; lower one of them.")
         }
     }
 
-    func makeConfig() -> TrainingConfig {
-        var modelConfig = ModelConfig(kind: model)
-        modelConfig.hidden = hidden.widths
-        modelConfig.mlpDenseFeatures = denseFeatures
-        modelConfig.hashBuckets = hashBuckets
-        modelConfig.embeddingDim = embeddingDim
-        modelConfig.bottom = bottom.widths
-        modelConfig.top = top.widths
-        modelConfig.initializer = initializer
+    /// The model: the preset of --model (or of the config file's `model`), then the config
+    /// file's values, then the shape flags given explicitly.
+    func makeModelConfig() throws -> ModelConfig {
+        let file = try modelConfig.map { try ModelConfigFile(path: $0) }
+        if let model, let fileModel = file?.model, model != fileModel {
+            throw ValidationError("--model \(model.rawValue) conflicts with \"model\": \"\(fileModel.rawValue)\" in --model-config \(modelConfig!); drop one of them.")
+        }
+        var config = ModelConfig.preset(model ?? file?.model ?? .mlp)
+        if let file {
+            let names: [String]
+            if PreparedDataset.isDirectory(data) {
+                names = try PreparedDataset(directory: data).manifest.schema.categorical.map(\.name)
+            } else {
+                names = (1...26).map { "C\($0)" }
+            }
+            try file.apply(to: &config, fieldNames: names)
+        }
+        if let hidden { config.hidden = hidden.widths }
+        if let denseFeatures { config.mlpDenseFeatures = denseFeatures }
+        if let hashBuckets { config.hashBuckets = hashBuckets }
+        if let embeddingDim { config.embeddingDim = embeddingDim }
+        if let bottom { config.bottom = bottom.widths }
+        if let top { config.top = top.widths }
+        if let factors { config.factors = factors }
+        if let initializer { config.initializer = initializer }
+        for stack in ModelConfig.stackNames(config.kind) {
+            if let activation { config.activations[stack] = activation }
+            if let dropout { config.dropout[stack] = dropout }
+        }
+        return config
+    }
+
+    func makeConfig() throws -> TrainingConfig {
+        let modelConfig = try makeModelConfig()
         var optimizerConfig = OptimizerConfig(kind: optimizer, learningRate: lr)
         optimizerConfig.momentum = momentum
         optimizerConfig.nesterov = nesterov
@@ -307,6 +344,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        BLASKernels.reexecWithNativeKernelsIfNeeded()
         GEMM.setThreads(blasThreads)
         let communicator: MPICommunicator
         do {
@@ -322,7 +360,7 @@ struct Train: ParsableCommand {
         }
         let config: TrainingConfig
         do {
-            config = try makeConfig().resolvingPreparedData()   // a prepared dataset shapes the model
+            config = try makeConfig().resolvingPreparedData()   // a prepared dataset shapes the model, checked
         } catch {
             // Every rank reads the same manifest, but if only this one failed the others must not wait.
             printError("\(error)", rank: rank)

@@ -323,7 +323,7 @@ struct ExplainTests {
         let data = try Self.craftedData(rows: 6000)
         let dir = try RecDist.scratch("explain")
         var out = try RecDist.single(["train", "--data", data, "--model", "dlrm", "--hash-buckets", "200", "--epochs", "3",
-                                      "--batch-size", "64", "--lr", "0.003", "--checkpoint-dir", dir + "/ck"])
+                                      "--batch-size", "64", "--checkpoint-dir", dir + "/ck"])
         try #require(out.status == 0, "\(out.all)")
         out = try RecDist.single(["explain", "--checkpoint", dir + "/ck", "--data", data, "--repeats", "3",
                                   "--out", dir + "/explain.html", "--json-out", dir + "/explain.json"])

@@ -35,20 +35,87 @@ struct StepAllocationTests {
     /// Runs `warmup` steps, then counts the heap allocations of `counted` more on this thread.
     /// One OpenBLAS thread, as rec-dist runs (threaded OpenBLAS mallocs job tables per call).
     static func allocations<Model: RecModel>(_ model: Model, communicator: any Communicator, batch: Int,
-                                             optimizer: OptimizerKind, localSums: Bool = false,
+                                             optimizer: OptimizerKind, localSums: Bool = true,
+                                             warmup: Int = 3, counted: Int = 5) throws
+        -> (allocations: UInt64, exchange: GradientSync.EmbeddingExchange) {
+        try allocations(model, communicator: communicator, batch: batch, config: OptimizerConfig(kind: optimizer),
+                        localSums: localSums, warmup: warmup, counted: counted)
+    }
+
+    /// As above, with a full optimizer configuration: weight decay, a schedule (the rate set
+    /// before each step, as the trainer does) and clipping.
+    static func allocations<Model: RecModel>(_ model: Model, communicator: any Communicator, batch: Int,
+                                             config: OptimizerConfig, localSums: Bool = false,
                                              warmup: Int = 3, counted: Int = 5) throws
         -> (allocations: UInt64, exchange: GradientSync.EmbeddingExchange) {
         GEMM.setThreads(1)
-        let step = TrainingStep(model: model, communicator: communicator, optimizer: OptimizerConfig(kind: optimizer),
+        let step = TrainingStep(model: model, communicator: communicator, optimizer: config,
                                 loss: .bce, batchSize: batch, bucketBytes: 1024, localSums: localSums)
+        step.clipNorm = config.clipNorm
+        let optimizer = step.optimizer, schedule = config.schedule, base = config.learningRate
+        func rate(_ s: Int) { optimizer.learningRate = schedule.rate(base: base, step: s, totalSteps: warmup + counted) }
         model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer, seed: 1)
         model.trainingContext = TrainingContext(seed: 1, step: 0, firstExample: 0)   // dropout on, where configured
         let pool = SyntheticBatches(rank: communicator.rank, worldSize: communicator.size, batchSize: batch,
                                     batches: 4, seed: 3)
-        for s in 0..<warmup { _ = try step.run(pool.batch(s % pool.count), globalCount: batch * communicator.size) }
+        for s in 0..<warmup { rate(s); _ = try step.run(pool.batch(s % pool.count), globalCount: batch * communicator.size) }
         rd_allocation_counter_start()
-        for s in 0..<counted { _ = try step.run(pool.batch(s % pool.count), globalCount: batch * communicator.size) }
+        for s in 0..<counted { rate(warmup + s); _ = try step.run(pool.batch(s % pool.count), globalCount: batch * communicator.size) }
         return (UInt64(rd_allocation_counter_stop()), step.sync.embeddingExchange)
+    }
+
+    /// The optimizers and options added with issue 4: AdamW, row-wise Adagrad, weight decay on
+    /// each kind, warmup + cosine / step schedules, clipping. On 1 rank and on 2 in-process ranks.
+    static let optimizationConfigs: [OptimizerConfig] = {
+        func make(_ kind: OptimizerKind, wd: Float, _ decay: LearningRateDecay, clip: Float?) -> OptimizerConfig {
+            var c = OptimizerConfig(kind: kind)
+            c.weightDecay = wd
+            c.schedule = LearningRateSchedule(decay: decay, warmupSteps: 2)
+            c.clipNorm = clip
+            return c
+        }
+        return [make(.adamw, wd: 0.01, .cosine, clip: 0.5), make(.rowwiseAdagrad, wd: 0, .linear, clip: nil),
+                make(.rowwiseAdagrad, wd: 0.01, .step, clip: 0.1), make(.sgd, wd: 0.01, .constant, clip: 1e-3),
+                make(.momentum, wd: 0.01, .cosine, clip: nil), make(.adam, wd: 0.01, .linear, clip: 0.2),
+                make(.adagrad, wd: 0.01, .step, clip: 0.2)]
+    }()
+
+    @Test(arguments: optimizationConfigs)
+    func optimizationOptionsAllocateNothing(config: OptimizerConfig) throws {
+        guard rd_allocation_counter_available() != 0 else { return }
+        let batch = 32
+        let modelConfig = Self.model(.dlrm, hashBuckets: 1000, batch: batch)
+        let one = try Self.allocations(DLRMModel(config: modelConfig, maxBatch: batch), communicator: LocalCommunicator(),
+                                       batch: batch, config: config)
+        #expect(one.allocations == 0, "\(config.kind) on 1 rank: \(one.allocations) heap allocations in 5 steps")
+        let results = try InProcessGroup.run(size: 2) { comm in
+            Int(try Self.allocations(DLRMModel(config: modelConfig, maxBatch: batch), communicator: comm,
+                                     batch: batch, config: config).allocations)
+        }
+        #expect(results == [0, 0], "\(config.kind) on 2 ranks: \(results) heap allocations in 5 steps")
+    }
+
+    /// The trainer's gradient-accumulation pieces: appending a micro-batch's embedding pairs,
+    /// clipping, the schedule.
+    @Test func accumulationPiecesAllocateNothing() {
+        guard rd_allocation_counter_available() != 0 else { return }
+        let micro = SparseGradient(capacity: 64, dim: 8), accumulated = SparseGradient(capacity: 3 * 64, dim: 8)
+        micro.count = 64
+        let dense = FloatBuffer(count: 1000)
+        var schedule = LearningRateSchedule(decay: .cosine, warmupSteps: 3)
+        schedule.minRatio = 0.1
+        var total: Float = 0
+        rd_allocation_counter_start()
+        for s in 0..<10 {
+            accumulated.count = 0
+            for _ in 0..<3 { accumulated.append(micro) }
+            GradientClipping.clip(dense.buffer, UnsafeMutableBufferPointer(start: accumulated.values, count: accumulated.count * 8),
+                                  maxNorm: 1)
+            total += schedule.rate(base: 0.1, step: s, totalSteps: 10)
+        }
+        let n = rd_allocation_counter_stop()
+        #expect(accumulated.count == 192 && total > 0)
+        #expect(n == 0, "\(n) heap allocations")
     }
 
     @Test(arguments: [(ModelKind.mlp, OptimizerKind.adam), (.mlp, .sgd), (.dlrm, .adam), (.dlrm, .momentum), (.dlrm, .adagrad),
@@ -77,9 +144,9 @@ struct StepAllocationTests {
     }
 
     /// Two and three in-process ranks: the overlapped dense buckets, and both embedding paths
-    /// (1000 buckets: rows, with and without local sums; 20 buckets: 520 rows < ranks x 32 x 26
-    /// pairs, so dense).
-    @Test(arguments: [(2, 1000, false), (3, 1000, false), (2, 1000, true), (2, 20, false)])
+    /// (1000 buckets: rows, with local sums (the default) and without; 20 buckets: 520 rows <
+    /// ranks x 32 x 26 pairs, so dense).
+    @Test(arguments: [(2, 1000, true), (3, 1000, true), (2, 1000, false), (3, 1000, false), (2, 20, true)])
     func severalRanksStepAllocatesNothing(ranks: Int, hashBuckets: Int, localSums: Bool) throws {
         guard rd_allocation_counter_available() != 0 else { return }
         let batch = 32
@@ -184,16 +251,22 @@ struct ExchangeTrafficTests {
     }
 
     /// The dlrm step at a known configuration: dense allreduce of every parameter plus the loss
-    /// slot; embedding rows by the formula: every pair (16 x 26 per rank), or with local sums the
-    /// distinct rows counted from the batch.
-    @Test(arguments: [false, true])
-    func dlrmStepTraffic(localSums: Bool) throws {
+    /// slot; embedding rows by the formula: with local sums (nil: the default, as train and
+    /// bench run) the distinct rows counted from the batch, without them every pair (16 x 26 per
+    /// rank).
+    @Test(arguments: [nil, true, false] as [Bool?])
+    func dlrmStepTraffic(localSums option: Bool?) throws {
+        let localSums = option ?? true
         let batch = 16, ranks = 2
         let results = try InProcessGroup.run(size: ranks) { comm -> [Int] in
             let config = StepAllocationTests.model(.dlrm, hashBuckets: 5000, batch: batch)
             let model = DLRMModel(config: config, maxBatch: batch)
-            let step = TrainingStep(model: model, communicator: comm, optimizer: OptimizerConfig(kind: .adagrad),
-                                    loss: .bce, batchSize: batch, localSums: localSums)
+            let step = option.map {
+                TrainingStep(model: model, communicator: comm, optimizer: OptimizerConfig(kind: .adagrad),
+                             loss: .bce, batchSize: batch, localSums: $0)
+            } ?? TrainingStep(model: model, communicator: comm, optimizer: OptimizerConfig(kind: .adagrad),
+                              loss: .bce, batchSize: batch)
+            #expect(step.sync.localSums == localSums && step.sync.embeddingExchange == .rows)
             let pool = SyntheticBatches(rank: comm.rank, worldSize: ranks, batchSize: batch, batches: 1, seed: 4)
             let view = pool.batch(0)
             _ = try step.run(view, globalCount: batch * ranks)

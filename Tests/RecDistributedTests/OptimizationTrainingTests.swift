@@ -139,6 +139,57 @@ struct OptimizationTrainingTests {
         }
     }
 
+    /// Clipping in the step against a reference: after the gradients are global, an SGD step with
+    /// lr 1 and --clip-norm C moves every dense parameter and every touched embedding row by
+    /// exactly -g x C / (norm + 1e-6), with the norm over the dense and the embedding-row
+    /// gradients together, computed in Double from the synchronized buffers; every rank sees the
+    /// same norm.
+    @Test(arguments: [1, 2, 3])
+    func clippingInTheStepMatchesAReference(ranks: Int) throws {
+        let results = try InProcessGroup.run(size: ranks) { comm -> [Double] in
+            var modelConfig = ModelConfig(kind: .dlrm)
+            modelConfig.hashBuckets = 97
+            modelConfig.bottom = [32, 16]
+            modelConfig.top = [32]
+            let batch = 8
+            let model = DLRMModel(config: modelConfig, maxBatch: batch)
+            let step = TrainingStep(model: model, communicator: comm, optimizer: OptimizerConfig(kind: .sgd, learningRate: 1),
+                                    loss: .bce, batchSize: batch)
+            model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer, seed: 1)
+            let pool = SyntheticBatches(rank: comm.rank, worldSize: comm.size, batchSize: batch, batches: 1, seed: 3)
+            try step.computeGradients(pool.batch(0), globalCount: batch * comm.size)
+            _ = try step.synchronize()
+            let n = model.layout.count, dim = model.embeddings!.dim
+            let dense = Array(UnsafeBufferPointer(start: step.gradients.pointer, count: n)).map(Double.init)
+            let rows = Array(UnsafeBufferPointer(start: step.sync.rows, count: step.sync.rowCount)).map(Int.init)
+            let rowGradients = Array(UnsafeBufferPointer(start: step.sync.values.pointer, count: rows.count * dim)).map(Double.init)
+            let denseSquares = dense.reduce(0) { $0 + $1 * $1 }, rowSquares = rowGradients.reduce(0) { $0 + $1 * $1 }
+            let norm = (denseSquares + rowSquares).squareRoot()
+            let maxNorm = Float(norm / 4)
+            let factor = Double(maxNorm) / (norm + 1e-6)
+            let p0 = Array(step.parameters.buffer), e0 = Array(step.embeddingTable.buffer)
+            step.clipNorm = maxNorm
+            step.update()
+            var worst = 0.0
+            for i in 0..<n {
+                let expected = Double(p0[i]) - factor * dense[i]
+                worst = max(worst, abs(Double(step.parameters.pointer[i]) - expected))
+            }
+            for (k, r) in rows.enumerated() {
+                for j in 0..<dim {
+                    let expected = Double(e0[r * dim + j]) - factor * rowGradients[k * dim + j]
+                    worst = max(worst, abs(Double(step.embeddingTable.pointer[r * dim + j]) - expected))
+                }
+            }
+            return [norm, worst, rowSquares / (denseSquares + rowSquares)]
+        }
+        for r in results {
+            #expect(r[0] == results[0][0], "every rank sees the same norm")
+            #expect(r[1] < 1e-6, "largest deviation from the reference update: \(r[1])")
+            #expect(r[2] > 1e-4, "the embedding rows' share of the squared norm, \(r[2]), is too small to show")
+        }
+    }
+
     /// A huge clip norm changes nothing, bit for bit.
     @Test func clippingAboveTheNormIsANoOp() throws {
         let base = Self.config(Self.data, model: .dlrm, optimizer: .sgd)

@@ -66,6 +66,7 @@ final class FakeTwoTower: RecModel, ItemIndexScoring {
     let layout = ParameterLayout()
     var embeddings: EmbeddingTables? { nil }
     let maxBatch: Int
+    var trainingContext: TrainingContext?
     let userField: Int, itemField: Int, genres: [Int]
     let logits: UnsafeMutablePointer<Float>
     var activationBytes: Int { 0 }
@@ -180,6 +181,7 @@ struct RecommenderTests {
             var layout: ParameterLayout { inner.layout }
             var embeddings: EmbeddingTables? { nil }
             var maxBatch: Int { inner.maxBatch }
+            var trainingContext: TrainingContext?
             var activationBytes: Int { 0 }
             var trainingContext: TrainingContext?
             func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>, seed: UInt64) {}

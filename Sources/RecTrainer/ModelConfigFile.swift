@@ -1,0 +1,215 @@
+import Foundation
+import RecCore
+
+/// A model configuration file (`train --model-config FILE`): one JSON object, snake_case keys,
+/// every key optional. Values start from the preset of `model` (the `--model` defaults); the
+/// file's values replace them; command-line flags given explicitly replace the file's (a
+/// `--model` that differs from the file's `model` is an error).
+///
+/// Keys: `model`, `hidden`, `dense_features`, `hash_buckets`, `embedding_dim`, `bottom`,
+/// `bottom_output` (dlrm, optional: must equal `embedding_dim`, the interaction's vector size),
+/// `top`, `initializer`, `factors`, `user_fields`, `item_fields` (field names or indices),
+/// `activation` and `dropout` (one value for every MLP, or an object by MLP name).
+/// Unknown keys, wrong types and inconsistent sizes are errors naming the key.
+public struct ModelConfigFile: Sendable {
+    public static let keys = ["model", "hidden", "dense_features", "hash_buckets", "embedding_dim", "bottom",
+                              "bottom_output", "top", "initializer", "factors", "user_fields", "item_fields",
+                              "activation", "dropout"]
+
+    /// A field named in the file, by name or by index.
+    public enum FieldReference: Sendable, Equatable {
+        case name(String), index(Int)
+    }
+
+    public var path: String
+    public var model: ModelKind?
+    public var hidden: [Int]?
+    public var denseFeatures: Int?
+    public var hashBuckets: Int?
+    public var embeddingDim: Int?
+    public var bottom: [Int]?
+    public var bottomOutput: Int?
+    public var top: [Int]?
+    public var initializer: Initializer?
+    public var factors: Int?
+    public var userFields: [FieldReference]?
+    public var itemFields: [FieldReference]?
+    /// nil key: every MLP.
+    public var activation: [String?: Activation] = [:]
+    public var dropout: [String?: Float] = [:]
+
+    func fail(_ key: String, _ message: String) -> TrainingError {
+        .notEnoughData("model config \(path): \(key): \(message)")
+    }
+
+    /// Reads and checks the file (types, known keys, the sizes it can check alone).
+    public init(path: String) throws {
+        self.path = path
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TrainingError.notEnoughData("model config \(path): cannot read the file (--model-config)")
+        }
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: data) } catch {
+            throw TrainingError.notEnoughData("model config \(path): not valid JSON (\(error.localizedDescription))")
+        }
+        guard let dict = object as? [String: Any] else {
+            throw TrainingError.notEnoughData("model config \(path): the top level must be a JSON object")
+        }
+        for key in dict.keys.sorted() where !Self.keys.contains(key) {
+            throw fail(key, "unknown key; the keys are \(Self.keys.joined(separator: ", "))")
+        }
+        func int(_ key: String) throws -> Int? {
+            guard let v = dict[key] else { return nil }
+            guard let n = v as? NSNumber, !Self.isBoolean(n), let i = Int(exactly: n.doubleValue) else {
+                throw fail(key, "expected an integer, got \(Self.describe(v))")
+            }
+            return i
+        }
+        func ints(_ key: String) throws -> [Int]? {
+            guard let v = dict[key] else { return nil }
+            guard let a = v as? [Any] else { throw fail(key, "expected an array of integers, got \(Self.describe(v))") }
+            return try a.map { e in
+                guard let n = e as? NSNumber, !Self.isBoolean(n), let i = Int(exactly: n.doubleValue) else {
+                    throw fail(key, "expected an array of integers, found \(Self.describe(e))")
+                }
+                return i
+            }
+        }
+        func string(_ key: String) throws -> String? {
+            guard let v = dict[key] else { return nil }
+            guard let s = v as? String else { throw fail(key, "expected a string, got \(Self.describe(v))") }
+            return s
+        }
+        func fields(_ key: String) throws -> [FieldReference]? {
+            guard let v = dict[key] else { return nil }
+            guard let a = v as? [Any], !a.isEmpty else { throw fail(key, "expected a non-empty array of field names or indices, got \(Self.describe(v))") }
+            return try a.map { e in
+                if let s = e as? String { return .name(s) }
+                if let n = e as? NSNumber, !Self.isBoolean(n), let i = Int(exactly: n.doubleValue) { return .index(i) }
+                throw fail(key, "expected field names or indices, found \(Self.describe(e))")
+            }
+        }
+        if let m = try string("model") {
+            guard let kind = ModelKind(rawValue: m) else {
+                throw fail("model", "unknown model '\(m)'; use \(ModelKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            model = kind
+        }
+        hidden = try ints("hidden")
+        denseFeatures = try int("dense_features")
+        hashBuckets = try int("hash_buckets")
+        embeddingDim = try int("embedding_dim")
+        bottom = try ints("bottom")
+        bottomOutput = try int("bottom_output")
+        top = try ints("top")
+        if let s = try string("initializer") {
+            guard let i = Initializer(rawValue: s) else {
+                throw fail("initializer", "unknown initializer '\(s)'; use \(Initializer.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            initializer = i
+        }
+        factors = try int("factors")
+        userFields = try fields("user_fields")
+        itemFields = try fields("item_fields")
+        func activationValue(_ key: String, _ v: Any) throws -> Activation {
+            guard let s = v as? String, let a = Activation(rawValue: s), a != .linear else {
+                throw fail(key, "expected relu, sigmoid or tanh, got \(Self.describe(v))")
+            }
+            return a
+        }
+        func rateValue(_ key: String, _ v: Any) throws -> Float {
+            guard let n = v as? NSNumber, !Self.isBoolean(n) else {
+                throw fail(key, "expected a rate in [0, 1), got \(Self.describe(v))")
+            }
+            let r = n.floatValue
+            guard r >= 0 && r < 1 else { throw fail(key, "rate \(r) is outside [0, 1)") }
+            return r
+        }
+        if let v = dict["activation"] {
+            if let per = v as? [String: Any] {
+                for (name, a) in per { activation[name] = try activationValue("activation.\(name)", a) }
+            } else {
+                activation[nil] = try activationValue("activation", v)
+            }
+        }
+        if let v = dict["dropout"] {
+            if let per = v as? [String: Any] {
+                for (name, r) in per { dropout[name] = try rateValue("dropout.\(name)", r) }
+            } else {
+                dropout[nil] = try rateValue("dropout", v)
+            }
+        }
+    }
+
+    /// Whether a decoded JSON number was `true` or `false`.
+    static func isBoolean(_ n: NSNumber) -> Bool {
+        let type = String(cString: n.objCType)
+        return type == "c" || type == "B"
+    }
+
+    static func describe(_ v: Any) -> String {
+        if let n = v as? NSNumber { return Self.isBoolean(n) ? "a boolean (\(n.boolValue))" : "the number \(n)" }
+        if let s = v as? String { return "the string \"\(s)\"" }
+        if v is [Any] { return "an array" }
+        if v is [String: Any] { return "an object" }
+        if v is NSNull { return "null" }
+        return "\(type(of: v))"
+    }
+
+    /// Writes the file's values into `config` (whose kind is already decided). `fieldNames`: the
+    /// categorical field names of the data, to resolve `user_fields` and `item_fields` by name.
+    public func apply(to config: inout ModelConfig, fieldNames: [String]) throws {
+        let stacks = ModelConfig.stackNames(config.kind)
+        if let hidden { config.hidden = hidden }
+        if let denseFeatures { config.mlpDenseFeatures = denseFeatures }
+        if let hashBuckets { config.hashBuckets = hashBuckets }
+        if let embeddingDim { config.embeddingDim = embeddingDim }
+        if let bottom { config.bottom = bottom }
+        if let top { config.top = top }
+        if let initializer { config.initializer = initializer }
+        if let factors { config.factors = factors }
+        if let bottomOutput {
+            guard config.kind == .dlrm else { throw fail("bottom_output", "applies to dlrm only, this is \(config.kind.rawValue)") }
+            guard bottomOutput == config.embeddingDim else {
+                throw fail("bottom_output", "the bottom MLP's output enters the dot interaction with the embeddings, so it must equal embedding_dim (\(config.embeddingDim)), got \(bottomOutput)")
+            }
+        }
+        func resolve(_ key: String, _ refs: [FieldReference]) throws -> [Int] {
+            try refs.map { ref in
+                switch ref {
+                case .index(let i):
+                    guard i >= 0 && i < fieldNames.count else {
+                        throw fail(key, "field index \(i) is outside the data's \(fieldNames.count) categorical fields")
+                    }
+                    return i
+                case .name(let n):
+                    guard let i = fieldNames.firstIndex(of: n) else {
+                        throw fail(key, "the data has no categorical field '\(n)'; its fields: \(fieldNames.joined(separator: ", "))")
+                    }
+                    return i
+                }
+            }
+        }
+        if let userFields { config.userFields = try resolve("user_fields", userFields) }
+        if let itemFields { config.itemFields = try resolve("item_fields", itemFields) }
+        if (userFields != nil || itemFields != nil) && config.kind != .ncf && config.kind != .twoTower {
+            throw fail(userFields != nil ? "user_fields" : "item_fields", "applies to ncf and two-tower only, this is \(config.kind.rawValue)")
+        }
+        for (name, a) in activation {
+            if let name {
+                guard stacks.contains(name) else { throw fail("activation.\(name)", "\(config.kind.rawValue) has no MLP named '\(name)'; its MLPs: \(stacks.isEmpty ? "none" : stacks.joined(separator: ", "))") }
+                config.activations[name] = a
+            } else {
+                for s in stacks where activation[s] == nil { config.activations[s] = a }
+            }
+        }
+        for (name, r) in dropout {
+            if let name {
+                guard stacks.contains(name) else { throw fail("dropout.\(name)", "\(config.kind.rawValue) has no MLP named '\(name)'; its MLPs: \(stacks.isEmpty ? "none" : stacks.joined(separator: ", "))") }
+                config.dropout[name] = r
+            } else {
+                for s in stacks where dropout[s] == nil { config.dropout[s] = r }
+            }
+        }
+    }
+}
