@@ -173,6 +173,8 @@ public enum TrainingError: Error, CustomStringConvertible {
     case notEnoughData(String)
     /// A checkpoint could not be written or read.
     case checkpoint(path: String, message: String)
+    /// The metrics log (--metrics-out) could not be created or written.
+    case metricsLog(path: String, message: String)
 
     public var description: String {
         switch self {
@@ -198,6 +200,8 @@ public enum TrainingError: Error, CustomStringConvertible {
             return message
         case let .checkpoint(path, message):
             return "checkpoint '\(path)': \(message)"
+        case let .metricsLog(path, message):
+            return "metrics log '\(path)': \(message)"
         }
     }
 }

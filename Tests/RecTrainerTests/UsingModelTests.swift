@@ -70,7 +70,6 @@ final class FakeTwoTower: RecModel, ItemIndexScoring {
     let userField: Int, itemField: Int, genres: [Int]
     let logits: UnsafeMutablePointer<Float>
     var activationBytes: Int { 0 }
-    var trainingContext: TrainingContext?
     var towerWidth: Int { 4 }
 
     init(config: ModelConfig, maxBatch: Int, userField: Int, itemField: Int, genres: [Int]) {
@@ -183,7 +182,6 @@ struct RecommenderTests {
             var maxBatch: Int { inner.maxBatch }
             var trainingContext: TrainingContext?
             var activationBytes: Int { 0 }
-            var trainingContext: TrainingContext?
             func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>, seed: UInt64) {}
             func forward(_ batch: BatchView, parameters: UnsafePointer<Float>, embeddingTable: UnsafePointer<Float>) -> UnsafePointer<Float> {
                 inner.forward(batch, parameters: parameters, embeddingTable: embeddingTable)
