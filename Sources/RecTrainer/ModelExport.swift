@@ -23,12 +23,13 @@ import RecData
 ///   else 1 + hash mod (rows - 1)); output (n, fields, dim)), `dot_interaction` (DLRM: the vectors
 ///   of `inputs` stacked into (n, slots, dim) in order; the dot products of every pair (i, j) with
 ///   i > j, in the order i = 1.., j = 0..<i; with `passthrough`, the first input is prepended to
-///   them), and `sigmoid`. logreg, wide-deep, ncf and two-tower use besides: `columns` (the
-///   categorical columns `columns`, in that order), `slice` (`start ..< end` along numpy `axis`),
-///   `concat` (each input flattened to (n, -1), joined along the last axis), `sum` (elementwise,
-///   of the inputs), `multiply` (elementwise), `reduce_sum` (over the last axis, keeping it),
-///   `add_tensor` (plus the named tensor) and `dot` (row-wise dot product, (n, 1)); activations
-///   also `tanh`.
+///   them), `sigmoid`, and for logreg, wide-deep, ncf and two-tower: `concat` (each input
+///   flattened to (n, -1), joined along the last axis), `sum` and `multiply` (elementwise),
+///   `dot` (row-wise dot product, (n, 1)), `reduce_sum` (over all but the first axis, (n, 1)),
+///   `slice` (`axis`, `start`, `stop`), `take` (`axis`, `index`) and `tensor_add` (adds the
+///   weight tensor `tensor`). An embedding op's `columns` are the categorical columns its tables
+///   read, in table order. A new model is described by composing these, or by adding an op here
+///   and in `examples/score.py`.
 /// - `output`: the value holding the click probability, (n, 1).
 public enum ModelExport {
     public static let formatName = "rec-dist model"
@@ -42,117 +43,99 @@ public enum ModelExport {
         var graph: [[String: Any]] = []
 
         func stack(_ prefix: String, input: String, lastActivation: String) -> String {
-            let hidden = config.activation(prefix).rawValue
             let layers = layout.entries.filter { $0.name.hasPrefix(prefix + ".") && $0.name.hasSuffix(".weight") }
             var value = input
             for (l, entry) in layers.enumerated() {
                 let name = String(entry.name.dropLast(".weight".count))
                 let output = "\(prefix).\(l)"
                 graph.append(["op": "linear", "inputs": [value], "output": output, "weight": entry.name, "bias": name + ".bias",
-                              "shape": entry.shape, "activation": l == layers.count - 1 ? lastActivation : hidden])
+                              "shape": entry.shape, "activation": l == layers.count - 1 ? lastActivation : config.activation(prefix).rawValue])
                 value = output
             }
             return value
         }
+        func op(_ name: String, _ inputs: [String], _ output: String, _ extra: [String: Any] = [:]) {
+            var o: [String: Any] = ["op": name, "inputs": inputs, "output": output]
+            for (k, v) in extra { o[k] = v }
+            graph.append(o)
+        }
+        /// The model's tables (table t reads categorical column columns[t]) as one embedding op.
+        func embedding(_ output: String, columns: [Int]) {
+            guard let tables = config.modelTables else { return }
+            op("embedding", ["categorical"], output, [
+                "tables": (0..<tables.fields).map { "embedding.C\($0 + 1)" }, "columns": columns,
+                "rows": (0..<tables.fields).map { tables.rows(field: $0) }, "dim": tables.dim,
+                "indexing": tables.indexing == .direct ? "direct" : "hashed"])
+        }
+        func denseInput() -> String? {
+            guard config.denseInputs > 0 else { return nil }
+            op("dense_transform", ["dense"], "x", ["transform": config.denseTransform == .log1p ? "log1p" : "identity",
+                                                    "columns": config.denseInputs])
+            return "x"
+        }
 
         let transform = config.denseTransform == .log1p ? "log1p" : "identity"
+        let allColumns = Array(0..<config.categoricalFields)
+        let logit: String
         switch config.kind {
         case .mlp:
-            graph.append(["op": "dense_transform", "inputs": ["dense"], "output": "x", "transform": transform,
-                          "columns": config.mlpDenseFeatures])
-            let logit = stack("mlp", input: "x", lastActivation: "linear")
-            graph.append(["op": "sigmoid", "inputs": [logit], "output": "probability"])
+            op("dense_transform", ["dense"], "x", ["transform": transform, "columns": config.mlpDenseFeatures])
+            logit = stack("mlp", input: "x", lastActivation: "linear")
         case .dlrm:
-            let tables = config.embeddingTables
             var vectors: [String] = []
-            if config.denseInputs > 0 {
-                graph.append(["op": "dense_transform", "inputs": ["dense"], "output": "x", "transform": transform,
-                              "columns": config.denseInputs])
-                vectors.append(stack("bottom", input: "x", lastActivation: config.activation("bottom").rawValue))
-            }
-            graph.append(["op": "embedding", "inputs": ["categorical"], "output": "embedded",
-                          "tables": (0..<config.categoricalFields).map { "embedding.C\($0 + 1)" },
-                          "rows": (0..<config.categoricalFields).map { tables.rows(field: $0) }, "dim": config.embeddingDim,
-                          "indexing": tables.indexing == .direct ? "direct" : "hashed"])
+            if let x = denseInput() { vectors.append(stack("bottom", input: x, lastActivation: "relu")) }
+            embedding("embedded", columns: allColumns)
             vectors.append("embedded")
-            graph.append(["op": "dot_interaction", "inputs": vectors, "output": "interaction", "passthrough": config.denseInputs > 0])
-            let logit = stack("top", input: "interaction", lastActivation: "linear")
-            graph.append(["op": "sigmoid", "inputs": [logit], "output": "probability"])
-        case .logreg, .wideDeep, .ncf, .twoTower:
-            // The model's tables read categorical columns `columns`, one table each (embedding.C<k>
-            // is the model's k-th table).
-            let tables = config.modelTables!
-            let columns: [Int]
-            switch config.kind {
-            case .ncf: columns = [config.userFields![0], config.itemFields![0]]
-            case .twoTower: columns = config.userFields! + config.itemFields!
-            default: columns = Array(0..<config.categoricalFields)
+            op("dot_interaction", vectors, "interaction", ["passthrough": config.denseInputs > 0])
+            logit = stack("top", input: "interaction", lastActivation: "linear")
+        case .logreg:
+            // logit = transform(dense) @ W + b + sum of the fields' id weights.
+            embedding("weights", columns: allColumns)
+            op("reduce_sum", ["weights"], "wide")
+            if let x = denseInput() {
+                let linear = stack("linear", input: x, lastActivation: "linear")
+                op("sum", [linear, "wide"], "logit")
+            } else {
+                op("tensor_add", ["wide"], "logit", ["tensor": "bias"])
             }
-            graph.append(["op": "columns", "inputs": ["categorical"], "output": "ids", "columns": columns])
-            graph.append(["op": "embedding", "inputs": ["ids"], "output": "embedded",
-                          "tables": (0..<tables.fields).map { "embedding.C\($0 + 1)" },
-                          "rows": (0..<tables.fields).map { tables.rows(field: $0) }, "dim": tables.dim,
-                          "indexing": tables.indexing == .direct ? "direct" : "hashed"])
-            func slice(_ input: String, axis: Int, _ range: Range<Int>, _ output: String) -> String {
-                graph.append(["op": "slice", "inputs": [input], "output": output, "axis": axis,
-                              "start": range.lowerBound, "end": range.upperBound])
-                return output
-            }
-            func concat(_ inputs: [String], _ output: String) -> String {
-                graph.append(["op": "concat", "inputs": inputs, "output": output])
-                return output
-            }
-            let logit: String
-            switch config.kind {
-            case .logreg, .wideDeep:
-                // wide = Σ_f row_f[0]: (n, 1).
-                let weights = config.kind == .logreg ? "embedded" : slice("embedded", axis: 2, 0..<1, "wide_weights")
-                graph.append(["op": "reduce_sum", "inputs": [concat([weights], "wide_flat")], "output": "wide"])
-                var parts = ["wide"]
-                if config.kind == .logreg {
-                    if config.denseInputs > 0 {
-                        graph.append(["op": "dense_transform", "inputs": ["dense"], "output": "x", "transform": transform,
-                                      "columns": config.denseInputs])
-                        graph.append(["op": "linear", "inputs": ["x"], "output": "linear", "weight": "linear.weight",
-                                      "bias": "linear.bias", "shape": [config.denseInputs, 1], "activation": "linear"])
-                        parts.append("linear")
-                    } else {
-                        graph.append(["op": "add_tensor", "inputs": ["wide"], "output": "wide_bias", "tensor": "bias"])
-                        parts = ["wide_bias"]
-                    }
-                } else {
-                    let e = slice("embedded", axis: 2, 1..<(1 + config.embeddingDim), "deep_embeddings")
-                    var inputs = [e]
-                    if config.denseInputs > 0 {
-                        graph.append(["op": "dense_transform", "inputs": ["dense"], "output": "x", "transform": transform,
-                                      "columns": config.denseInputs])
-                        inputs.insert("x", at: 0)
-                    }
-                    parts.append(stack("deep", input: concat(inputs, "deep_input"), lastActivation: "linear"))
-                }
-                graph.append(["op": "sum", "inputs": parts, "output": "logit"])
-                logit = "logit"
-            case .ncf:
-                let f = config.factors, e = config.embeddingDim
-                let gmfRows = slice("embedded", axis: 2, 0..<f, "gmf_rows")
-                let p = slice(gmfRows, axis: 1, 0..<1, "p_u"), q = slice(gmfRows, axis: 1, 1..<2, "q_i")
-                graph.append(["op": "multiply", "inputs": [p, q], "output": "gmf_product"])
-                let gmf = concat(["gmf_product"], "gmf")
-                let mlpInput = concat([slice("embedded", axis: 2, f..<(f + e), "mlp_rows")], "mlp_input")
-                let h = stack("mlp", input: mlpInput, lastActivation: config.activation("mlp").rawValue)
-                let z = concat([gmf, h], "neumf")
-                logit = stack("predict", input: z, lastActivation: "linear")
-            default:
-                let nu = config.userFields!.count, ni = config.itemFields!.count
-                let xu = concat([slice("embedded", axis: 1, 0..<nu, "user_rows")], "user_input")
-                let xi = concat([slice("embedded", axis: 1, nu..<(nu + ni), "item_rows")], "item_input")
-                let u = stack("user", input: xu, lastActivation: "linear")
-                let v = stack("item", input: xi, lastActivation: "linear")
-                graph.append(["op": "dot", "inputs": [u, v], "output": "logit"])
-                logit = "logit"
-            }
-            graph.append(["op": "sigmoid", "inputs": [logit], "output": "probability"])
+            logit = "logit"
+        case .wideDeep:
+            // Each table row is [wide weight | embedding].
+            embedding("rows", columns: allColumns)
+            op("slice", ["rows"], "wide_weights", ["axis": 2, "start": 0, "stop": 1])
+            op("reduce_sum", ["wide_weights"], "wide")
+            op("slice", ["rows"], "embedded", ["axis": 2, "start": 1, "stop": 1 + config.embeddingDim])
+            op("concat", (denseInput().map { [$0] } ?? []) + ["embedded"], "deep_input")
+            let deep = stack("deep", input: "deep_input", lastActivation: "linear")
+            op("sum", ["wide", deep], "logit")
+            logit = "logit"
+        case .ncf:
+            // Tables: the user's, then the item's; each row is [GMF factors | MLP embedding].
+            let f = config.factors
+            embedding("rows", columns: [config.userFields?.first ?? 0, config.itemFields?.first ?? 0])
+            op("slice", ["rows"], "gmf_vectors", ["axis": 2, "start": 0, "stop": f])
+            op("take", ["gmf_vectors"], "p_user", ["axis": 1, "index": 0])
+            op("take", ["gmf_vectors"], "q_item", ["axis": 1, "index": 1])
+            op("multiply", ["p_user", "q_item"], "gmf")
+            op("slice", ["rows"], "mlp_vectors", ["axis": 2, "start": f, "stop": f + config.embeddingDim])
+            op("concat", ["mlp_vectors"], "mlp_input")
+            let h = stack("mlp", input: "mlp_input", lastActivation: config.activation("mlp").rawValue)
+            op("concat", ["gmf", h], "z")
+            logit = stack("predict", input: "z", lastActivation: "linear")
+        case .twoTower:
+            // Tables: the user-side fields', then the item-side fields'; logit = u . v.
+            let user = config.userFields ?? [], item = config.itemFields ?? []
+            embedding("rows", columns: user + item)
+            op("slice", ["rows"], "user_rows", ["axis": 1, "start": 0, "stop": user.count])
+            op("slice", ["rows"], "item_rows", ["axis": 1, "start": user.count, "stop": user.count + item.count])
+            op("concat", ["user_rows"], "user_input")
+            op("concat", ["item_rows"], "item_input")
+            let u = stack("user", input: "user_input", lastActivation: "linear")
+            let v = stack("item", input: "item_input", lastActivation: "linear")
+            op("dot", [u, v], "logit")
+            logit = "logit"
         }
+        op("sigmoid", [logit], "probability")
 
         var input: [String: Any]
         if let manifest = dataset?.manifest, config.vocabularySizes != nil || config.denseTransform == .identity {

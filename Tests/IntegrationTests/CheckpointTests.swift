@@ -129,22 +129,18 @@ struct CheckpointTests {
 
     /// `rec-dist export` writes the weights and a model description from which NumPy and the
     /// safetensors package (examples/score.py, generic over the description's ops) reproduce
-    /// rec-dist's predictions: raw Criteo TSV (hashing, log1p) and a prepared dataset's split.
-    /// The new models train with tanh MLPs (and ncf, two-tower read TSV fields named in a model config).
-    @Test(arguments: ["mlp", "dlrm", "mlp-prepared", "dlrm-prepared", "logreg", "wide-deep-prepared", "ncf", "two-tower-prepared"])
+    /// rec-dist's predictions, for every model: on raw Criteo TSV (hashing, log1p), on a prepared
+    /// copy of it, and (ncf, two-tower: user and item fields) on a prepared MovieLens folder.
+    @Test(arguments: ["mlp:tsv", "dlrm:tsv", "logreg:tsv", "wide-deep:tsv", "mlp:prepared", "dlrm:prepared",
+                      "logreg:prepared", "wide-deep:prepared", "ncf:movies", "two-tower:movies", "dlrm:movies"])
     func numpyReproducesPredictions(variant: String) throws {
-        let prepared = variant.hasSuffix("-prepared")
-        let model = prepared ? String(variant.dropLast("-prepared".count)) : variant
-        let data = prepared ? try UsingModelData.preparedSynth(rows: 2000) : try RecDist.synthData(rows: 2000)
-        let root = try RecDist.scratch("numpy-\(variant)")
-        var extra: [String] = []
-        if !["mlp", "dlrm"].contains(model) { extra += ["--activation", "tanh"] }
-        if model == "ncf" || model == "two-tower" {
-            let file = root + "/model.json"
-            let fields = prepared ? #"["C1"], "item_fields": ["C2", "C3"]"# : #"["C1"], "item_fields": ["C2"]"#
-            try #"{"user_fields": \#(fields)}"#.write(toFile: file, atomically: true, encoding: .utf8)
-            extra += ["--model-config", file]
-        }
+        let parts = variant.split(separator: ":").map(String.init)
+        let model = parts[0], input = parts[1], prepared = input != "tsv"
+        let data = input == "tsv" ? try RecDist.synthData(rows: 2000)
+            : input == "prepared" ? try UsingModelData.preparedSynth(rows: 2000) : try UsingModelData.preparedMovieLens()
+        let root = try RecDist.scratch("numpy-\(model)-\(input)")
+        // The models added with issue 4 train with tanh MLPs: the description carries each MLP's activation.
+        let extra = ["mlp", "dlrm"].contains(model) ? [] : ["--activation", "tanh"]
         var out = try RecDist.ranks(2, ["train", "--data", data, "--model", model, "--hash-buckets", "1000",
                                         "--steps", "30", "--checkpoint-dir", root] + extra)
         #expect(out.status == 0, "\(out.all)")
