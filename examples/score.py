@@ -11,9 +11,10 @@ with the `safetensors` package), turns the rows into the model's inputs as the d
 finalizer; a prepared dataset: its split files, already encoded), runs the description's graph of
 ops and prints one probability per row, identical (to float rounding) to `rec-dist predict`.
 
-The ops are generic (linear, dense_transform, embedding, dot_interaction, sigmoid, and concat,
-sum, multiply, dot for models that need them), so a new model needs no change here as long as
-its description uses them.
+The ops are generic (dense_transform, linear, embedding, dot_interaction, sigmoid, concat, sum,
+multiply, dot, reduce_sum, slice, take, tensor_add), so mlp, dlrm, logreg, wide-deep, ncf and
+two-tower all run through the same code, and a new model needs no change here as long as its
+description uses them.
 """
 import argparse
 import json
@@ -96,6 +97,7 @@ def read_prepared_split(dataset, split, limit):
 
 ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0),
+    "tanh": np.tanh,
     "linear": lambda x: x,
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
 }
@@ -117,9 +119,10 @@ def op_linear(op, values, tensors):
 
 def op_embedding(op, values, tensors):
     ids = values[op["inputs"][0]]
+    columns = op.get("columns", list(range(len(op["tables"]))))
     out = []
-    for j, (name, rows) in enumerate(zip(op["tables"], op["rows"])):
-        v = ids[:, j]
+    for column, name, rows in zip(columns, op["tables"], op["rows"]):
+        v = ids[:, column]
         if op["indexing"] == "hashed":
             row = np.where(v == 0, 0, 1 + v % (rows - 1))
         else:
@@ -143,6 +146,26 @@ def op_sigmoid(op, values, tensors):
 
 def op_concat(op, values, tensors):
     return np.concatenate([values[n].reshape(values[n].shape[0], -1) for n in op["inputs"]], axis=1)
+
+
+def op_reduce_sum(op, values, tensors):
+    x = values[op["inputs"][0]]
+    return x.reshape(x.shape[0], -1).sum(axis=1, keepdims=True)
+
+
+def op_slice(op, values, tensors):
+    x = values[op["inputs"][0]]
+    index = [slice(None)] * x.ndim
+    index[op["axis"]] = slice(op["start"], op["stop"])
+    return x[tuple(index)]
+
+
+def op_take(op, values, tensors):
+    return np.take(values[op["inputs"][0]], op["index"], axis=op["axis"])
+
+
+def op_tensor_add(op, values, tensors):
+    return values[op["inputs"][0]] + tensors[op["tensor"]]
 
 
 def op_sum(op, values, tensors):

@@ -263,15 +263,15 @@ public final class TwoTowerModel: RecModel {
     /// while a training step is in flight (it shares the model's buffers).
     public func itemEmbeddings(items: UnsafePointer<UInt32>, count: Int, parameters: UnsafePointer<Float>,
                                embeddingTable: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        towerOutputs(tower: itemTower, first: userCount, fields: itemCount, values: items, count: count,
-                     parameters: parameters, embeddingTable: embeddingTable, out: out)
+        towerOutputs(tower: itemTower, first: userCount, columns: Array(0..<itemCount), values: items, stride: itemCount,
+                     count: count, parameters: parameters, embeddingTable: embeddingTable, out: out)
     }
 
     /// The user tower's output for `count` users: users is (count, userFields.count), out (count, factors).
     public func userEmbeddings(users: UnsafePointer<UInt32>, count: Int, parameters: UnsafePointer<Float>,
                                embeddingTable: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        towerOutputs(tower: userTower, first: 0, fields: userCount, values: users, count: count,
-                     parameters: parameters, embeddingTable: embeddingTable, out: out)
+        towerOutputs(tower: userTower, first: 0, columns: Array(0..<userCount), values: users, stride: userCount,
+                     count: count, parameters: parameters, embeddingTable: embeddingTable, out: out)
     }
 
     /// Every item's vector when the item side is the item id alone (`itemFields.count == 1`):
@@ -291,16 +291,18 @@ public final class TwoTowerModel: RecModel {
         return out
     }
 
-    func towerOutputs(tower: MLPStack, first: Int, fields: Int, values: UnsafePointer<UInt32>, count: Int,
-                      parameters: UnsafePointer<Float>, embeddingTable: UnsafePointer<Float>,
+    /// The tower's output for `count` rows whose field t's value is `values[b · stride + columns[t]]`.
+    func towerOutputs(tower: MLPStack, first: Int, columns: [Int], values: UnsafePointer<UInt32>, stride: Int,
+                      count: Int, parameters: UnsafePointer<Float>, embeddingTable: UnsafePointer<Float>,
                       out: UnsafeMutablePointer<Float>) {
         let e = config.embeddingDim, k = config.factors, x = first == 0 ? xu.pointer : xi.pointer
+        let fields = columns.count
         var start = 0
         while start < count {
             let n = min(maxBatch, count - start)
             for b in 0..<n {
                 for t in 0..<fields {
-                    let r = tables.row(field: first + t, value: values[(start + b) * fields + t])
+                    let r = tables.row(field: first + t, value: values[(start + b) * stride + columns[t]])
                     let src = embeddingTable + r * e, dst = x + (b * fields + t) * e
                     for j in 0..<e { dst[j] = src[j] }
                 }

@@ -181,6 +181,13 @@ public enum Checkpoint {
         return encoder
     }
 
+    /// Reads what `jsonEncoder()` writes (non-finite numbers as strings).
+    static func jsonDecoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+        return decoder
+    }
+
     static func fsyncPath(_ path: String) {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { return }
@@ -223,9 +230,7 @@ public enum Checkpoint {
             guard CRC32.checksum(mapped.bytes) == e.crc else { throw fail("\(file) does not match its CRC-32 (corrupted)") }
         }
         let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/trainer.json"))
-        let decoder = JSONDecoder()
-        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-        guard let state = try? decoder.decode(State.self, from: data) else { throw fail("trainer.json cannot be decoded") }
+        guard let state = try? jsonDecoder().decode(State.self, from: data) else { throw fail("trainer.json cannot be decoded") }
         guard state.formatVersion == formatVersion else {
             throw TrainingError.checkpoint(path: dir, message: "format version \(state.formatVersion), this rec-dist reads version \(formatVersion); use the rec-dist that wrote it")
         }

@@ -23,9 +23,13 @@ import RecData
 ///   else 1 + hash mod (rows - 1)); output (n, fields, dim)), `dot_interaction` (DLRM: the vectors
 ///   of `inputs` stacked into (n, slots, dim) in order; the dot products of every pair (i, j) with
 ///   i > j, in the order i = 1.., j = 0..<i; with `passthrough`, the first input is prepended to
-///   them), and `sigmoid`. New models add op types: `concat` (along the last axis), `sum`,
-///   `multiply` (elementwise) and `dot` (row-wise dot product) are reserved for wide-deep, ncf
-///   and two-tower, and `examples/score.py` already implements them.
+///   them), `sigmoid`, and for logreg, wide-deep, ncf and two-tower: `concat` (each input
+///   flattened to (n, -1), joined along the last axis), `sum` and `multiply` (elementwise),
+///   `dot` (row-wise dot product, (n, 1)), `reduce_sum` (over all but the first axis, (n, 1)),
+///   `slice` (`axis`, `start`, `stop`), `take` (`axis`, `index`) and `tensor_add` (adds the
+///   weight tensor `tensor`). An embedding op's `columns` are the categorical columns its tables
+///   read, in table order. A new model is described by composing these, or by adding an op here
+///   and in `examples/score.py`.
 /// - `output`: the value holding the click probability, (n, 1).
 public enum ModelExport {
     public static let formatName = "rec-dist model"
@@ -50,33 +54,88 @@ public enum ModelExport {
             }
             return value
         }
+        func op(_ name: String, _ inputs: [String], _ output: String, _ extra: [String: Any] = [:]) {
+            var o: [String: Any] = ["op": name, "inputs": inputs, "output": output]
+            for (k, v) in extra { o[k] = v }
+            graph.append(o)
+        }
+        /// The model's tables (table t reads categorical column columns[t]) as one embedding op.
+        func embedding(_ output: String, columns: [Int]) {
+            guard let tables = config.modelTables else { return }
+            op("embedding", ["categorical"], output, [
+                "tables": (0..<tables.fields).map { "embedding.C\($0 + 1)" }, "columns": columns,
+                "rows": (0..<tables.fields).map { tables.rows(field: $0) }, "dim": tables.dim,
+                "indexing": tables.indexing == .direct ? "direct" : "hashed"])
+        }
+        func denseInput() -> String? {
+            guard config.denseInputs > 0 else { return nil }
+            op("dense_transform", ["dense"], "x", ["transform": config.denseTransform == .log1p ? "log1p" : "identity",
+                                                    "columns": config.denseInputs])
+            return "x"
+        }
 
         let transform = config.denseTransform == .log1p ? "log1p" : "identity"
+        let allColumns = Array(0..<config.categoricalFields)
+        let logit: String
         switch config.kind {
         case .mlp:
-            graph.append(["op": "dense_transform", "inputs": ["dense"], "output": "x", "transform": transform,
-                          "columns": config.mlpDenseFeatures])
-            let logit = stack("mlp", input: "x", lastActivation: "linear")
-            graph.append(["op": "sigmoid", "inputs": [logit], "output": "probability"])
+            op("dense_transform", ["dense"], "x", ["transform": transform, "columns": config.mlpDenseFeatures])
+            logit = stack("mlp", input: "x", lastActivation: "linear")
         case .dlrm:
-            let tables = config.embeddingTables
             var vectors: [String] = []
-            if config.denseInputs > 0 {
-                graph.append(["op": "dense_transform", "inputs": ["dense"], "output": "x", "transform": transform,
-                              "columns": config.denseInputs])
-                vectors.append(stack("bottom", input: "x", lastActivation: "relu"))
-            }
-            graph.append(["op": "embedding", "inputs": ["categorical"], "output": "embedded",
-                          "tables": (0..<config.categoricalFields).map { "embedding.C\($0 + 1)" },
-                          "rows": (0..<config.categoricalFields).map { tables.rows(field: $0) }, "dim": config.embeddingDim,
-                          "indexing": tables.indexing == .direct ? "direct" : "hashed"])
+            if let x = denseInput() { vectors.append(stack("bottom", input: x, lastActivation: "relu")) }
+            embedding("embedded", columns: allColumns)
             vectors.append("embedded")
-            graph.append(["op": "dot_interaction", "inputs": vectors, "output": "interaction", "passthrough": config.denseInputs > 0])
-            let logit = stack("top", input: "interaction", lastActivation: "linear")
-            graph.append(["op": "sigmoid", "inputs": [logit], "output": "probability"])
-        case .logreg, .wideDeep, .ncf, .twoTower:
-            throw TrainingError.checkpoint(path: trained.directory, message: "export does not describe \(config.kind.rawValue) models yet (mlp and dlrm only); its weights are in \(trained.directory)/model.safetensors")
+            op("dot_interaction", vectors, "interaction", ["passthrough": config.denseInputs > 0])
+            logit = stack("top", input: "interaction", lastActivation: "linear")
+        case .logreg:
+            // logit = transform(dense) @ W + b + sum of the fields' id weights.
+            embedding("weights", columns: allColumns)
+            op("reduce_sum", ["weights"], "wide")
+            if let x = denseInput() {
+                let linear = stack("linear", input: x, lastActivation: "linear")
+                op("sum", [linear, "wide"], "logit")
+            } else {
+                op("tensor_add", ["wide"], "logit", ["tensor": "bias"])
+            }
+            logit = "logit"
+        case .wideDeep:
+            // Each table row is [wide weight | embedding].
+            embedding("rows", columns: allColumns)
+            op("slice", ["rows"], "wide_weights", ["axis": 2, "start": 0, "stop": 1])
+            op("reduce_sum", ["wide_weights"], "wide")
+            op("slice", ["rows"], "embedded", ["axis": 2, "start": 1, "stop": 1 + config.embeddingDim])
+            op("concat", (denseInput().map { [$0] } ?? []) + ["embedded"], "deep_input")
+            let deep = stack("deep", input: "deep_input", lastActivation: "linear")
+            op("sum", ["wide", deep], "logit")
+            logit = "logit"
+        case .ncf:
+            // Tables: the user's, then the item's; each row is [GMF factors | MLP embedding].
+            let f = config.factors
+            embedding("rows", columns: [config.userFields?.first ?? 0, config.itemFields?.first ?? 0])
+            op("slice", ["rows"], "gmf_vectors", ["axis": 2, "start": 0, "stop": f])
+            op("take", ["gmf_vectors"], "p_user", ["axis": 1, "index": 0])
+            op("take", ["gmf_vectors"], "q_item", ["axis": 1, "index": 1])
+            op("multiply", ["p_user", "q_item"], "gmf")
+            op("slice", ["rows"], "mlp_vectors", ["axis": 2, "start": f, "stop": f + config.embeddingDim])
+            op("concat", ["mlp_vectors"], "mlp_input")
+            let h = stack("mlp", input: "mlp_input", lastActivation: config.activation("mlp").rawValue)
+            op("concat", ["gmf", h], "z")
+            logit = stack("predict", input: "z", lastActivation: "linear")
+        case .twoTower:
+            // Tables: the user-side fields', then the item-side fields'; logit = u . v.
+            let user = config.userFields ?? [], item = config.itemFields ?? []
+            embedding("rows", columns: user + item)
+            op("slice", ["rows"], "user_rows", ["axis": 1, "start": 0, "stop": user.count])
+            op("slice", ["rows"], "item_rows", ["axis": 1, "start": user.count, "stop": user.count + item.count])
+            op("concat", ["user_rows"], "user_input")
+            op("concat", ["item_rows"], "item_input")
+            let u = stack("user", input: "user_input", lastActivation: "linear")
+            let v = stack("item", input: "item_input", lastActivation: "linear")
+            op("dot", [u, v], "logit")
+            logit = "logit"
         }
+        op("sigmoid", [logit], "probability")
 
         var input: [String: Any]
         if let manifest = dataset?.manifest, config.vocabularySizes != nil || config.denseTransform == .identity {

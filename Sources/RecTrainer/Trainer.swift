@@ -224,7 +224,7 @@ public final class Trainer {
         var payload = Data()
         if rank == 0 {
             do {
-                if let state = try findAndLoad(into: buffers) { payload = try JSONEncoder().encode(state) }
+                if let state = try findAndLoad(into: buffers) { payload = try Checkpoint.jsonEncoder().encode(state) }
             } catch {
                 failure = error
             }
@@ -237,7 +237,9 @@ public final class Trainer {
         var bytes = [UInt8](payload)
         if rank != 0 { bytes = [UInt8](repeating: 0, count: Int(length[0])) }
         try bytes.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
-        return try JSONDecoder().decode(Checkpoint.State.self, from: Data(bytes))
+        // Non-finite metrics (a NaN logloss without evaluation rows, an infinite calibration
+        // when every evaluation label is 0) travel as strings, as in trainer.json.
+        return try Checkpoint.jsonDecoder().decode(Checkpoint.State.self, from: Data(bytes))
     }
 
     private func findAndLoad(into buffers: Checkpoint.Buffers) throws -> Checkpoint.State? {

@@ -129,14 +129,20 @@ struct CheckpointTests {
 
     /// `rec-dist export` writes the weights and a model description from which NumPy and the
     /// safetensors package (examples/score.py, generic over the description's ops) reproduce
-    /// rec-dist's predictions: raw Criteo TSV (hashing, log1p) and a prepared dataset's split.
-    @Test(arguments: ["mlp", "dlrm", "mlp-prepared", "dlrm-prepared"])
+    /// rec-dist's predictions, for every model: on raw Criteo TSV (hashing, log1p), on a prepared
+    /// copy of it, and (ncf, two-tower: user and item fields) on a prepared MovieLens folder.
+    @Test(arguments: ["mlp:tsv", "dlrm:tsv", "logreg:tsv", "wide-deep:tsv", "mlp:prepared", "dlrm:prepared",
+                      "logreg:prepared", "wide-deep:prepared", "ncf:movies", "two-tower:movies", "dlrm:movies"])
     func numpyReproducesPredictions(variant: String) throws {
-        let model = String(variant.prefix { $0 != "-" }), prepared = variant.hasSuffix("-prepared")
-        let data = prepared ? try UsingModelData.preparedSynth(rows: 2000) : try RecDist.synthData(rows: 2000)
-        let root = try RecDist.scratch("numpy-\(variant)")
+        let parts = variant.split(separator: ":").map(String.init)
+        let model = parts[0], input = parts[1], prepared = input != "tsv"
+        let data = input == "tsv" ? try RecDist.synthData(rows: 2000)
+            : input == "prepared" ? try UsingModelData.preparedSynth(rows: 2000) : try UsingModelData.preparedMovieLens()
+        let root = try RecDist.scratch("numpy-\(model)-\(input)")
+        // The models added with issue 4 train with tanh MLPs: the description carries each MLP's activation.
+        let extra = ["mlp", "dlrm"].contains(model) ? [] : ["--activation", "tanh"]
         var out = try RecDist.ranks(2, ["train", "--data", data, "--model", model, "--hash-buckets", "1000",
-                                        "--steps", "30", "--checkpoint-dir", root])
+                                        "--steps", "30", "--checkpoint-dir", root] + extra)
         #expect(out.status == 0, "\(out.all)")
         out = try RecDist.single(["predict", "--checkpoint", root, "--input", data, "--limit", "100"] + (prepared ? ["--split", "valid"] : []))
         #expect(out.status == 0, "\(out.all)")
@@ -147,7 +153,7 @@ struct CheckpointTests {
         #expect(description["model"] as? String == model)
         #expect((description["input"] as? [String: Any])?["kind"] as? String == (prepared ? "prepared" : "criteo-tsv"))
         let ops = (description["graph"] as! [[String: Any]]).map { $0["op"] as! String }
-        #expect(ops.last == "sigmoid" && ops.contains("linear") && (model == "mlp" || ops.contains("dot_interaction")), "\(ops)")
+        #expect(ops.last == "sigmoid" && ops.contains("linear") && (model != "dlrm" || ops.contains("dot_interaction")), "\(ops)")
         let py = try RecDist.run("/usr/bin/env", ["python3", RecDist.packageRoot + "/examples/score.py", root + "/serving", data,
                                                   "--limit", "100"] + (prepared ? ["--split", "valid"] : []))
         try #require(py.status == 0, "examples/score.py failed (is `pip install safetensors numpy` done? .ci/run does it): \(py.all)")

@@ -31,6 +31,12 @@ struct OptimizationTrainingTests {
         modelConfig.hidden = [16]
         modelConfig.bottom = [32, 16]
         modelConfig.top = [32]
+        switch model {   // as InProcessTrainingTests: dropout where the model has it
+        case .ncf: modelConfig.userFields = [0]; modelConfig.itemFields = [1]; modelConfig.dropout = ["mlp": 0.2]
+        case .twoTower: modelConfig.userFields = [0, 2]; modelConfig.itemFields = [1, 3]
+        case .wideDeep: modelConfig.dropout = ["deep": 0.2]; modelConfig.activations = ["deep": .tanh]
+        default: break
+        }
         var config = TrainingConfig(dataPath: data, model: modelConfig, optimizer: OptimizerConfig(kind: optimizer))
         config.evalFraction = 0
         config.steps = 14
@@ -89,6 +95,20 @@ struct OptimizationTrainingTests {
         Setting(name: "adam accumulate 3") { $0.optimizer.accumulate = 3 },
         Setting(name: "sgd accumulate 2, mlp", model: .mlp) { $0.optimizer = OptimizerConfig(kind: .sgd, learningRate: 0.1); $0.optimizer.accumulate = 2 },
         Setting(name: "sgd clip 0.05") { $0.optimizer = OptimizerConfig(kind: .sgd, learningRate: 0.5); $0.optimizer.clipNorm = 0.05 },
+        Setting(name: "logreg rowwise-adagrad wd 0.01", model: .logreg) {
+            $0.optimizer = OptimizerConfig(kind: .rowwiseAdagrad, learningRate: 0.1)
+            $0.optimizer.weightDecay = 0.01
+        },
+        Setting(name: "wide-deep adamw clip 0.1 linear warmup", model: .wideDeep) {
+            $0.optimizer = OptimizerConfig(kind: .adamw, learningRate: 0.003)
+            $0.optimizer.clipNorm = 0.1
+            $0.optimizer.schedule = LearningRateSchedule(decay: .linear, warmupSteps: 3)
+        },
+        Setting(name: "ncf (dropout) adam accumulate 3", model: .ncf) { $0.optimizer.accumulate = 3 },
+        Setting(name: "two-tower rowwise-adagrad cosine", model: .twoTower) {
+            $0.optimizer = OptimizerConfig(kind: .rowwiseAdagrad, learningRate: 0.1)
+            $0.optimizer.schedule = LearningRateSchedule(decay: .cosine, warmupSteps: 2)
+        },
         Setting(name: "adamw cosine warmup accumulate 2 clip 0.1") {
             $0.optimizer = OptimizerConfig(kind: .adamw)
             $0.optimizer.schedule = LearningRateSchedule(decay: .cosine, warmupSteps: 2)
@@ -126,6 +146,19 @@ struct OptimizationTrainingTests {
         }
         let unaccumulated = try Self.train(base, ranks: 1, globalBatch: 12).tensors
         #expect(Self.worst(large, unaccumulated) > 1e-4)
+    }
+
+    /// With dropout, too: each example's mask follows its place in the step's rows, so 3 x 12
+    /// rows with ncf's dropout equal 36 rows, on 1, 2 and 3 ranks.
+    @Test func accumulationWithDropoutEqualsALargerBatch() throws {
+        var base = Self.config(Self.data, model: .ncf, optimizer: .adam)
+        base.steps = 8
+        let large = try Self.train(base, ranks: 1, globalBatch: 36).tensors
+        for n in [1, 2, 3] {
+            let accumulated = try Self.train(base, ranks: n, globalBatch: 12) { $0.optimizer.accumulate = 3 }.tensors
+            let worst = Self.worst(large, accumulated)
+            #expect(worst < 1e-5, "ncf: 3 x 12 rows on \(n) rank(s) differs from 36 rows by \(worst)")
+        }
     }
 
     /// The linear scaling rule: N ranks with --lr x and --scale-lr-by-world-size train the model
