@@ -172,7 +172,6 @@ public enum Benchmark {
         let dataset = try options.dataPath.map { try PreparedDataset(directory: $0) }
         for benchCase in options.cases {
             progress("\(benchCase) on \(communicator.size) rank(s)...")
-            let result: BenchmarkResult
             func shaped(_ kind: ModelKind) -> ModelConfig {
                 var config = ModelConfig.preset(kind)
                 if kind == .ncf || kind == .twoTower {   // synthetic rows: fields 0 and 1 as user and item
@@ -190,33 +189,9 @@ public enum Benchmark {
                 }
                 return config
             }
-            switch benchCase.model {
-            case .mlp:
-                let config = shaped(.mlp)
-                result = try runCase({ MLPModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
-                                     options: options, dataset: dataset, communicator: communicator)
-            case .dlrm:
-                let config = shaped(.dlrm)
-                result = try runCase({ DLRMModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
-                                     options: options, dataset: dataset, communicator: communicator)
-            case .logreg:
-                let config = shaped(.logreg)
-                result = try runCase({ LogisticRegressionModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
-                                     options: options, dataset: dataset, communicator: communicator)
-            case .wideDeep:
-                let config = shaped(.wideDeep)
-                result = try runCase({ WideDeepModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
-                                     options: options, dataset: dataset, communicator: communicator)
-            case .ncf:
-                let config = shaped(.ncf)
-                result = try runCase({ NCFModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
-                                     options: options, dataset: dataset, communicator: communicator)
-            case .twoTower:
-                let config = shaped(.twoTower)
-                result = try runCase({ TwoTowerModel(config: config, maxBatch: benchCase.batchSize) }, benchCase,
-                                     options: options, dataset: dataset, communicator: communicator)
-            }
-            results.append(result)
+            // The model as `train` builds it (an existential opened into the generic step).
+            results.append(try runCase(makeModel(shaped(benchCase.model), maxBatch: benchCase.batchSize), benchCase,
+                                       options: options, dataset: dataset, communicator: communicator))
         }
         let formatter = ISO8601DateFormatter()
         return BenchmarkReport(
@@ -237,9 +212,8 @@ public enum Benchmark {
 
     // MARK: - One case
 
-    static func runCase<Model: RecModel>(_ makeModel: () -> Model, _ benchCase: BenchmarkCase, options: BenchmarkOptions,
+    static func runCase<Model: RecModel>(_ model: Model, _ benchCase: BenchmarkCase, options: BenchmarkOptions,
                                          dataset: PreparedDataset?, communicator: any Communicator) throws -> BenchmarkResult {
-        let model = makeModel()
         let n = communicator.size, rank = communicator.rank, batch = benchCase.batchSize
         try communicator.barrier()
         resetPeakRSS()
@@ -360,7 +334,7 @@ public enum Benchmark {
         var single: Double?, paired: Double?, scaling: Double?, concurrent: Double?, concurrentScaling: Double?
         if n > 1 && options.compareSingleRank {
             // Every rank has a copy for training alone (rank 0 alone, and all at once).
-            let alone = makeModel()
+            let alone = makeModel(model.config, maxBatch: model.maxBatch) as! Model
             let soloStep = TrainingStep(model: alone, communicator: LocalCommunicator(), optimizer: options.optimizer,
                                         loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes)
             soloStep.parameters.pointer.update(from: step.parameters.pointer, count: soloStep.parameters.count)
