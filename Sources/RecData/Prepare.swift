@@ -36,12 +36,19 @@ public enum Preparer {
                 }
                 return file
             }
+            var applied: AppliedEncoding?
+            if let like = options.like {
+                applied = try AppliedEncoding(PreparedDataset(directory: like))
+                log("encoding the rows like \(like)")
+            }
             let needsMemory = options.format.isInteraction || options.split == .leaveLastOut || options.negatives > 0
             var result: (PreparedManifest, String?)
             if needsMemory {
-                result = try InteractionPreparer(options: options, layout: layout, files: files, output: output, log: log).run(start: start)
+                result = try InteractionPreparer(options: options, layout: layout, files: files, output: output, log: log)
+                    .run(start: start, applied: applied)
             } else {
-                result = try StreamingPreparer(options: options, layout: layout, files: files, output: output, log: log).run(start: start)
+                result = try StreamingPreparer(options: options, layout: layout, files: files, output: output, log: log)
+                    .run(start: start, applied: applied)
             }
             try output.writeManifest(result.0)
             try output.commit()
@@ -59,6 +66,9 @@ public enum Preparer {
             DataError(file: options.output, message: message, hint: hint)
         }
         if options.inputs.isEmpty { throw fail("no --input given") }
+        if (options.split == .none) != (options.like != nil) {
+            throw fail("--split none is for rows encoded like another dataset", "use `rec-dist prepare --like DIR`")
+        }
         if options.format == .csv && options.schema == nil {
             throw fail("the csv format needs --schema FILE describing the columns", "see the README's \"generic CSV\" section")
         }
@@ -274,9 +284,14 @@ struct DenseTransformer: Sendable {
     let logTable: [Float]
 
     init(kind: DenseTransformKind, statistics: DenseStatistics) {
+        self.init(kind: kind, mean: statistics.mean, std: statistics.std)
+    }
+
+    /// With the training split's mean and standard deviation per field (as the manifest records them).
+    init(kind: DenseTransformKind, mean: [Double], std: [Double]) {
         self.kind = kind
-        mean = statistics.mean.map(Float.init)
-        inverseStd = statistics.std.map { $0 > 0 ? Float(1 / $0) : 1 }
+        self.mean = mean.map(Float.init)
+        inverseStd = std.map { $0 > 0 ? Float(1 / $0) : 1 }
         logTable = kind == .log1p ? (0..<4096).map { logTransform(Float($0)) } : []
     }
 
@@ -494,7 +509,9 @@ final class StreamingPreparer {
         }
     }
 
-    func run(start: Date) throws(DataError) -> (PreparedManifest, String?) {
+    /// Prepares the inputs; with `applied`, every row is encoded like that dataset into the test split.
+    func run(start: Date, applied: AppliedEncoding?) throws(DataError) -> (PreparedManifest, String?) {
+        try applied?.check(layout, input: options.inputs[0])
         // Chunks and line counts.
         for (i, file) in files.enumerated() {
             let fileChunks = TextInput.chunks(of: file, fileIndex: i, targetBytes: options.chunkBytes, threads: threads)
@@ -550,6 +567,8 @@ final class StreamingPreparer {
                 return timestamp < thresholds.valid ? 0 : timestamp < thresholds.test ? 1 : 2
             case .files:
                 return file
+            case .none:
+                return 2
             case .leaveLastOut:
                 preconditionFailure("leave-last-out runs in the interaction pipeline")
             }
@@ -561,6 +580,7 @@ final class StreamingPreparer {
         var distinct: [Int]?
         let needsStatistics: Bool
         switch options.encoding {
+        case _ where applied != nil: needsStatistics = false
         case .vocabulary: needsStatistics = true
         case .hash: needsStatistics = options.denseTransform == .standardize && !layout.denseNames.isEmpty
         }
@@ -574,6 +594,8 @@ final class StreamingPreparer {
             statistics = slots[0].statistics
         }
         switch options.encoding {
+        case _ where applied != nil:
+            mapper = applied!.mapper
         case .hash(let buckets):
             mapper = CategoricalMapper(hashBuckets: buckets, fields: layout.categoricalNames.count)
         case .vocabulary(let minCount):
@@ -586,12 +608,14 @@ final class StreamingPreparer {
             for slot in slots { slot.counts = nil }
             mapper = CategoricalMapper(vocabularies: vocabularies, minCount: minCount)
             distinct = vocabularies.map(\.distinct)
+            try VocabularyFile.write(vocabularies, to: output.file(VocabularyFile.name))
         }
-        let transformer = DenseTransformer(kind: options.denseTransform, statistics: statistics)
+        let transformer = applied?.transformer ?? DenseTransformer(kind: options.denseTransform, statistics: statistics)
         for slot in slots { slot.statistics = DenseStatistics(fields: layout.denseNames.count) }
 
         // The write pass.
-        let schemaFields = Self.schema(layout: layout, options: options, mapper: mapper, distinct: distinct, statistics: statistics)
+        let schemaFields = applied?.schema
+            ?? Self.schema(layout: layout, options: options, mapper: mapper, distinct: distinct, statistics: statistics)
         let schemaHash = PreparedManifest.schemaHash(schemaFields)
         var writers: [PreparedSplitWriter] = []
         for name in PreparedManifest.splitNames {
@@ -610,14 +634,15 @@ final class StreamingPreparer {
             statistics = slots[0].statistics
         }
         let rejects = badRows.close()
-        if headers[0].rows == 0 {
+        if headers[0].rows == 0 && applied == nil {
             throw DataError(file: options.inputs[0], message: "the training split is empty (\(total) rows read, \(badRows.count) bad)",
                             hint: options.split == .time ? "all rows share the latest timestamps; use --split random" : "check the split options")
         }
 
         // The manifest, with the statistics of the write pass when there was no first pass (they
         // are descriptive then, and not part of the schema hash).
-        let schema = Self.schema(layout: layout, options: options, mapper: mapper, distinct: distinct, statistics: statistics)
+        let schema = applied?.schema
+            ?? Self.schema(layout: layout, options: options, mapper: mapper, distinct: distinct, statistics: statistics)
         precondition(PreparedManifest.schemaHash(schema) == schemaHash)
         let seconds = Date().timeIntervalSince(start)
         let bytes = files.reduce(0) { $0 + $1.bytes.count }
@@ -629,9 +654,9 @@ final class StreamingPreparer {
         let manifest = PreparedManifest(
             createdBy: "rec-dist prepare", source: .init(format: options.format.rawValue, inputs: inputs), options: options,
             schema: schema,
-            splits: PreparedManifest.splitNames.enumerated().map { k, name in
+            splits: output.keepSplits(PreparedManifest.splitNames.enumerated().map { k, name in
                 .init(name: name, file: "\(name).rdp", rows: headers[k].rows, positives: positives[k], groupSize: nil)
-            },
+            }, applied: applied != nil),
             statistics: .init(lines: total, badRows: badRows.count, rows: headers.reduce(0) { $0 + $1.rows },
                               users: nil, items: nil, counts: nil, sampledNegatives: nil, seconds: seconds,
                               megabytesPerSecond: Double(bytes) / 1e6 / max(seconds, 1e-9)),

@@ -54,10 +54,12 @@ final class InteractionPreparer {
     var c: Int { layout.categoricalNames.count }
     var d: Int { layout.denseNames.count }
 
-    func run(start: Date) throws(DataError) -> (PreparedManifest, String?) {
+    /// Prepares the inputs; with `applied`, every row is encoded like that dataset into the test split.
+    func run(start: Date, applied: AppliedEncoding?) throws(DataError) -> (PreparedManifest, String?) {
         inputCategorical = layout.categoricalNames.count
         inputDense = layout.denseNames.count
-        try loadSideTables()
+        try loadSideTables(applied: applied)
+        try applied?.check(layout, input: options.inputs[0])
         let badRows = BadRowLog(limit: options.maxBadRows, paths: options.inputs, rejectsPath: output.file("rejects.txt"))
         try parseInputs(badRows)
         guard count > 0 else {
@@ -80,7 +82,7 @@ final class InteractionPreparer {
         let split = assignSplits()
         var trainRows = 0
         for s in split where s == 0 { trainRows += 1 }
-        guard trainRows > 0 else {
+        guard trainRows > 0 || applied != nil else {
             throw DataError(file: options.inputs[0], message: "the training split is empty (\(count) rows)",
                             hint: "check the split options")
         }
@@ -88,7 +90,7 @@ final class InteractionPreparer {
         // Vocabularies and statistics from the training rows.
         var statistics = DenseStatistics(fields: d)
         var tables = (0..<c).map { _ in KeyTable() }
-        let vocabulary = options.encoding.isVocabulary
+        let vocabulary = options.encoding.isVocabulary && applied == nil
         dense.withUnsafeBufferPointer { values in
             for r in 0..<count where split[r] == 0 {
                 if d > 0 { statistics.add(values.baseAddress! + r * d) }
@@ -100,18 +102,21 @@ final class InteractionPreparer {
         let mapper: CategoricalMapper
         var distinct: [Int]?
         switch options.encoding {
+        case _ where applied != nil:
+            mapper = applied!.mapper
         case .hash(let buckets):
             mapper = CategoricalMapper(hashBuckets: buckets, fields: c)
         case .vocabulary(let minCount):
             let vocabularies = tables.map { FieldVocabulary(counts: $0, minCount: minCount) }
             mapper = CategoricalMapper(vocabularies: vocabularies, minCount: minCount)
             distinct = vocabularies.map(\.distinct)
+            try VocabularyFile.write(vocabularies, to: output.file(VocabularyFile.name))
         }
         tables = []
-        try writeCatalog(mapper: mapper)
-        let transformer = DenseTransformer(kind: options.denseTransform, statistics: statistics)
-        let schema = StreamingPreparer.schema(layout: layout, options: options, mapper: mapper, distinct: distinct,
-                                              statistics: statistics)
+        if applied == nil { try writeCatalog(mapper: mapper) }
+        let transformer = applied?.transformer ?? DenseTransformer(kind: options.denseTransform, statistics: statistics)
+        let schema = applied?.schema
+            ?? StreamingPreparer.schema(layout: layout, options: options, mapper: mapper, distinct: distinct, statistics: statistics)
         let schemaHash = PreparedManifest.schemaHash(schema)
 
         // Negative sampling: the training items, each with its first training row (item-side fields).
@@ -202,9 +207,9 @@ final class InteractionPreparer {
                 .init(path: file.path, bytes: file.bytes.count, lines: lines[i], headerLines: headerLines[i], badRows: badRows.perFile[i])
             } + side.map { .init(path: $0.path, bytes: $0.bytes, lines: $0.lines, headerLines: $0.headerLines, badRows: 0) }),
             options: options, schema: schema,
-            splits: PreparedManifest.splitNames.enumerated().map { k, name in
+            splits: output.keepSplits(PreparedManifest.splitNames.enumerated().map { k, name in
                 .init(name: name, file: "\(name).rdp", rows: headers[k].rows, positives: positives[k], groupSize: k == 0 ? nil : group)
-            },
+            }, applied: applied != nil),
             statistics: .init(lines: count + badRows.count, badRows: badRows.count, rows: headers.reduce(0) { $0 + $1.rows },
                               users: u == nil ? nil : users.count, items: it == nil ? nil : items.count,
                               counts: counts.isEmpty ? nil : counts, sampledNegatives: sampled, seconds: seconds,
@@ -355,6 +360,8 @@ final class InteractionPreparer {
             for r in 0..<count { split[r] = timestamps[r] < validFrom ? 0 : timestamps[r] < testFrom ? 1 : 2 }
         case .files:
             for r in 0..<count { split[r] = Int(fileOf[r]) }
+        case .none:
+            for r in 0..<count { split[r] = 2 }
         case .leaveLastOut:
             let u = layout.userField!
             var byUser: [UInt64: [Int]] = [:]
@@ -390,12 +397,13 @@ final class InteractionPreparer {
     }
 
     /// Reads the side files of the format (MovieLens `u.user`/`u.item`, `movies.csv`) found beside
-    /// the first input, and appends their fields to the layout.
-    func loadSideTables() throws(DataError) {
+    /// the first input, and appends their fields to the layout. Rows encoded like another dataset
+    /// use the side files the dataset was prepared with where none lie beside the input.
+    func loadSideTables(applied: AppliedEncoding?) throws(DataError) {
         let folder = (options.inputs[0] as NSString).deletingLastPathComponent
         func path(_ name: String) -> String? {
             let p = (folder as NSString).appendingPathComponent(name)
-            return FileManager.default.fileExists(atPath: p) ? p : nil
+            return FileManager.default.fileExists(atPath: p) ? p : applied?.sideFile(name)
         }
         switch options.format {
         case .movielens100k:

@@ -24,6 +24,9 @@ public enum SplitKind: String, Codable, CaseIterable, Sendable {
     case leaveLastOut = "leave-last-out"
     /// One split per input file: the first is train, then valid, then test.
     case files
+    /// Every row in the test split, in input order: rows encoded like an existing dataset
+    /// (`prepare --like`), for scoring.
+    case none
 }
 
 /// A label rule for explicit feedback, like `rating>=4`.
@@ -103,6 +106,9 @@ public struct PrepareOptions: Codable, Sendable, Equatable {
     /// Bytes of input per unit of parallel work.
     public var chunkBytes: Int
     public var force: Bool
+    /// `prepare --like`: the prepared dataset whose encoding these rows get (its vocabularies,
+    /// hashing, transforms and statistics); nil for a dataset of its own.
+    public var like: String?
 
     /// The defaults for `format`: categorical values hashed into 65,536 ids (as `train` does with
     /// raw TSV) for the click-log formats and a vocabulary of every training value for the

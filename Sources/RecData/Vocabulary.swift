@@ -140,6 +140,15 @@ struct FieldVocabulary: Sendable {
         distinct = counts.count
     }
 
+    /// A stored vocabulary: `entries` map keys to ids `2 ..< 2 + entries.count`.
+    init(entries: [(key: UInt64, value: UInt32)], distinct: Int) {
+        var table = KeyTable(capacity: max(entries.count, 16))
+        for entry in entries { table.set(entry.key, entry.value) }
+        ids = table
+        size = 2 + entries.count
+        self.distinct = distinct
+    }
+
     /// The id of `key` (0 = missing).
     @inline(__always)
     func id(_ key: UInt64) -> UInt32 {

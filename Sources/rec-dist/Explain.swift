@@ -29,7 +29,7 @@ struct Explain: ParsableCommand {
     var checkpoint: String
     @Option(help: "The evaluation data: the prepared dataset the model was trained on, or Criteo TSV.")
     var data: String
-    @Option(help: "Prepared dataset: the split to explain on, valid or test (an empty valid split falls back to test).")
+    @Option(help: "Prepared dataset: the split to explain on, valid or test (an empty or absent valid split falls back to test).")
     var split: String = "valid"
     @Option(help: "Shuffles per field (different seeds), for the spread.")
     var repeats: Int = 5
@@ -105,8 +105,8 @@ struct Explain: ParsableCommand {
             let dataset = try PreparedDataset(directory: data)
             try trained.checkCompatible(with: dataset)
             var name = split
-            if name == "valid", dataset.manifest.split("valid")?.rows == 0, (dataset.manifest.split("test")?.rows ?? 0) > 0 {
-                logger.info("the valid split is empty: explaining on the test split")
+            if name == "valid", (dataset.manifest.split("valid")?.rows ?? 0) == 0, (dataset.manifest.split("test")?.rows ?? 0) > 0 {
+                logger.info("the valid split is empty or absent (rows prepared with --like): explaining on the test split")
                 name = "test"
             }
             let reader = try dataset.open(split: name)

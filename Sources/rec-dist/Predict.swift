@@ -9,22 +9,32 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Score rows with a trained checkpoint: one click probability per input row.",
         discussion: """
-        --input is either Criteo-format TSV, preprocessed exactly as in training (log1p of the \
-        counts, the same categorical hashing), written as CSV row,label,probability; or a prepared \
-        dataset directory (`rec-dist prepare`), whose rows `prepare` already encoded with the \
-        recorded vocabularies and transforms: the rows of --split are scored, written as \
-        split,row,label,probability. The checkpoint must have been trained on that dataset (its \
-        schema is checked). Rows stream through in batches, so memory does not grow with the input.
+        --input is one of:
+        - a prepared dataset directory (`rec-dist prepare`) the checkpoint was trained on (its schema \
+          is checked): the rows of --split are scored, written as split,row,label,probability;
+        - raw rows (a file of any format `prepare` reads) for a checkpoint trained on a prepared \
+          dataset: they are encoded exactly as that dataset was (`prepare --like`: its format, label \
+          rule, vocabularies, hashing, dense transforms and statistics, side files), into a temporary \
+          directory, and scored in input order, written as row,label,probability (row counts data \
+          lines from 0, headers excluded; a bad line is an error naming it);
+        - Criteo-format TSV for a checkpoint trained on TSV (log1p of the counts, the same hashing), \
+          written as row,label,probability.
+        Rows stream through in batches, so memory does not grow with the input.
 
         Examples:
           rec-dist predict --checkpoint runs/a/checkpoints --input data/ml100k --split test --out scores.csv
+          rec-dist predict --checkpoint runs/a/checkpoints --input ml-100k/u1.test --out new-scores.csv
           rec-dist predict --checkpoint runs/b/checkpoints --input data/synth.tsv --limit 1000
         """)
 
     @Option(help: "A checkpoint: a step-NNNNNNNN directory, or a --checkpoint-dir (its latest).")
     var checkpoint: String
-    @Option(help: "Rows to score: a Criteo-format TSV (the label column is carried through) or a prepared dataset directory.")
+    @Option(help: "Rows to score: a prepared dataset directory, or a raw file (the label column is carried through).")
     var input: String
+    @Option(help: "Raw rows: their format (default: that of the dataset the checkpoint was trained on, which is the only one accepted).")
+    var format: InputFormatKind?
+    @Option(help: "Raw rows: encode them like this prepared dataset (default: the one the checkpoint was trained on, where it was then).")
+    var like: String?
     @Option(help: "Prepared dataset: the split to score, train, valid, test or all.")
     var split: String = "test"
     @Option(help: "Output CSV path ('-' for standard output).")
@@ -40,6 +50,9 @@ struct Predict: ParsableCommand {
     func validate() throws {
         if let limit, limit < 1 { throw ValidationError("--limit \(limit) is out of range: use 1 or more.") }
         if batchSize < 1 || batchSize > 65_536 { throw ValidationError("--batch-size \(batchSize) is out of range: use 1 to 65536.") }
+        if PreparedDataset.isDirectory(input), format != nil || like != nil {
+            throw ValidationError("--\(format != nil ? "format" : "like") applies to raw rows; '\(input)' is a prepared dataset, whose rows are already encoded. Drop it.")
+        }
         if !(["all"] + PreparedManifest.splitNames).contains(split) {
             throw ValidationError("--split \(split): use train, valid, test or all.")
         }
@@ -55,7 +68,9 @@ struct Predict: ParsableCommand {
             let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: batchSize)
             let writer = try LineWriter(path: out)
             if PreparedDataset.isDirectory(input) {
-                rows = try scorePrepared(trained, writer: writer)
+                rows = try scorePrepared(trained, writer: writer, directory: input, raw: false)
+            } else if trained.config.vocabularySizes != nil || trained.config.denseTransform != .log1p {
+                rows = try scoreRaw(trained, writer: writer)
             } else {
                 rows = try scoreTSV(trained, writer: writer)
             }
@@ -71,11 +86,35 @@ struct Predict: ParsableCommand {
         logger.info("scored \(rows) rows in \(String(format: "%.2f", seconds)) s (\(Int(Double(rows) / max(seconds, 1e-9))) rows/s)\(out == "-" ? "" : " into \(out)")")
     }
 
-    /// A prepared dataset: the rows of the chosen split(s), streamed in batches.
-    func scorePrepared(_ trained: Checkpoint.TrainedModel, writer: LineWriter) throws -> Int {
-        let dataset = try PreparedDataset(directory: input)
+    /// Raw rows for a model trained on a prepared dataset: encoded like that dataset into a
+    /// temporary directory (removed afterwards), then scored in input order.
+    func scoreRaw(_ trained: Checkpoint.TrainedModel, writer: LineWriter) throws -> Int {
+        let reference = like ?? trained.training.dataPath
+        guard PreparedDataset.isDirectory(reference) else {
+            throw ValidationError("'\(input)' holds raw rows; the checkpoint was trained on the prepared dataset '\(reference)', whose encoding they need, and it is not there. Pass its new place with --like DIR.")
+        }
+        let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("rec-dist-predict-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: temporary) }
+        let start = Date()
+        let prepared: Preparer.Result
+        do {
+            prepared = try Preparer.apply(like: reference, inputs: [input], output: temporary, format: format, force: true) { line in
+                logger.debug("\(line)")
+            }
+        } catch {
+            let kind = (try? PreparedDataset(directory: reference))?.manifest.options.format.rawValue ?? "its"
+            throw ValidationError("cannot encode '\(input)' like '\(reference)', the dataset the checkpoint was trained on (\(kind) rows): \(error)")
+        }
+        logger.info("encoded \(prepared.manifest.statistics.rows) rows of '\(input)' like '\(reference)' in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
+        return try scorePrepared(trained, writer: writer, directory: temporary, raw: true)
+    }
+
+    /// A prepared dataset: the rows of the chosen split(s), streamed in batches. `raw`: the one
+    /// split of rows encoded from a raw file, written without the split column.
+    func scorePrepared(_ trained: Checkpoint.TrainedModel, writer: LineWriter, directory: String, raw: Bool) throws -> Int {
+        let dataset = try PreparedDataset(directory: directory)
         try trained.checkCompatible(with: dataset)
-        let names = split == "all" ? PreparedManifest.splitNames.filter { dataset.manifest.split($0) != nil } : [split]
+        let names = raw ? ["test"] : split == "all" ? PreparedManifest.splitNames.filter { dataset.manifest.split($0) != nil } : [split]
         let schema = dataset.manifest.schema
         var idColumns: [Int] = []
         if ids {
@@ -85,13 +124,13 @@ struct Predict: ParsableCommand {
             }
             idColumns = [u, it]
         }
-        try writer.write("split,row,label,probability\(ids ? ",user_id,item_id" : "")\n")
+        try writer.write("\(raw ? "" : "split,")row,label,probability\(ids ? ",user_id,item_id" : "")\n")
         var total = 0
         for name in names {
             let reader = try dataset.open(split: name)
             try reader.verifyAll()
             let n = min(reader.header.rows, limit ?? .max)
-            let prefix = Array("\(name),".utf8)
+            let prefix = raw ? [] : Array("\(name),".utf8)
             try trained.score(reader, rows: 0..<n) { first, batch, probabilities in
                 for i in 0..<batch.count {
                     for b in prefix { try writer.write(byte: b) }
@@ -114,9 +153,6 @@ struct Predict: ParsableCommand {
 
     /// Criteo TSV, parsed in windows of rows so memory stays bounded.
     func scoreTSV(_ trained: Checkpoint.TrainedModel, writer: LineWriter) throws -> Int {
-        if trained.config.vocabularySizes != nil || trained.config.denseTransform != .log1p {
-            throw TrainingError.checkpoint(path: trained.directory, message: "it was trained on the prepared dataset '\(trained.training.dataPath)', whose rows carry vocabulary ids and transformed values; '\(input)' is a raw file. Score that dataset's splits (--input \(trained.training.dataPath) --split test), or prepare the rows into it first")
-        }
         let file = try MappedFile(path: input)
         let total = min(CriteoTSV.countRows(file), limit ?? .max)
         try writer.write("row,label,probability\n")

@@ -35,10 +35,19 @@ struct Prepare: ParsableCommand {
           rec-dist prepare --format movielens-100k --input ml-100k/u.data --label "rating>=4" --out data/ml
           rec-dist prepare --format taobao --input UserBehavior.csv --positive buy,cart --negatives 4 --out data/tb
           rec-dist prepare --format csv --schema schema.json --input log.csv --min-count 5 --out data/log
+
+        --like DIR encodes new rows exactly as the dataset DIR was encoded (its format, label rule, \
+        vocabulary ids or hashing, dense transforms with DIR's training statistics, side files): every \
+        row goes to the one split `test`, in input order, with no sampled negatives; values DIR never \
+        saw get the out-of-vocabulary id. A model trained on DIR scores the result:
+          rec-dist prepare --like data/ml --input new-ratings.data --out data/ml-new
+          rec-dist predict --checkpoint runs/ml/checkpoints --input data/ml-new --out scores.csv
         """)
 
-    @Option(help: "Input format: \(InputFormatKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var format: InputFormatKind
+    @Option(help: "Input format: \(InputFormatKind.allCases.map(\.rawValue).joined(separator: ", ")) (with --like: DIR's).")
+    var format: InputFormatKind?
+    @Option(help: "Encode the rows like this prepared dataset (its vocabularies, hashing, transforms and statistics) into one split, test, in input order.")
+    var like: String?
     @Option(parsing: .upToNextOption, help: "Input file(s), read in order.")
     var input: [String]
     @Option(help: "Output directory (a new prepared dataset).")
@@ -63,10 +72,10 @@ struct Prepare: ParsableCommand {
     var testFraction: Double?
     @Option(help: "Negatives sampled per positive, never a known positive of the user (default: 4 for amazon and diginetica, else 0).")
     var negatives: Int?
-    @Option(help: "leave-last-out: negatives sampled per held-out positive in valid and test.")
-    var evalNegatives: Int = 99
-    @Option(help: "Seed of the random split and the negative sampling.")
-    var seed: UInt64 = 1
+    @Option(help: "leave-last-out: negatives sampled per held-out positive in valid and test (default: 99).")
+    var evalNegatives: Int?
+    @Option(help: "Seed of the random split and the negative sampling (default: 1).")
+    var seed: UInt64?
     @Option(help: "Skip up to N bad rows (counted, reported, written to DIR/rejects.txt) instead of failing on the first.")
     var maxBadRows: Int = 0
     @Option(help: "Parsing threads (default: the number of cores).")
@@ -83,17 +92,33 @@ struct Prepare: ParsableCommand {
             if let value, !(value >= 0 && value < 1) { throw ValidationError("\(flag) \(value) is out of range: use a value in [0, 1).") }
         }
         if let negatives, negatives < 0 || negatives > 1000 { throw ValidationError("--negatives \(negatives) is out of range: use 0 to 1000.") }
-        if evalNegatives < 0 || evalNegatives > 10_000 { throw ValidationError("--eval-negatives \(evalNegatives) is out of range: use 0 to 10000.") }
+        if let evalNegatives, evalNegatives < 0 || evalNegatives > 10_000 { throw ValidationError("--eval-negatives \(evalNegatives) is out of range: use 0 to 10000.") }
         if maxBadRows < 0 { throw ValidationError("--max-bad-rows must be 0 or more.") }
         if let threads, threads < 1 { throw ValidationError("--threads must be 1 or more.") }
         if input.isEmpty { throw ValidationError("--input needs at least one file.") }
+        if let like {
+            let given: [(String, Bool)] = [
+                ("--schema", schema != nil), ("--min-count", minCount != nil), ("--hash-buckets", hashBuckets != nil),
+                ("--dense-transform", denseTransform != nil), ("--label", label != nil), ("--positive", positive != nil),
+                ("--split", split != nil), ("--valid-fraction", validFraction != nil), ("--test-fraction", testFraction != nil),
+                ("--negatives", negatives != nil), ("--eval-negatives", evalNegatives != nil), ("--seed", seed != nil),
+            ]
+            if let flag = given.first(where: \.1)?.0 {
+                throw ValidationError("\(flag) cannot be combined with --like: the rows get exactly the encoding of '\(like)'. Drop \(flag), or prepare a dataset of their own without --like.")
+            }
+            return
+        }
+        if split == SplitKind.none { throw ValidationError("--split none is what --like DIR does: every row into the test split, encoded like DIR.") }
+        guard let format else {
+            throw ValidationError("--format is required: one of \(InputFormatKind.allCases.map(\.rawValue).joined(separator: ", ")) (or --like DIR to encode rows like an existing dataset).")
+        }
         if format == .csv && schema == nil { throw ValidationError("--format csv needs --schema FILE (see the README's \"generic CSV\" section).") }
         if format != .csv && schema != nil { throw ValidationError("--schema applies to --format csv only.") }
     }
 
     /// The options with this format's defaults for everything not given.
     func makeOptions() -> PrepareOptions {
-        var options = PrepareOptions(format: format, inputs: input, output: out)
+        var options = PrepareOptions(format: format!, inputs: input, output: out)
         options.schema = schema
         if let minCount { options.encoding = .vocabulary(minCount: minCount) }
         if let hashBuckets { options.encoding = .hash(buckets: hashBuckets) }
@@ -108,8 +133,8 @@ struct Prepare: ParsableCommand {
         if let validFraction { options.validFraction = validFraction }
         if let testFraction { options.testFraction = testFraction }
         if let negatives { options.negatives = negatives }
-        options.evalNegatives = evalNegatives
-        options.seed = seed
+        if let evalNegatives { options.evalNegatives = evalNegatives }
+        if let seed { options.seed = seed }
         options.maxBadRows = maxBadRows
         if let threads { options.threads = threads }
         options.force = force
@@ -118,11 +143,16 @@ struct Prepare: ParsableCommand {
 
     func run() throws {
         bootstrapLogging(logging)
-        let options = makeOptions()
         let quiet = logging.logLevel > .info
+        let log: @Sendable (String) -> Void = { line in if !quiet { logger.info("\(line)") } }
         let result: Preparer.Result
         do {
-            result = try Preparer.run(options) { line in if !quiet { logger.info("\(line)") } }
+            if let like {
+                result = try Preparer.apply(like: like, inputs: input, output: out, format: format, maxBadRows: maxBadRows,
+                                            threads: threads, force: force, log: log)
+            } else {
+                result = try Preparer.run(makeOptions(), log: log)
+            }
         } catch {
             printError("\(error)")
             throw ExitCode.failure

@@ -132,10 +132,95 @@ struct PredictPreparedTests {
         #expect(out.stderr.contains("raw Criteo TSV"), "\(out.stderr)")
         out = try RecDist.single(["predict", "--checkpoint", dir + "/ml", "--input", tsv])
         #expect(out.status == 1)
-        #expect(out.stderr.contains("prepared dataset") && out.stderr.contains("--split test"), "\(out.stderr)")
+        #expect(out.stderr.contains("movielens-100k") && out.stderr.contains("\(tsv):1:"), "\(out.stderr)")
         out = try RecDist.single(["predict", "--checkpoint", dir + "/ml", "--input", movies, "--split", "nope"])
         #expect(out.status == 64)
         #expect(out.stderr.contains("--split nope"), "\(out.stderr)")
+    }
+}
+
+/// `rec-dist predict` on raw rows of a checkpoint trained on a prepared dataset, and `prepare --like`.
+struct PredictRawTests {
+    /// Scores by (user id, item id) of the positive rows (label 1) of a predict output with --ids.
+    static func positives(_ text: String) -> [String: Double] {
+        let (header, rows) = UsingModelData.csv(text)
+        let label = header.firstIndex(of: "label")!, p = header.firstIndex(of: "probability")!
+        let u = header.firstIndex(of: "user_id")!, i = header.firstIndex(of: "item_id")!
+        var scores: [String: Double] = [:]
+        for row in rows where row[label] == "1" { scores[row[u] + "," + row[i]] = Double(row[p])! }
+        return scores
+    }
+
+    /// Raw MovieLens rows score exactly as the same interactions in the prepared dataset the model
+    /// was trained on: same vocabulary ids, standardized side features and label rule. A copy of
+    /// the rows with no side files beside it uses the recorded ones; an unseen user gets the
+    /// out-of-vocabulary id.
+    @Test func rawRowsScoreAsTheirPreparedRows() throws {
+        let prepared = try UsingModelData.preparedMovieLens()
+        let folder = (prepared as NSString).deletingLastPathComponent
+        let dir = try RecDist.scratch("predict-raw")
+        var out = try RecDist.single(["train", "--data", prepared, "--model", "dlrm", "--steps", "30", "--checkpoint-dir", dir + "/ck"])
+        try #require(out.status == 0, "\(out.all)")
+        out = try RecDist.single(["predict", "--checkpoint", dir + "/ck", "--input", prepared, "--split", "all", "--ids", "--out", dir + "/prepared.csv"])
+        try #require(out.status == 0, "\(out.all)")
+        out = try RecDist.single(["predict", "--checkpoint", dir + "/ck", "--input", folder + "/u.data", "--ids", "--out", dir + "/raw.csv"])
+        try #require(out.status == 0, "\(out.all)")
+        #expect(out.stderr.contains("encoded") && out.stderr.contains("rows/s"), "\(out.all)")
+        let rawText = try String(contentsOfFile: dir + "/raw.csv", encoding: .utf8)
+        let lines = try String(contentsOfFile: folder + "/u.data", encoding: .utf8).split(separator: "\n")
+        let (header, rows) = UsingModelData.csv(rawText)
+        #expect(header == ["row", "label", "probability", "user_id", "item_id"])
+        #expect(rows.count == lines.count && rows.enumerated().allSatisfy { $1[0] == "\($0)" })
+        #expect(zip(rows, lines).allSatisfy { row, line in (row[1] == "1") == (Int(line.split(separator: "\t")[2])! >= 4) })
+        let expected = Self.positives(try String(contentsOfFile: dir + "/prepared.csv", encoding: .utf8))
+        let raw = Self.positives(rawText)
+        #expect(raw.count == expected.count && raw.count > 100)
+        for (pair, p) in raw {
+            let q = try #require(expected[pair], "pair \(pair)")
+            #expect(abs(p - q) < 1e-6, "pair \(pair): raw \(p), prepared \(q)")
+        }
+
+        // Elsewhere, no side files beside it, plus an unseen user: the first rows score as before.
+        let copy = try RecDist.scratch("predict-raw-copy") + "/new.data"
+        try (lines.prefix(20).joined(separator: "\n") + "\n999\t1\t5\t999999999\n").write(toFile: copy, atomically: true, encoding: .utf8)
+        out = try RecDist.single(["predict", "--checkpoint", dir + "/ck", "--input", copy, "--ids"])
+        try #require(out.status == 0, "\(out.all)")
+        let fresh = UsingModelData.csv(out.stdout).rows
+        #expect(fresh.count == 21)
+        for (a, b) in zip(fresh.prefix(20), rows.prefix(20)) { #expect(abs(Double(a[2])! - Double(b[2])!) < 1e-6 && a[3] == b[3]) }
+        #expect(fresh[20][3] == "1", "an unseen user gets the out-of-vocabulary id")
+    }
+
+    /// Flags that would change the encoding are refused with --like; a moved dataset is named with
+    /// the fix; a bad row names its file and line and leaves nothing behind.
+    @Test func badInputIsNamed() throws {
+        let prepared = try UsingModelData.preparedMovieLens()
+        let folder = (prepared as NSString).deletingLastPathComponent
+        let dir = try RecDist.scratch("predict-raw-bad")
+        var out = try RecDist.single(["prepare", "--like", prepared, "--input", folder + "/u.data", "--out", dir + "/x", "--min-count", "3"])
+        #expect(out.status == 64 && out.stderr.contains("--min-count cannot be combined with --like"), "\(out.all)")
+        out = try RecDist.single(["prepare", "--input", folder + "/u.data", "--out", dir + "/x"])
+        #expect(out.status == 64 && out.stderr.contains("--format is required"), "\(out.all)")
+        out = try RecDist.single(["prepare", "--like", prepared, "--format", "criteo", "--input", folder + "/u.data", "--out", dir + "/x"])
+        #expect(out.status == 1 && out.stderr.contains("was prepared from movielens-100k rows"), "\(out.all)")
+        try "1\t2\t5\t100\n3\tx\n".write(toFile: dir + "/bad.data", atomically: true, encoding: .utf8)
+        out = try RecDist.single(["prepare", "--like", prepared, "--input", dir + "/bad.data", "--out", dir + "/x"])
+        #expect(out.status == 1 && out.stderr.contains("\(dir)/bad.data:2"), "\(out.all)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/x"))
+        out = try RecDist.single(["prepare", "--like", prepared, "--input", folder + "/u.data", "--out", dir + "/x"])
+        let lineCount = try String(contentsOfFile: folder + "/u.data", encoding: .utf8).split(separator: "\n").count
+        #expect(out.status == 0 && out.all.contains("test \(lineCount) rows"), "\(out.all)")
+
+        out = try RecDist.single(["train", "--data", prepared, "--model", "ncf", "--steps", "3", "--checkpoint-dir", dir + "/ck"])
+        try #require(out.status == 0, "\(out.all)")
+        out = try RecDist.single(["predict", "--checkpoint", dir + "/ck", "--input", prepared, "--like", prepared])
+        #expect(out.status == 64 && out.stderr.contains("--like applies to raw rows"), "\(out.all)")
+        let moved = dir + "/moved"
+        try FileManager.default.moveItem(atPath: prepared, toPath: moved)
+        out = try RecDist.single(["predict", "--checkpoint", dir + "/ck", "--input", folder + "/u.data"])
+        #expect(out.status == 1 && out.stderr.contains(prepared) && out.stderr.contains("--like DIR"), "\(out.all)")
+        out = try RecDist.single(["predict", "--checkpoint", dir + "/ck", "--input", folder + "/u.data", "--like", moved, "--limit", "3"])
+        #expect(out.status == 0 && UsingModelData.csv(out.stdout).rows.count == 3, "\(out.all)")
     }
 }
 
