@@ -94,7 +94,8 @@ start() {
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
     chmod 755 "$dir"
-    mkdir -p "$dir/munge" "$dir/state" "$dir/spool" "$dir/log"
+    mkdir -p "$dir/munge" "$dir/state" "$dir/spool" "$dir/log" "$dir/tmp"
+    chmod 1777 "$dir/tmp"
     chmod 711 "$dir/munge"   # munged wants its socket directory searchable by all
 
     # munge: its own key, socket, PID, seed and log, all in DIR/munge.
@@ -128,6 +129,9 @@ CredType=cred/munge
 # cred_expire also bounds how long a requeued job waits before it may start again (default 120 s).
 AuthInfo=socket=$m/munge.socket,cred_expire=10
 StateSaveLocation=$dir/state
+# The PMIx plugin's per-step directories (spmix_appdir_UID_JOB.STEP) go under TmpFS: the default
+# /tmp would be shared by every local cluster, whose job ids all start at 1.
+TmpFS=$dir/tmp
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
