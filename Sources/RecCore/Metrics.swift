@@ -162,8 +162,8 @@ public struct EvaluationSummary: Sendable, Equatable, Codable {
     public var mae: Double
 
     /// Calibration, mean prediction / mean label: 1 for a calibrated model, above 1 when it
-    /// over-predicts. NaN when empty, infinite when no label is positive.
-    public var calibration: Double { meanPrediction / meanLabel }
+    /// over-predicts. nil when no label is positive (or there are no rows): undefined then.
+    public var calibration: Double? { meanLabel > 0 ? meanPrediction / meanLabel : nil }
 
     public init(count: Int, auc: Double?, logloss: Double, accuracy: Double,
                 meanPrediction: Double, meanLabel: Double, rmse: Double, mae: Double) {

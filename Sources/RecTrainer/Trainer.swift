@@ -763,7 +763,7 @@ public final class Trainer {
         record.calibration = summary.calibration
         record.rmse = summary.rmse
         record.mae = summary.mae
-        var line = "eval  step \(step)  auc \(summary.auc.map { fmt($0, 4) } ?? "n/a")  logloss \(fmt(summary.logloss, 4))  accuracy \(fmt(summary.accuracy, 4))  calibration \(fmt(summary.calibration, 4))  rmse \(fmt(summary.rmse, 4))  mae \(fmt(summary.mae, 4))  (\(summary.count) rows"
+        var line = "eval  step \(step)  auc \(summary.auc.map { fmt($0, 4) } ?? "n/a")  logloss \(fmt(summary.logloss, 4))  accuracy \(fmt(summary.accuracy, 4))  calibration \(summary.calibration.map { fmt($0, 4) } ?? "n/a")  rmse \(fmt(summary.rmse, 4))  mae \(fmt(summary.mae, 4))  (\(summary.count) rows"
         if let oracleAUC { line += ", oracle auc \(fmt(oracleAUC, 4))" }
         if let g = data.evalGroupSize {
             let labels = UnsafeBufferPointer(start: data.eval.labels, count: data.eval.count)

@@ -243,6 +243,9 @@ struct MetricsTests {
         #expect(abs(e.mae - 0.75 / 4) < 1e-12)
         var evaluation = BinaryEvaluation()
         p.withUnsafeBufferPointer { pb in y.withUnsafeBufferPointer { yb in evaluation.append(probabilities: pb, labels: yb) } }
-        #expect(abs(evaluation.summary().calibration - (1.75 / 4) / 0.5) < 1e-12)
+        #expect(abs(evaluation.summary().calibration! - (1.75 / 4) / 0.5) < 1e-12)
+        var negativesOnly = BinaryEvaluation()
+        p.withUnsafeBufferPointer { pb in [Float](repeating: 0, count: 4).withUnsafeBufferPointer { yb in negativesOnly.append(probabilities: pb, labels: yb) } }
+        #expect(negativesOnly.summary().calibration == nil, "no positive label: calibration is undefined, not infinite")
     }
 }

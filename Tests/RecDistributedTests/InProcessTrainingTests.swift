@@ -76,7 +76,8 @@ struct InProcessTrainingTests {
     func resumeAndPredict(model: ModelKind) throws {
         let data = try Self.dataset(rows: 130)
         // The 13 evaluation rows are all negatives: calibration (mean prediction / mean label) is
-        // infinite, and the checkpoint's state must still travel to the ranks on resume.
+        // undefined (absent from the record), and the checkpoint's state must still travel to the
+        // ranks on resume.
         let straight = try Self.train(data: data, model: model, optimizer: .adam, ranks: 1, globalBatch: 12, steps: 14,
                                       evalFraction: 0.1)
         let dir = NSTemporaryDirectory() + "rec-dist-inprocess-resume-\(UUID().uuidString.prefix(8))"
