@@ -34,7 +34,7 @@ extension TrainingConfig {
             do {
                 try model.validate()
             } catch {
-                throw TrainingError.notEnoughData("the model configuration does not fit '\(dataPath)' (13 dense, 26 categorical fields C1-C26): \(error)")
+                throw TrainingError.modelConfig("the model configuration does not fit '\(dataPath)' (13 dense, 26 categorical fields C1-C26): \(error)")
             }
             return self
         }
@@ -157,7 +157,7 @@ extension ModelConfig {
         do {
             try config.validate()
         } catch {
-            throw TrainingError.notEnoughData("the model configuration does not fit \(source) (fields: \(schema.categorical.map { "\($0.name) (\($0.role.rawValue))" }.joined(separator: ", "))): \(error)")
+            throw TrainingError.modelConfig("the model configuration does not fit \(source) (fields: \(schema.categorical.map { "\($0.name) (\($0.role.rawValue))" }.joined(separator: ", "))): \(error)")
         }
         return config
     }

@@ -39,21 +39,21 @@ public struct ModelConfigFile: Sendable {
     public var dropout: [String?: Float] = [:]
 
     func fail(_ key: String, _ message: String) -> TrainingError {
-        .notEnoughData("model config \(path): \(key): \(message)")
+        .modelConfig("model config \(path): \(key): \(message)")
     }
 
     /// Reads and checks the file (types, known keys, the sizes it can check alone).
     public init(path: String) throws {
         self.path = path
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw TrainingError.notEnoughData("model config \(path): cannot read the file (--model-config)")
+            throw TrainingError.modelConfig("model config \(path): cannot read the file (--model-config)")
         }
         let object: Any
         do { object = try JSONSerialization.jsonObject(with: data) } catch {
-            throw TrainingError.notEnoughData("model config \(path): not valid JSON (\(error.localizedDescription))")
+            throw TrainingError.modelConfig("model config \(path): not valid JSON (\(error.localizedDescription))")
         }
         guard let dict = object as? [String: Any] else {
-            throw TrainingError.notEnoughData("model config \(path): the top level must be a JSON object")
+            throw TrainingError.modelConfig("model config \(path): the top level must be a JSON object")
         }
         for key in dict.keys.sorted() where !Self.keys.contains(key) {
             throw fail(key, "unknown key; the keys are \(Self.keys.joined(separator: ", "))")

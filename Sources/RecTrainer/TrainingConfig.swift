@@ -171,6 +171,9 @@ public enum TrainingError: Error, CustomStringConvertible {
     case interrupted(signal: Int32, step: Int, checkpoint: String?)
     /// The data cannot make a single step.
     case notEnoughData(String)
+    /// The model configuration (--model-config, or the flags) is unreadable or does not fit the
+    /// data: a usage error, like a bad flag.
+    case modelConfig(String)
     /// A checkpoint could not be written or read.
     case checkpoint(path: String, message: String)
     /// The metrics log (--metrics-out) could not be created or written.
@@ -196,7 +199,7 @@ public enum TrainingError: Error, CustomStringConvertible {
                 return "stopped by \(name) after step \(step); checkpoint written to \(checkpoint). Continue with --auto-resume (or --resume \(checkpoint))."
             }
             return "stopped by \(name) after step \(step); nothing was saved (no --checkpoint-dir)."
-        case let .notEnoughData(message):
+        case let .notEnoughData(message), let .modelConfig(message):
             return message
         case let .checkpoint(path, message):
             return "checkpoint '\(path)': \(message)"

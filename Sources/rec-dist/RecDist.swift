@@ -364,9 +364,13 @@ struct Train: ParsableCommand {
         } catch {
             // Every rank reads the same manifest, but if only this one failed the others must not wait.
             printError("\(error)", rank: rank)
-            if communicator.size > 1 { communicator.abort(code: 1) }
+            // A model configuration that cannot be read or does not fit the data is a usage error.
+            var code: Int32 = 1
+            if error is ValidationError { code = ExitCode.validationFailure.rawValue }
+            if case TrainingError.modelConfig = error { code = ExitCode.validationFailure.rawValue }
+            if communicator.size > 1 { communicator.abort(code: code) }
             communicator.finalize()
-            throw ExitCode.failure
+            throw ExitCode(code)
         }
         let trainer = Trainer(config: config, communicator: communicator, logger: logger)
         trainer.liveProgress = rank == 0 && Console.shared.isTerminal && !debug
@@ -394,9 +398,13 @@ struct Train: ParsableCommand {
         } catch {
             // A failure on this rank alone: the others may be waiting in a collective, so end the job.
             printError("\(error)", rank: rank)
-            if communicator.size > 1 { communicator.abort(code: 1) }
+            // A model configuration that cannot be read or does not fit the data is a usage error.
+            var code: Int32 = 1
+            if error is ValidationError { code = ExitCode.validationFailure.rawValue }
+            if case TrainingError.modelConfig = error { code = ExitCode.validationFailure.rawValue }
+            if communicator.size > 1 { communicator.abort(code: code) }
             communicator.finalize()
-            throw ExitCode.failure
+            throw ExitCode(code)
         }
     }
 

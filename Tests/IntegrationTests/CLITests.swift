@@ -43,6 +43,23 @@ struct CLITests {
         #expect(out.stderr.contains(mention), "\(out.stderr)")
     }
 
+    /// A model configuration file that cannot be read or does not fit is a usage error (64),
+    /// named with its key, on one rank and under mpirun.
+    @Test func badModelConfigIsAUsageError() throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let dir = try RecDist.scratch("bad-model-config")
+        try #"{"model": "dlrm", "embeding_dim": 8}"#.write(toFile: dir + "/typo.json", atomically: true, encoding: .utf8)
+        try #"{"model": "ncf", "user_fields": ["C1"], "item_fields": ["C99"]}"#.write(toFile: dir + "/fields.json", atomically: true, encoding: .utf8)
+        for (file, mention) in [("typo.json", "embeding_dim: unknown key"), ("fields.json", "C99"), ("missing.json", "cannot read")] {
+            var out = try RecDist.single(["train", "--data", data, "--steps", "1", "--model-config", dir + "/" + file])
+            #expect(out.status == 64 && out.stderr.contains(mention), "\(file): \(out.all)")
+            if file == "typo.json" {
+                out = try RecDist.ranks(2, ["train", "--data", data, "--steps", "1", "--model-config", dir + "/" + file])
+                #expect(out.status == 64 && out.stderr.contains(mention), "2 ranks: \(out.all)")
+            }
+        }
+    }
+
     @Test func missingFileIsNamed() throws {
         let out = try RecDist.single(["train", "--data", "/nonexistent/clicks.tsv"])
         #expect(out.status == 1)
