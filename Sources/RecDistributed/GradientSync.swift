@@ -72,8 +72,22 @@ public final class GradientSync {
         /// Time collectives were in flight while the caller computed (from their start until a
         /// progress call saw them complete or the final wait began): hidden communication.
         public var hidden: UInt64 = 0
-        /// Of `exposed`, the time blocked in waits.
+        /// Of `exposed`, the time blocked in waits (the counts' wait in `startPairs`, and the final
+        /// waits in `finish`).
         public var waiting: UInt64 = 0
+        /// Of `exposed`, summing the rank's own pairs per distinct row (`.rows` with local sums,
+        /// `.local`), or scattering them into the dense buffer (`.dense`).
+        public var coalescing: UInt64 = 0
+        /// Of `exposed`, inside the calls that start collectives (MPI_Iallreduce, MPI_Iallgatherv).
+        public var starting: UInt64 = 0
+        /// Of `exposed`, inside the progress calls (MPI_Test) between pieces of computation.
+        public var testing: UInt64 = 0
+        /// Of `exposed`, summing the received rows per distinct row (or extracting them from the
+        /// dense buffer).
+        public var merging: UInt64 = 0
+        /// Of `waiting`, the wait for the other ranks' row counts before the rows' allgatherv
+        /// can start (mostly the ranks' imbalance at that point of the backward pass).
+        public var countsWaiting: UInt64 = 0
     }
 
     public let communicator: any Communicator
@@ -290,8 +304,10 @@ public final class GradientSync {
     private func startBucket(_ b: Int, now: UInt64) throws {
         let range = buckets[b]
         bucketStart[b] = now
+        let t0 = MonotonicClock.nanoseconds()
         bucketRequest[b] = try communicator.startAllreduceSum(
             UnsafeMutableBufferPointer(start: gradients! + range.lowerBound, count: range.count))
+        timing.starting += MonotonicClock.nanoseconds() - t0
         traffic.denseBytes += range.count * 4
         nextBucket = b + 1
     }
@@ -306,12 +322,14 @@ public final class GradientSync {
             sparseStage = .done
         case .local:
             rowCount = coalesceLocal(local, rowsOut: rows, valuesOut: values.pointer, interleaved: false)
+            timing.coalescing += MonotonicClock.nanoseconds() - t0
             traffic.localRows = rowCount
             traffic.globalRows = rowCount
             sparseStage = .done
         case .rows:
             if localSums {
                 localUnique = coalesceLocal(local, rowsOut: sendRows, valuesOut: send.pointer, interleaved: false)
+                timing.coalescing += MonotonicClock.nanoseconds() - t0
                 outRows = UnsafePointer(sendRows)
                 outValues = UnsafePointer(send.pointer)
             } else {
@@ -323,11 +341,13 @@ public final class GradientSync {
             traffic.localRows = localUnique
             localCounts[me] = localUnique
             sparseStart = t0
+            let s0 = MonotonicClock.nanoseconds()
             sparseRequest = try communicator.startAllgatherv(
                 UnsafeRawBufferPointer(start: localCounts + me, count: MemoryLayout<Int>.size),
                 into: UnsafeMutableRawBufferPointer(start: localCounts, count: size * MemoryLayout<Int>.size),
                 counts: UnsafeBufferPointer(start: countBytes, count: size),
                 displacements: UnsafeBufferPointer(start: countOffsets, count: size))
+            timing.starting += MonotonicClock.nanoseconds() - s0
             traffic.embeddingSentBytes += MemoryLayout<Int>.size
             traffic.embeddingReceivedBytes += size * MemoryLayout<Int>.size
             sparseStage = .counting
@@ -343,8 +363,11 @@ public final class GradientSync {
                 (dst).update(from: s + i * stride + 1, count: dim)
                 dst[dim] = 1
             }
+            let s0 = MonotonicClock.nanoseconds()
+            timing.coalescing += s0 - t0
             sparseStart = t0
             sparseRequest = try communicator.startAllreduceSum(receive.buffer)
+            timing.starting += MonotonicClock.nanoseconds() - s0
             traffic.embeddingSentBytes += receive.count * 4
             traffic.embeddingReceivedBytes += receive.count * 4
             sparseStage = .reducing
@@ -361,6 +384,8 @@ public final class GradientSync {
     }
 
     private func advance(now: UInt64) throws {
+        let t0 = MonotonicClock.nanoseconds(), merged = timing.merging
+        defer { timing.testing += MonotonicClock.nanoseconds() - t0 - (timing.merging - merged) }
         for b in 0..<nextBucket where !bucketDone[b] {
             if try communicator.test(bucketRequest[b]) {
                 bucketDone[b] = true
@@ -398,7 +423,9 @@ public final class GradientSync {
             timing.hidden += now - sparseStart
             let w = MonotonicClock.nanoseconds()
             try communicator.wait(sparseRequest)
-            timing.waiting += MonotonicClock.nanoseconds() - w
+            let waited = MonotonicClock.nanoseconds() - w
+            timing.waiting += waited
+            timing.countsWaiting += waited
             sparseStage = .counted
         }
         precondition(sparseStage == .counted)
@@ -415,6 +442,8 @@ public final class GradientSync {
         sparseStart = now
         rowsArrived = false
         valuesArrived = false
+        let s0 = MonotonicClock.nanoseconds()
+        defer { timing.starting += MonotonicClock.nanoseconds() - s0 }
         sparseRequest = try communicator.startAllgatherv(
             UnsafeRawBufferPointer(start: outRows, count: rowBytes[me]),
             into: UnsafeMutableRawBufferPointer(start: receiveRows, count: totalRows),
@@ -542,6 +571,8 @@ public final class GradientSync {
 
     /// Merges the received blocks (.rows) or extracts the touched rows (.dense) into the output.
     private func mergeReceived() throws {
+        let t0 = MonotonicClock.nanoseconds()
+        defer { timing.merging += MonotonicClock.nanoseconds() - t0 }
         let dim = self.dim, stride = self.stride
         let g = receive.pointer, v = values.pointer, map = slotOfRow
         var unique = 0
