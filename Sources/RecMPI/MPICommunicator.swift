@@ -208,7 +208,7 @@ public final class MPICommunicator: Communicator {
         precondition(counts.count == size && displacements.count == size)
         precondition(counts[rank] == send.count)
         let c32 = counts.map { Int32($0) }, d32 = displacements.map { Int32($0) }
-        let sendBase = send.baseAddress ?? UnsafeRawPointer(receive.baseAddress!)
+        let sendBase = Self.sendBuffer(send, receive, displacement: displacements[rank])
         // The count arrays must outlive a nonblocking call: it completes inside these closures.
         try c32.withUnsafeBufferPointer { c in
             try d32.withUnsafeBufferPointer { d in
@@ -223,6 +223,16 @@ public final class MPICommunicator: Communicator {
                                })
             }
         }
+    }
+
+    /// An allgatherv's send argument: MPI_IN_PLACE when `send` is the rank's own block of
+    /// `receive` (MPI forbids passing it aliased), else `send` (never nil: MPI wants an address).
+    private static func sendBuffer(_ send: UnsafeRawBufferPointer, _ receive: UnsafeMutableRawBufferPointer,
+                                   displacement: Int) -> UnsafeRawPointer? {
+        if let base = send.baseAddress, let r = receive.baseAddress, base == UnsafeRawPointer(r + displacement) {
+            return UnsafeRawPointer(rd_in_place())
+        }
+        return send.baseAddress ?? UnsafeRawPointer(receive.baseAddress!)
     }
 
     public func barrier() throws {
@@ -268,7 +278,7 @@ public final class MPICommunicator: Communicator {
             c[r] = Int32(counts[r])
             d[r] = Int32(displacements[r])
         }
-        let rc = MPI_Iallgatherv(send.baseAddress ?? UnsafeRawPointer(receive.baseAddress!), Int32(send.count),
+        let rc = MPI_Iallgatherv(Self.sendBuffer(send, receive, displacement: displacements[rank]), Int32(send.count),
                                  rd_byte(), receive.baseAddress, c, d, rd_byte(), comm, requests + slot)
         if rc != rd_success() { inUse[slot] = false }
         try check(rc, "MPI_Iallgatherv")
