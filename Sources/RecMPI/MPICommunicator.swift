@@ -58,6 +58,7 @@ public final class MPICommunicator: Communicator {
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
         if initialized == 0 {
+            Self.setTuningDefaults()
             var provided: Int32 = 0
             let rc = MPI_Init_thread(nil, nil, rd_thread_funneled(), &provided)
             guard rc == rd_success() else {
@@ -93,6 +94,18 @@ public final class MPICommunicator: Communicator {
         sequences.initialize(repeating: 0, count: Self.maxRequests)
         gatherCounts = .allocate(capacity: Self.maxRequests * 2 * size)
         gatherCounts.initialize(repeating: 0, count: Self.maxRequests * 2 * size)
+    }
+
+    /// Open MPI settings rec-dist runs best with, as defaults: a setting given to `mpirun --mca`,
+    /// `srun`'s environment or the shell (`OMPI_MCA_*`) wins. Set here, before MPI_Init, so
+    /// they hold however the ranks are launched (launch.sh, mpirun by hand, srun, a singleton).
+    ///
+    /// - `coll_libnbc_iallreduce_algorithm 1` (ring): Open MPI's nonblocking allreduce picks
+    ///   a binomial tree for in-place buffers, which first copies the whole buffer, reduces on
+    ///   rank 0 only and sends the sum back (two dependent phases); the ring copies nothing
+    ///   extra and splits the summing evenly between the ranks (docs/performance.md).
+    static func setTuningDefaults() {
+        setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0)
     }
 
     deinit {
