@@ -20,7 +20,8 @@ public protocol Communicator: AnyObject {
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     /// Gathers variable-sized byte blocks: rank r's `send` lands in `receive` at
     /// `displacements[r]`, with `counts[r]` bytes. `counts` and `displacements` are in bytes
-    /// and identical on all ranks.
+    /// and identical on all ranks. A `send` that starts exactly at the rank's own block of
+    /// `receive` is already in place and is not copied (MPI_IN_PLACE).
     func allgatherv(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
                     counts: [Int], displacements: [Int]) throws
     /// Blocks until every rank has called it.

@@ -16,9 +16,10 @@ import RecCore
 ///
 /// - `.local` (1 rank): nothing to exchange; pairs are summed per distinct row.
 /// - `.rows`: each rank sums its own pairs per distinct row (`localSums`, the default), then
-///   every rank's rows and sums are allgathered (their count first, then the rows and the
-///   gradients: Horovod's sparse allreduce of deduplicated ids and values) and summed per
-///   distinct row in rank order. A rank never sends more than its pairs, and sends fewer
+///   every rank's rows and sums are allgathered (their count first, then (row, sums) records in
+///   one allgatherv: Horovod's sparse allreduce of deduplicated ids and values) and summed per
+///   distinct row in rank order. Each rank sums its pairs straight into its own fixed block of
+///   the receive buffer, which the allgatherv sends in place. A rank never sends more than its pairs, and sends fewer
 ///   whenever a row repeats in its batch (dlrm at batch 1024: 6.7 K rows instead of 26.6 K
 ///   pairs, 4x fewer bytes and 4x less merging; docs/performance.md), so it is on by default;
 ///   the sums associate as (rank 0's partial) + (rank 1's partial), as on the `.dense` path.
@@ -72,8 +73,22 @@ public final class GradientSync {
         /// Time collectives were in flight while the caller computed (from their start until a
         /// progress call saw them complete or the final wait began): hidden communication.
         public var hidden: UInt64 = 0
-        /// Of `exposed`, the time blocked in waits.
+        /// Of `exposed`, the time blocked in waits (the counts' wait in `startPairs`, and the final
+        /// waits in `finish`).
         public var waiting: UInt64 = 0
+        /// Of `exposed`, summing the rank's own pairs per distinct row (`.rows` with local sums,
+        /// `.local`), or scattering them into the dense buffer (`.dense`).
+        public var coalescing: UInt64 = 0
+        /// Of `exposed`, inside the calls that start collectives (MPI_Iallreduce, MPI_Iallgatherv).
+        public var starting: UInt64 = 0
+        /// Of `exposed`, inside the progress calls (MPI_Test) between pieces of computation.
+        public var testing: UInt64 = 0
+        /// Of `exposed`, summing the received rows per distinct row (or extracting them from the
+        /// dense buffer).
+        public var merging: UInt64 = 0
+        /// Of `waiting`, the wait for the other ranks' row counts before the rows' allgatherv
+        /// can start (mostly the ranks' imbalance at that point of the backward pass).
+        public var countsWaiting: UInt64 = 0
     }
 
     public let communicator: any Communicator
@@ -100,9 +115,8 @@ public final class GradientSync {
     /// Floats per exchanged pair: the row (bit pattern) followed by `dim` gradient values.
     private let stride: Int
     private let send: FloatBuffer          // .dense: (maxLocalPairs, stride) distinct rows; .rows with localSums: (maxLocalPairs, dim)
-    private let sendRows: UnsafeMutablePointer<Int32>       // .rows with localSums: (maxLocalPairs)
     private let receive: FloatBuffer       // .rows: (size * maxLocalPairs, dim) gradients; .dense: (rows, dim + 1)
-    private let receiveRows: UnsafeMutablePointer<Int32>    // .rows: (size * maxLocalPairs)
+    private let receiveRows: UnsafeMutablePointer<Int32>    // .rows without localSums: (size * maxLocalPairs)
     private let rowBytes: UnsafeMutablePointer<Int>         // (size)
     private let rowOffsets: UnsafeMutablePointer<Int>       // (size)
     // This step's outgoing rows and gradients (.rows): the model's own buffers, or the local sums.
@@ -183,8 +197,12 @@ public final class GradientSync {
         values = FloatBuffer(count: maxRows * dim)
         switch exchange {
         case .rows:
-            send = FloatBuffer(count: localSums ? maxLocalPairs * dim : 0)
-            receive = FloatBuffer(count: size * maxLocalPairs * dim)
+            // With local sums, (row bits, dim values) records, one allgatherv, each rank's block
+            // at a fixed place (rank x maxLocalPairs records), where the rank sums its own pairs
+            // (in place: no send buffer, no copy of its own block); without, the gradients only
+            // (the rows travel in a second allgatherv, from the model's buffers).
+            send = FloatBuffer(count: 0)
+            receive = FloatBuffer(count: size * maxLocalPairs * (localSums ? stride : dim))
         case .dense:
             send = FloatBuffer(count: maxLocalPairs * stride)
             receive = FloatBuffer(count: embeddingRows * stride)
@@ -192,10 +210,7 @@ public final class GradientSync {
             send = FloatBuffer(count: 0)
             receive = FloatBuffer(count: 0)
         }
-        let sendRowCount = exchange == .rows && localSums ? maxLocalPairs : 1
-        sendRows = .allocate(capacity: sendRowCount)
-        sendRows.initialize(repeating: 0, count: sendRowCount)
-        let receiveRowCount = exchange == .rows ? max(size * maxLocalPairs, 1) : 1
+        let receiveRowCount = exchange == .rows && !localSums ? max(size * maxLocalPairs, 1) : 1
         receiveRows = .allocate(capacity: receiveRowCount)
         receiveRows.initialize(repeating: 0, count: receiveRowCount)
         let mapRows = exchange == .none ? 1 : embeddingRows
@@ -241,7 +256,6 @@ public final class GradientSync {
         pairOffsets.deallocate()
         rowBytes.deallocate()
         rowOffsets.deallocate()
-        sendRows.deallocate()
         receiveRows.deallocate()
         bucketRequest.deallocate()
         bucketStart.deallocate()
@@ -251,7 +265,7 @@ public final class GradientSync {
     /// Bytes of buffers this object allocated (for the memory accounting).
     public var bufferBytes: Int {
         let mapRows = embeddingExchange == .none ? 1 : embeddingRows
-        let rowSlots = (embeddingExchange == .rows ? size * maxLocalPairs + (localSums ? maxLocalPairs : 0) : 0)
+        let rowSlots = embeddingExchange == .rows && !localSums ? size * maxLocalPairs : 0
         return (values.count + send.count + receive.count) * 4 + mapRows * 4 + rowSlots * 4
             + max(min(size * maxLocalPairs, embeddingRows), 1) * 4
     }
@@ -272,14 +286,20 @@ public final class GradientSync {
     /// Every dense gradient at offsets >= `offset` is final: starts the allreduce of each bucket
     /// that lies entirely there, then advances the collectives in flight.
     ///
-    /// Collectives must start in the same order on every rank, whatever the timing, so the
-    /// embedding pairs' allgatherv, which needs the counts first, starts here (at the first
-    /// dense event after `sparseFinal`, or in `finish`), never when a progress call happens
-    /// to see the counts arrive.
+    /// Collectives must start in the same order on every rank, whatever the timing. The
+    /// embedding pairs' allgatherv needs the counts first: it starts at the first dense event
+    /// after `sparseFinal` that finds the counts arrived, and at the latest (waiting for the
+    /// counts) just before the next bucket's allreduce or in `finish`. Which happens first on a
+    /// rank depends on timing, but on every rank the pairs start after the buckets started
+    /// before `sparseFinal` and before the ones started after it, so the order is the same.
+    /// (Waiting for the counts at the first event would make every step meet the slowest rank
+    /// twice, mid-backward and at the end.)
     @inline(__always)
     public func denseFinal(from offset: Int) throws {
         let t0 = MonotonicClock.nanoseconds()
-        if sparseStage == .counting || sparseStage == .counted { try startPairs(now: t0) }
+        let startsBucket = nextBucket < buckets.count && buckets[nextBucket].lowerBound >= offset
+        if sparseStage == .counting && !startsBucket { try advance(now: t0) }
+        if sparseStage == .counted || (sparseStage == .counting && startsBucket) { try startPairs(now: t0) }
         while nextBucket < buckets.count && buckets[nextBucket].lowerBound >= offset {
             try startBucket(nextBucket, now: t0)
         }
@@ -290,8 +310,10 @@ public final class GradientSync {
     private func startBucket(_ b: Int, now: UInt64) throws {
         let range = buckets[b]
         bucketStart[b] = now
+        let t0 = MonotonicClock.nanoseconds()
         bucketRequest[b] = try communicator.startAllreduceSum(
             UnsafeMutableBufferPointer(start: gradients! + range.lowerBound, count: range.count))
+        timing.starting += MonotonicClock.nanoseconds() - t0
         traffic.denseBytes += range.count * 4
         nextBucket = b + 1
     }
@@ -306,14 +328,17 @@ public final class GradientSync {
             sparseStage = .done
         case .local:
             rowCount = coalesceLocal(local, rowsOut: rows, valuesOut: values.pointer, interleaved: false)
+            timing.coalescing += MonotonicClock.nanoseconds() - t0
             traffic.localRows = rowCount
             traffic.globalRows = rowCount
             sparseStage = .done
         case .rows:
             if localSums {
-                localUnique = coalesceLocal(local, rowsOut: sendRows, valuesOut: send.pointer, interleaved: false)
-                outRows = UnsafePointer(sendRows)
-                outValues = UnsafePointer(send.pointer)
+                let own = receive.pointer + me * maxLocalPairs * stride
+                localUnique = coalesceLocal(local, rowsOut: nil, valuesOut: own, interleaved: true)
+                timing.coalescing += MonotonicClock.nanoseconds() - t0
+                outRows = nil
+                outValues = UnsafePointer(own)
             } else {
                 // Sent as they are: the model does not touch them again before finish().
                 localUnique = local.count
@@ -323,11 +348,13 @@ public final class GradientSync {
             traffic.localRows = localUnique
             localCounts[me] = localUnique
             sparseStart = t0
+            let s0 = MonotonicClock.nanoseconds()
             sparseRequest = try communicator.startAllgatherv(
                 UnsafeRawBufferPointer(start: localCounts + me, count: MemoryLayout<Int>.size),
                 into: UnsafeMutableRawBufferPointer(start: localCounts, count: size * MemoryLayout<Int>.size),
                 counts: UnsafeBufferPointer(start: countBytes, count: size),
                 displacements: UnsafeBufferPointer(start: countOffsets, count: size))
+            timing.starting += MonotonicClock.nanoseconds() - s0
             traffic.embeddingSentBytes += MemoryLayout<Int>.size
             traffic.embeddingReceivedBytes += size * MemoryLayout<Int>.size
             sparseStage = .counting
@@ -343,8 +370,11 @@ public final class GradientSync {
                 (dst).update(from: s + i * stride + 1, count: dim)
                 dst[dim] = 1
             }
+            let s0 = MonotonicClock.nanoseconds()
+            timing.coalescing += s0 - t0
             sparseStart = t0
             sparseRequest = try communicator.startAllreduceSum(receive.buffer)
+            timing.starting += MonotonicClock.nanoseconds() - s0
             traffic.embeddingSentBytes += receive.count * 4
             traffic.embeddingReceivedBytes += receive.count * 4
             sparseStage = .reducing
@@ -361,6 +391,8 @@ public final class GradientSync {
     }
 
     private func advance(now: UInt64) throws {
+        let t0 = MonotonicClock.nanoseconds(), merged = timing.merging
+        defer { timing.testing += MonotonicClock.nanoseconds() - t0 - (timing.merging - merged) }
         for b in 0..<nextBucket where !bucketDone[b] {
             if try communicator.test(bucketRequest[b]) {
                 bucketDone[b] = true
@@ -398,28 +430,38 @@ public final class GradientSync {
             timing.hidden += now - sparseStart
             let w = MonotonicClock.nanoseconds()
             try communicator.wait(sparseRequest)
-            timing.waiting += MonotonicClock.nanoseconds() - w
+            let waited = MonotonicClock.nanoseconds() - w
+            timing.waiting += waited
+            timing.countsWaiting += waited
             sparseStage = .counted
         }
         precondition(sparseStage == .counted)
         var total = 0, totalRows = 0
+        // With local sums, one allgatherv of (row, values) records; else the rows and the
+        // gradients in two.
+        let recordFloats = localSums ? stride : dim
         for r in 0..<size {
-            pairBytes[r] = localCounts[r] * dim * 4
-            pairOffsets[r] = total
+            precondition(localCounts[r] >= 0 && localCounts[r] <= maxLocalPairs, "rank \(r) sends \(localCounts[r]) rows")
+            pairBytes[r] = localCounts[r] * recordFloats * 4
+            pairOffsets[r] = localSums ? r * maxLocalPairs * stride * 4 : total
             total += pairBytes[r]
-            rowBytes[r] = localCounts[r] * 4
+            rowBytes[r] = localSums ? 0 : localCounts[r] * 4
             rowOffsets[r] = totalRows
             totalRows += rowBytes[r]
         }
         precondition(total <= receive.count * 4, "sparse exchange overflow")
         sparseStart = now
-        rowsArrived = false
+        rowsArrived = localSums
         valuesArrived = false
-        sparseRequest = try communicator.startAllgatherv(
-            UnsafeRawBufferPointer(start: outRows, count: rowBytes[me]),
-            into: UnsafeMutableRawBufferPointer(start: receiveRows, count: totalRows),
-            counts: UnsafeBufferPointer(start: rowBytes, count: size),
-            displacements: UnsafeBufferPointer(start: rowOffsets, count: size))
+        let s0 = MonotonicClock.nanoseconds()
+        defer { timing.starting += MonotonicClock.nanoseconds() - s0 }
+        if !localSums {
+            sparseRequest = try communicator.startAllgatherv(
+                UnsafeRawBufferPointer(start: outRows, count: rowBytes[me]),
+                into: UnsafeMutableRawBufferPointer(start: receiveRows, count: totalRows),
+                counts: UnsafeBufferPointer(start: rowBytes, count: size),
+                displacements: UnsafeBufferPointer(start: rowOffsets, count: size))
+        }
         valuesRequest = try communicator.startAllgatherv(
             UnsafeRawBufferPointer(start: outValues, count: pairBytes[me]),
             into: UnsafeMutableRawBufferPointer(start: receive.pointer, count: receive.count * 4),
@@ -542,6 +584,8 @@ public final class GradientSync {
 
     /// Merges the received blocks (.rows) or extracts the touched rows (.dense) into the output.
     private func mergeReceived() throws {
+        let t0 = MonotonicClock.nanoseconds()
+        defer { timing.merging += MonotonicClock.nanoseconds() - t0 }
         let dim = self.dim, stride = self.stride
         let g = receive.pointer, v = values.pointer, map = slotOfRow
         var unique = 0
@@ -549,6 +593,31 @@ public final class GradientSync {
         case .rows:
             var pairs = 0
             for r in 0..<size { pairs += localCounts[r] }
+            if localSums {
+                // (row bits, values) records, in rank order, each rank's block at its fixed place.
+                for r in 0..<size {
+                    let block = g + r * maxLocalPairs * stride, n = localCounts[r]
+                    for i in 0..<n {
+                        if i + Self.ahead < n {
+                            rd_prefetch(map + Int(Int32(bitPattern: block[(i + Self.ahead) * stride].bitPattern)))
+                        }
+                        let record = block + i * stride
+                        let row = Int(Int32(bitPattern: record[0].bitPattern))
+                        precondition(row >= 0 && row < embeddingRows, "embedding row \(row) out of range")
+                        let slot = Int(map[row])
+                        if slot < 0 {
+                            map[row] = Int32(truncatingIfNeeded: unique)
+                            rows[unique] = Int32(truncatingIfNeeded: row)
+                            Self.copy(record + 1, to: v + unique * dim, dim)
+                            unique += 1
+                        } else {
+                            Self.add(record + 1, to: v + slot * dim, dim)
+                        }
+                    }
+                }
+                for i in 0..<unique { map[Int(rows[i])] = -1 }
+                break
+            }
             let pairRows = receiveRows
             for i in 0..<pairs {
                 if i + Self.ahead < pairs { rd_prefetch(map + Int(pairRows[i + Self.ahead])) }

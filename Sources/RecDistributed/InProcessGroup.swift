@@ -178,7 +178,11 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         for r in 0..<size {
             let (p, n) = group.slot(r)
             precondition(n == counts[r], "allgatherv: rank \(r) sent \(n) bytes, expected \(counts[r])")
-            if n > 0 { (receive.baseAddress! + displacements[r]).copyMemory(from: p!, byteCount: n) }
+            let destination = receive.baseAddress! + displacements[r]
+            // The rank's own block already in place (a send aliasing it) is not copied.
+            if n > 0 && UnsafeRawPointer(destination) != UnsafeRawPointer(p!) {
+                destination.copyMemory(from: p!, byteCount: n)
+            }
         }
         group.barrier()
     }

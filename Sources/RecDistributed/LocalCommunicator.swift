@@ -12,8 +12,9 @@ public final class LocalCommunicator: Communicator {
     public func allgatherv(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
                            counts: [Int], displacements: [Int]) throws {
         precondition(counts.count == 1 && counts[0] == send.count)
-        if send.count > 0 {
-            (receive.baseAddress! + displacements[0]).copyMemory(from: send.baseAddress!, byteCount: send.count)
+        let destination = receive.baseAddress.map { $0 + displacements[0] }
+        if send.count > 0 && UnsafeRawPointer(destination) != send.baseAddress {   // else already in place
+            destination!.copyMemory(from: send.baseAddress!, byteCount: send.count)
         }
     }
     public func barrier() throws {}
@@ -25,8 +26,9 @@ public final class LocalCommunicator: Communicator {
                                 counts: UnsafeBufferPointer<Int>, displacements: UnsafeBufferPointer<Int>) throws
         -> CollectiveRequest {
         precondition(counts.count == 1 && counts[0] == send.count)
-        if send.count > 0 {
-            (receive.baseAddress! + displacements[0]).copyMemory(from: send.baseAddress!, byteCount: send.count)
+        let destination = receive.baseAddress.map { $0 + displacements[0] }
+        if send.count > 0 && UnsafeRawPointer(destination) != send.baseAddress {   // else already in place
+            destination!.copyMemory(from: send.baseAddress!, byteCount: send.count)
         }
         return CollectiveRequest(id: 0)
     }

@@ -58,6 +58,7 @@ public final class MPICommunicator: Communicator {
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
         if initialized == 0 {
+            Self.setTuningDefaults()
             var provided: Int32 = 0
             let rc = MPI_Init_thread(nil, nil, rd_thread_funneled(), &provided)
             guard rc == rd_success() else {
@@ -93,6 +94,18 @@ public final class MPICommunicator: Communicator {
         sequences.initialize(repeating: 0, count: Self.maxRequests)
         gatherCounts = .allocate(capacity: Self.maxRequests * 2 * size)
         gatherCounts.initialize(repeating: 0, count: Self.maxRequests * 2 * size)
+    }
+
+    /// Open MPI settings rec-dist runs best with, as defaults: a setting given to `mpirun --mca`,
+    /// `srun`'s environment or the shell (`OMPI_MCA_*`) wins. Set here, before MPI_Init, so
+    /// they hold however the ranks are launched (launch.sh, mpirun by hand, srun, a singleton).
+    ///
+    /// - `coll_libnbc_iallreduce_algorithm 1` (ring): Open MPI's nonblocking allreduce picks
+    ///   a binomial tree for in-place buffers, which first copies the whole buffer, reduces on
+    ///   rank 0 only and sends the sum back (two dependent phases); the ring copies nothing
+    ///   extra and splits the summing evenly between the ranks (docs/performance.md).
+    static func setTuningDefaults() {
+        setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0)
     }
 
     deinit {
@@ -208,7 +221,7 @@ public final class MPICommunicator: Communicator {
         precondition(counts.count == size && displacements.count == size)
         precondition(counts[rank] == send.count)
         let c32 = counts.map { Int32($0) }, d32 = displacements.map { Int32($0) }
-        let sendBase = send.baseAddress ?? UnsafeRawPointer(receive.baseAddress!)
+        let sendBase = Self.sendBuffer(send, receive, displacement: displacements[rank])
         // The count arrays must outlive a nonblocking call: it completes inside these closures.
         try c32.withUnsafeBufferPointer { c in
             try d32.withUnsafeBufferPointer { d in
@@ -223,6 +236,16 @@ public final class MPICommunicator: Communicator {
                                })
             }
         }
+    }
+
+    /// An allgatherv's send argument: MPI_IN_PLACE when `send` is the rank's own block of
+    /// `receive` (MPI forbids passing it aliased), else `send` (never nil: MPI wants an address).
+    private static func sendBuffer(_ send: UnsafeRawBufferPointer, _ receive: UnsafeMutableRawBufferPointer,
+                                   displacement: Int) -> UnsafeRawPointer? {
+        if let base = send.baseAddress, let r = receive.baseAddress, base == UnsafeRawPointer(r + displacement) {
+            return UnsafeRawPointer(rd_in_place())
+        }
+        return send.baseAddress ?? UnsafeRawPointer(receive.baseAddress!)
     }
 
     public func barrier() throws {
@@ -268,7 +291,7 @@ public final class MPICommunicator: Communicator {
             c[r] = Int32(counts[r])
             d[r] = Int32(displacements[r])
         }
-        let rc = MPI_Iallgatherv(send.baseAddress ?? UnsafeRawPointer(receive.baseAddress!), Int32(send.count),
+        let rc = MPI_Iallgatherv(Self.sendBuffer(send, receive, displacement: displacements[rank]), Int32(send.count),
                                  rd_byte(), receive.baseAddress, c, d, rd_byte(), comm, requests + slot)
         if rc != rd_success() { inUse[slot] = false }
         try check(rc, "MPI_Iallgatherv")

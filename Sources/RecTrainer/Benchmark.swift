@@ -106,6 +106,19 @@ public struct BenchmarkResult: Sendable, Codable {
     public var comm_exposed_ms: Double
     public var comm_hidden_ms: Double
     public var comm_wait_ms: Double
+    /// Parts of `comm_exposed_ms` (per step, mean over ranks): summing the rank's own embedding
+    /// pairs per row; inside the calls starting collectives; inside the progress calls (MPI_Test)
+    /// between layers; merging the received rows; of `comm_wait_ms`, waiting for the other
+    /// ranks' row counts. The rest of `comm_exposed_ms` minus these and `comm_wait_ms` is
+    /// bookkeeping (clock reads, buffer sizes).
+    public var comm_coalesce_ms: Double
+    public var comm_start_ms: Double
+    public var comm_test_ms: Double
+    public var comm_merge_ms: Double
+    public var comm_counts_wait_ms: Double
+    /// `comm_exposed_ms` and `comm_wait_ms` of each rank, by rank.
+    public var comm_exposed_ms_by_rank: [Double]
+    public var comm_wait_ms_by_rank: [Double]
     public var optimizer_ms: Double
     public var other_ms: Double
     public var comm_exposed_fraction: Double
@@ -296,9 +309,17 @@ public enum Benchmark {
         let perStepNs = Double(max(timed.steps, 1))
         var parts = [Double(timed.dataWait), Double(timed.forward), Double(timed.backward),
                      Double(timed.exposedCommunication), Double(timed.hiddenCommunication),
-                     Double(timed.communicationWait), Double(timed.optimizer), Double(timed.total)]
+                     Double(timed.communicationWait), Double(timed.optimizer), Double(timed.total),
+                     Double(timed.communicationCoalesce), Double(timed.communicationStart),
+                     Double(timed.communicationTest), Double(timed.communicationMerge),
+                     Double(timed.communicationCountsWait)]
             .map { $0 / perStepNs / 1e6 }
+        // Each rank's own exposed communication and wait: who waits for whom.
+        var perRank = [Double](repeating: 0, count: 2 * n)
+        perRank[2 * rank] = parts[3]
+        perRank[2 * rank + 1] = parts[5]
         try parts.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
+        try perRank.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0) }
         parts = parts.map { $0 / Double(n) }
         let other = parts[7] - (parts[0] + parts[1] + parts[2] + parts[3] + parts[6])
 
@@ -408,7 +429,11 @@ public enum Benchmark {
             windows: throughputs, samples_per_s: samplesPerSecond,
             step_ms: Double(globalCount) / samplesPerSecond * 1e3,
             data_wait_ms: parts[0], forward_ms: parts[1], backward_ms: parts[2], comm_exposed_ms: parts[3],
-            comm_hidden_ms: parts[4], comm_wait_ms: parts[5], optimizer_ms: parts[6], other_ms: max(other, 0),
+            comm_hidden_ms: parts[4], comm_wait_ms: parts[5],
+            comm_coalesce_ms: parts[8], comm_start_ms: parts[9], comm_test_ms: parts[10], comm_merge_ms: parts[11],
+            comm_counts_wait_ms: parts[12],
+            comm_exposed_ms_by_rank: (0..<n).map { perRank[2 * $0] },
+            comm_wait_ms_by_rank: (0..<n).map { perRank[2 * $0 + 1] }, optimizer_ms: parts[6], other_ms: max(other, 0),
             comm_exposed_fraction: parts[3] / max(parts[7], 1e-12),
             achieved_gflops_per_rank: achieved, efficiency: achieved / aggregate,
             allreduce_alone_ms: allreduceAlone,

@@ -17,6 +17,17 @@ public struct StepPhases: Sendable, Equatable, Codable {
     public var hiddenCommunication: UInt64 = 0
     /// Of `exposedCommunication`, the time blocked in waits.
     public var communicationWait: UInt64 = 0
+    /// Of `communicationWait`, waiting for the other ranks' embedding row counts.
+    public var communicationCountsWait: UInt64 = 0
+    /// Of `exposedCommunication`: summing the rank's own embedding pairs per row (or scattering
+    /// them into the dense exchange buffer).
+    public var communicationCoalesce: UInt64 = 0
+    /// Of `exposedCommunication`: inside the calls that start collectives.
+    public var communicationStart: UInt64 = 0
+    /// Of `exposedCommunication`: inside the progress calls (MPI_Test) between layers.
+    public var communicationTest: UInt64 = 0
+    /// Of `exposedCommunication`: merging the received embedding rows.
+    public var communicationMerge: UInt64 = 0
     /// Optimizer update (dense and embedding rows).
     public var optimizer: UInt64 = 0
     /// Whole steps, from the batch request to the end of the update.
@@ -33,6 +44,11 @@ public struct StepPhases: Sendable, Equatable, Codable {
         d.exposedCommunication = a.exposedCommunication - b.exposedCommunication
         d.hiddenCommunication = a.hiddenCommunication - b.hiddenCommunication
         d.communicationWait = a.communicationWait - b.communicationWait
+        d.communicationCountsWait = a.communicationCountsWait - b.communicationCountsWait
+        d.communicationCoalesce = a.communicationCoalesce - b.communicationCoalesce
+        d.communicationStart = a.communicationStart - b.communicationStart
+        d.communicationTest = a.communicationTest - b.communicationTest
+        d.communicationMerge = a.communicationMerge - b.communicationMerge
         d.optimizer = a.optimizer - b.optimizer
         d.total = a.total - b.total
         d.steps = a.steps - b.steps
@@ -126,7 +142,8 @@ public final class TrainingStep<Model: RecModel> {
         sparse.count = 0
         sync.beginStep(gradients: g)
         let t0 = MonotonicClock.nanoseconds()
-        let exposedBefore = sync.timing.exposed
+        let timingBefore = sync.timing
+        let exposedBefore = timingBefore.exposed
         // A rank with no rows in the last, partial global batch runs the model on 0 rows: it
         // still reports the same backward events, so it starts the same collectives in order.
         let logits = model.forward(batch, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
@@ -146,6 +163,19 @@ public final class TrainingStep<Model: RecModel> {
         let inSync = sync.timing.exposed - exposedBefore
         phases.backward += MonotonicClock.nanoseconds() - t1 - inSync
         phases.exposedCommunication += inSync
+        account(since: timingBefore)
+    }
+
+    /// Adds the parts of the exposed communication since `before` to `phases`.
+    @inline(__always)
+    func account(since before: GradientSync.Timing) {
+        let now = sync.timing
+        phases.communicationWait += now.waiting - before.waiting
+        phases.communicationCountsWait += now.countsWaiting - before.countsWaiting
+        phases.communicationCoalesce += now.coalescing - before.coalescing
+        phases.communicationStart += now.starting - before.starting
+        phases.communicationTest += now.testing - before.testing
+        phases.communicationMerge += now.merging - before.merging
     }
 
     /// Waits for the step's communication; returns the global batch's loss sum.
@@ -155,7 +185,7 @@ public final class TrainingStep<Model: RecModel> {
         try sync.finish()
         phases.exposedCommunication += sync.timing.exposed - before.exposed
         phases.hiddenCommunication += sync.timing.hidden - before.hidden
-        phases.communicationWait += sync.timing.waiting - before.waiting
+        account(since: before)
         return Double(gradients.pointer[parameterCount])
     }
 

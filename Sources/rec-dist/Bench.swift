@@ -156,6 +156,9 @@ enum BenchmarkTable {
                 lines.append(line)
             }
         }
+        for r in report.results where r.comm_exposed_ms > 0 {
+            lines.append("\(r.model):\(r.batch_per_rank) comm exposed \(f(r.comm_exposed_ms, 3)) ms (\(f(r.comm_exposed_fraction * 100, 1))%): coalesce \(f(r.comm_coalesce_ms, 3)), start \(f(r.comm_start_ms, 3)), test \(f(r.comm_test_ms, 3)), wait \(f(r.comm_wait_ms, 3)) (counts \(f(r.comm_counts_wait_ms, 3))), merge \(f(r.comm_merge_ms, 3)); by rank: exposed \(r.comm_exposed_ms_by_rank.map { f($0, 2) }.joined(separator: "/")), wait \(r.comm_wait_ms_by_rank.map { f($0, 2) }.joined(separator: "/"))")
+        }
         for r in report.results {
             var line = "\(r.model):\(r.batch_per_rank) exchange \(r.embedding_exchange), \(r.dense_buckets.count) dense bucket(s); per step \(r.bytes_dense_per_step) B dense"
             if r.embedding_exchange != "none" {
