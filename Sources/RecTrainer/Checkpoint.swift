@@ -241,29 +241,8 @@ public enum Checkpoint {
     /// exactly the shape this run's model has.
     static func load(_ dir: String, state: State, into buffers: Buffers) throws {
         func fail(_ message: String) -> TrainingError { .checkpoint(path: dir, message: message) }
-        let modelFile = try MappedFile(path: dir + "/model.safetensors")
-        let (entries, _) = try SafeTensors.parseHeader(modelFile.bytes, path: dir + "/model.safetensors")
-        var expected: [(String, [Int], UnsafeMutableBufferPointer<Float>)] = buffers.layout.entries.map {
-            ($0.name, $0.shape, UnsafeMutableBufferPointer(start: buffers.parameters.pointer + $0.offset, count: $0.count))
-        }
-        if let t = buffers.tables {
-            for f in 0..<t.fields {
-                expected.append(("embedding.C\(f + 1)", [t.rows(field: f), t.dim],
-                                 UnsafeMutableBufferPointer(start: buffers.embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim)))
-            }
-        }
-        guard Set(entries.keys) == Set(expected.map(\.0)) else {
-            let extra = Set(entries.keys).subtracting(expected.map(\.0)).sorted().prefix(3)
-            let missing = Set(expected.map(\.0)).subtracting(entries.keys).sorted().prefix(3)
-            throw fail("its tensors do not match this model (missing \(Array(missing)), unexpected \(Array(extra))); it was written for a different model configuration")
-        }
-        for (name, shape, _) in expected {
-            let entry = entries[name]!
-            guard entry.shape == shape else {
-                throw fail("tensor \(name) has shape \(entry.shape), this model needs \(shape); it was written for a different model configuration")
-            }
-        }
-        for (name, _, destination) in expected { SafeTensors.copy(entries[name]!, from: modelFile.bytes, into: destination) }
+        try readModelTensors(dir, layout: buffers.layout, parameters: buffers.parameters, tables: buffers.tables,
+                             embeddingTable: buffers.embeddingTable, cause: "it was written for a different model configuration")
 
         let optimizerFile = try MappedFile(path: dir + "/optimizer.safetensors")
         let (stateEntries, _) = try SafeTensors.parseHeader(optimizerFile.bytes, path: dir + "/optimizer.safetensors")
@@ -278,6 +257,37 @@ public enum Checkpoint {
         } catch {
             throw fail("optimizer state: \(error)")
         }
+    }
+
+    /// Copies `dir/model.safetensors` into the parameters (by `layout`) and the embedding tables,
+    /// after checking that it holds exactly those tensors with those shapes; `cause` says what a
+    /// mismatch means to the caller.
+    static func readModelTensors(_ dir: String, layout: ParameterLayout, parameters: FloatBuffer, tables: EmbeddingTables?,
+                                 embeddingTable: FloatBuffer, cause: String) throws {
+        func fail(_ message: String) -> TrainingError { .checkpoint(path: dir, message: message) }
+        let modelFile = try MappedFile(path: dir + "/model.safetensors")
+        let (entries, _) = try SafeTensors.parseHeader(modelFile.bytes, path: dir + "/model.safetensors")
+        var expected: [(name: String, shape: [Int], destination: UnsafeMutableBufferPointer<Float>)] = layout.entries.map {
+            ($0.name, $0.shape, UnsafeMutableBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
+        }
+        if let t = tables {
+            for f in 0..<t.fields {
+                expected.append(("embedding.C\(f + 1)", [t.rows(field: f), t.dim],
+                                 UnsafeMutableBufferPointer(start: embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim)))
+            }
+        }
+        guard Set(entries.keys) == Set(expected.map(\.name)) else {
+            let extra = Set(entries.keys).subtracting(expected.map(\.name)).sorted().prefix(3)
+            let missing = Set(expected.map(\.name)).subtracting(entries.keys).sorted().prefix(3)
+            throw fail("its tensors do not match this model (missing \(Array(missing)), unexpected \(Array(extra))); \(cause)")
+        }
+        for (name, shape, _) in expected {
+            let entry = entries[name]!
+            guard entry.shape == shape else {
+                throw fail("tensor \(name) has shape \(entry.shape), this model needs \(shape); \(cause)")
+            }
+        }
+        for (name, _, destination) in expected { SafeTensors.copy(entries[name]!, from: modelFile.bytes, into: destination) }
     }
 
     /// The newest checkpoint under `root` that validates, skipping damaged ones with a warning.
@@ -344,23 +354,9 @@ extension Checkpoint {
             parameters = FloatBuffer(count: model.layout.count)
             let tables = model.embeddings
             embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * (tables?.dim ?? 1))
-            let file = try MappedFile(path: directory + "/model.safetensors")
-            let (entries, _) = try SafeTensors.parseHeader(file.bytes, path: directory + "/model.safetensors")
-            var expected: [(String, [Int], UnsafeMutableBufferPointer<Float>)] = model.layout.entries.map {
-                ($0.name, $0.shape, UnsafeMutableBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
-            }
-            if let t = tables {
-                for f in 0..<t.fields {
-                    expected.append(("embedding.C\(f + 1)", [t.rows(field: f), t.dim],
-                                     UnsafeMutableBufferPointer(start: embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim)))
-                }
-            }
-            for (name, shape, destination) in expected {
-                guard let entry = entries[name], entry.shape == shape else {
-                    throw TrainingError.checkpoint(path: directory, message: "tensor \(name) is missing or has the wrong shape for its own model configuration")
-                }
-                SafeTensors.copy(entry, from: file.bytes, into: destination)
-            }
+            try Checkpoint.readModelTensors(directory, layout: model.layout, parameters: parameters, tables: tables,
+                                            embeddingTable: embeddingTable,
+                                            cause: "they do not fit the model configuration the checkpoint itself records (a damaged or hand-edited checkpoint)")
         }
 
         /// Click probabilities for `rows`.
