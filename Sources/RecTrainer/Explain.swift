@@ -76,28 +76,22 @@ public enum PermutationImportance {
         for (k, field) in fields.enumerated() {
             let width = field.categorical ? rows.categoricalWidth : rows.denseWidth
             precondition(field.index >= 0 && field.index < width, "field \(field.name) out of range")
-            var drops: [Double] = []
-            if field.categorical {
-                let column = (0..<n).map { rows.categorical[$0 * width + field.index] }
+            // The metric's drop for each repeat of shuffling column `field.index` of `values`
+            // (dense or categorical), which is restored afterwards.
+            func permutationDrops<T>(_ values: UnsafeMutablePointer<T>) -> [Double] {
+                let column = (0..<n).map { values[$0 * width + field.index] }
+                var drops: [Double] = []
                 for r in 0..<repeats {
                     let p = permutation(count: n, seed: seed, repeat: r, field: k)
-                    for i in 0..<n { rows.categorical[i * width + field.index] = column[p[i]] }
+                    for i in 0..<n { values[i * width + field.index] = column[p[i]] }
                     score(rows, probabilities.baseAddress!)
                     let value = evaluate(metric, probabilities: UnsafeBufferPointer(probabilities), labels: labels) ?? baseline
                     drops.append(metric == .auc ? baseline - value : value - baseline)
                 }
-                for i in 0..<n { rows.categorical[i * width + field.index] = column[i] }
-            } else {
-                let column = (0..<n).map { rows.dense[$0 * width + field.index] }
-                for r in 0..<repeats {
-                    let p = permutation(count: n, seed: seed, repeat: r, field: k)
-                    for i in 0..<n { rows.dense[i * width + field.index] = column[p[i]] }
-                    score(rows, probabilities.baseAddress!)
-                    let value = evaluate(metric, probabilities: UnsafeBufferPointer(probabilities), labels: labels) ?? baseline
-                    drops.append(metric == .auc ? baseline - value : value - baseline)
-                }
-                for i in 0..<n { rows.dense[i * width + field.index] = column[i] }
+                for i in 0..<n { values[i * width + field.index] = column[i] }
+                return drops
             }
+            let drops = field.categorical ? permutationDrops(rows.categorical) : permutationDrops(rows.dense)
             results.append(Result(field: field, drops: drops))
             progress(k + 1, fields.count)
         }

@@ -59,14 +59,8 @@ extension Checkpoint.TrainedModel {
 
     /// Probabilities of the rows of `rows` (at most `model.maxBatch`... any count: batched).
     public func probabilities(for rows: FeatureRowsBuffer, into out: UnsafeMutablePointer<Float>) {
-        var start = 0
-        while start < rows.count {
-            let n = min(model.maxBatch, rows.count - start)
-            let logits = model.forward(rows.view(start..<(start + n)), parameters: parameters.pointer,
-                                       embeddingTable: embeddingTable.pointer)
-            for i in 0..<n { out[start + i] = Loss.sigmoid(logits[i]) }
-            start += n
-        }
+        logits(for: rows, into: out)
+        for i in 0..<rows.count { out[i] = Loss.sigmoid(out[i]) }
     }
 
     /// Logits (scores before the sigmoid) of `rows`, written to `out`.

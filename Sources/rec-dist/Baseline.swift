@@ -24,12 +24,9 @@ struct Baseline: ParsableCommand {
     }
 
     func run() throws {
-        do {
+        try exitingOnError {
             let r = try PopularityBaseline.evaluate(path: data, split: evalSplit, k: k)
             print(String(format: "most-popular on %@ (%d users): HR@%d %.4f, NDCG@%d %.4f", r.split, r.groups, k, r.hitRate, k, r.ndcg))
-        } catch {
-            printError("\(error)")
-            throw ExitCode.failure
         }
     }
 }

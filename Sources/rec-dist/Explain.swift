@@ -55,7 +55,7 @@ struct Explain: ParsableCommand {
         BLASKernels.reexecWithNativeKernelsIfNeeded()
         GEMM.setThreads(1)
         bootstrapLogging(logging)
-        do {
+        try exitingOnError {
             let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: 1024)
             let (rows, fields, source) = try loadRows(trained)
             logger.info("explaining \(trained.config.kind.rawValue) on \(rows.count) rows of \(source): \(fields.count) fields x \(repeats) repeats")
@@ -86,12 +86,6 @@ struct Explain: ParsableCommand {
                                                       options: [.prettyPrinted, .sortedKeys])
                 try data.write(to: URL(fileURLWithPath: jsonOut))
             }
-        } catch let error as ValidationError {
-            printError(error.message)
-            throw ExitCode.failure
-        } catch {
-            printError("\(error)")
-            throw ExitCode.failure
         }
     }
 

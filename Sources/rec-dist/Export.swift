@@ -29,7 +29,7 @@ struct Export: ParsableCommand {
 
     func run() throws {
         bootstrapLogging(logging)
-        do {
+        try exitingOnError {
             let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: 1)
             var dataset: PreparedDataset?
             let path = data ?? trained.training.dataPath
@@ -42,12 +42,6 @@ struct Export: ParsableCommand {
             }
             try ModelExport.write(trained, dataset: dataset, to: out)
             logger.info("exported \(trained.config.kind.rawValue) from \(trained.directory) to \(out)/model.safetensors and \(out)/model.json")
-        } catch let error as ValidationError {
-            printError(error.message)
-            throw ExitCode.failure
-        } catch {
-            printError("\(error)")
-            throw ExitCode.failure
         }
     }
 }

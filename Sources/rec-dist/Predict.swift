@@ -64,7 +64,7 @@ struct Predict: ParsableCommand {
         bootstrapLogging(logging, allToStandardError: true)
         let start = Date()
         var rows = 0
-        do {
+        try exitingOnError {
             let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: batchSize)
             let writer = try LineWriter(path: out)
             if PreparedDataset.isDirectory(input) {
@@ -75,12 +75,6 @@ struct Predict: ParsableCommand {
                 rows = try scoreTSV(trained, writer: writer)
             }
             try writer.close()
-        } catch let error as ValidationError {
-            printError(error.message)
-            throw ExitCode.failure
-        } catch {
-            printError("\(error)")
-            throw ExitCode.failure
         }
         let seconds = Date().timeIntervalSince(start)
         logger.info("scored \(rows) rows in \(String(format: "%.2f", seconds)) s (\(Int(Double(rows) / max(seconds, 1e-9))) rows/s)\(out == "-" ? "" : " into \(out)")")

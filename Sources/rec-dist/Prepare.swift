@@ -145,17 +145,12 @@ struct Prepare: ParsableCommand {
         bootstrapLogging(logging)
         let quiet = logging.logLevel > .info
         let log: @Sendable (String) -> Void = { line in if !quiet { logger.info("\(line)") } }
-        let result: Preparer.Result
-        do {
+        let result = try exitingOnError {
             if let like {
-                result = try Preparer.apply(like: like, inputs: input, output: out, format: format, maxBadRows: maxBadRows,
-                                            threads: threads, force: force, log: log)
-            } else {
-                result = try Preparer.run(makeOptions(), log: log)
+                return try Preparer.apply(like: like, inputs: input, output: out, format: format, maxBadRows: maxBadRows,
+                                          threads: threads, force: force, log: log)
             }
-        } catch {
-            printError("\(error)")
-            throw ExitCode.failure
+            return try Preparer.run(makeOptions(), log: log)
         }
         let m = result.manifest
         var lines = ["prepared \(result.directory): " + m.splits.map { "\($0.name) \($0.rows) rows (\($0.positives) positive)" }.joined(separator: ", ")]

@@ -433,6 +433,20 @@ func printError(_ message: String, rank: Int? = nil) {
     FileHandle.standardError.write(Data("\(prefix)error: \(message)\n".utf8))
 }
 
+/// Runs a command's work: an error it throws is printed as one `error:` line and the command
+/// exits with status 1 (a failed run, not a usage error).
+func exitingOnError<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as ValidationError {
+        printError(error.message)
+        throw ExitCode.failure
+    } catch {
+        printError("\(error)")
+        throw ExitCode.failure
+    }
+}
+
 /// Plain console lines: info and below to standard output (or all to standard error, for
 /// commands whose standard output is data), warnings and errors to standard error; lines from
 /// ranks other than 0 carry their rank. Lines go through `Console`, so they never break a live

@@ -52,7 +52,7 @@ struct Recommend: ParsableCommand {
         BLASKernels.reexecWithNativeKernelsIfNeeded()
         GEMM.setThreads(1)
         bootstrapLogging(logging, allToStandardError: true)
-        do {
+        try exitingOnError {
             let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: 1024)
             guard PreparedDataset.isDirectory(data) else {
                 throw ValidationError("--data \(data) is not a directory: recommend needs the prepared dataset the model was trained on (`rec-dist prepare`).")
@@ -118,12 +118,6 @@ struct Recommend: ParsableCommand {
                 logger.notice("notice: \(unknown.count) user(s) not in the training split of \(data) (\(listed)): recommended the \(k) most popular items instead (score column 'popular')")
             }
             if let out, targets.count > 0 { logger.info("wrote the top \(k) of \(targets.count) user(s) to \(out)") }
-        } catch let error as ValidationError {
-            printError(error.message)
-            throw ExitCode.failure
-        } catch {
-            printError("\(error)")
-            throw ExitCode.failure
         }
     }
 

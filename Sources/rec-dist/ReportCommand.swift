@@ -21,7 +21,7 @@ struct ReportCommand: ParsableCommand {
 
     func run() throws {
         bootstrapLogging(logging)
-        do {
+        try exitingOnError {
             guard let text = try? String(contentsOfFile: metrics, encoding: .utf8) else {
                 throw ValidationError("cannot read --metrics \(metrics); pass the file written by `train --metrics-out`.")
             }
@@ -41,12 +41,6 @@ struct ReportCommand: ParsableCommand {
             let html = try Report.html(records: records, title: title, configuration: configuration)
             try html.write(toFile: out, atomically: true, encoding: .utf8)
             logger.info("wrote \(out) (\(records.count) evaluations)")
-        } catch let error as ValidationError {
-            printError(error.message)
-            throw ExitCode.failure
-        } catch {
-            printError("\(error)")
-            throw ExitCode.failure
         }
     }
 }
