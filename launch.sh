@@ -22,13 +22,17 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin="${REC_DIST_BIN:-$here/.build/release/rec-dist}"
 packages=(libopenmpi-dev openmpi-bin libopenblas-dev pkg-config)
+# The tests' Python environment (scripts/requirements-test.txt), never the system Python's.
+venv="$here/.venv"
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "launch.sh: $*"; exit 2; }
 
+# Installs the Debian packages named in the arguments (default: what rec-dist needs) that are missing.
 setup() {
-    local missing=()
-    for p in "${packages[@]}"; do
+    local missing=() wanted=("$@")
+    [ $# -gt 0 ] || wanted=("${packages[@]}")
+    for p in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -eq 0 ]; then return 0; fi
@@ -298,8 +302,26 @@ default_run() {
         --metrics-out "$out/metrics.jsonl" --checkpoint-dir "$out/checkpoints"
 }
 
+# The tests' Python: a virtual environment in .venv (never the system Python) with the packages of
+# scripts/requirements-test.txt, installed again only when that file changes.
+python_env() {
+    local requirements="$here/scripts/requirements-test.txt" stamp="$venv/.requirements"
+    if [ -x "$venv/bin/python3" ] && cmp -s "$requirements" "$stamp"; then return 0; fi
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        command -v python3 >/dev/null && say "python3 has no venv module: installing python3-venv"
+        setup python3 python3-venv
+    fi
+    say "creating $venv with $(tr '\n' ' ' < "$requirements")(pip; takes about a minute the first time)"
+    python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
+        || die "pip could not install scripts/requirements-test.txt into $venv"
+    cp "$requirements" "$stamp"
+}
+
 run_tests() {
     setup
+    command -v chromium >/dev/null || command -v chromium-browser >/dev/null || setup chromium
+    python_env
     cd "$here"
     # The cluster tests' system packages: a real Slurm with munge, and iproute2 for the namespace
     # hosts. Installing takes root; without it those tests are skipped (never in CI, which is root).

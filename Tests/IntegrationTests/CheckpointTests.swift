@@ -139,7 +139,7 @@ struct CheckpointTests {
         let data = input == "tsv" ? try RecDist.synthData(rows: 2000)
             : input == "prepared" ? try UsingModelData.preparedSynth(rows: 2000) : try UsingModelData.preparedMovieLens()
         let root = try RecDist.scratch("numpy-\(model)-\(input)")
-        // The models added with issue 4 train with tanh MLPs: the description carries each MLP's activation.
+        // These models train with tanh MLPs here: the description carries each MLP's activation.
         let extra = ["mlp", "dlrm"].contains(model) ? [] : ["--activation", "tanh"]
         var out = try RecDist.ranks(2, ["train", "--data", data, "--model", model, "--hash-buckets", "1000",
                                         "--steps", "30", "--checkpoint-dir", root] + extra)
@@ -154,9 +154,9 @@ struct CheckpointTests {
         #expect((description["input"] as? [String: Any])?["kind"] as? String == (prepared ? "prepared" : "criteo-tsv"))
         let ops = (description["graph"] as! [[String: Any]]).map { $0["op"] as! String }
         #expect(ops.last == "sigmoid" && ops.contains("linear") && (model != "dlrm" || ops.contains("dot_interaction")), "\(ops)")
-        let py = try RecDist.run("/usr/bin/env", ["python3", RecDist.packageRoot + "/examples/score.py", root + "/serving", data,
+        let py = try RecDist.run(RecDist.python, [RecDist.packageRoot + "/examples/score.py", root + "/serving", data,
                                                   "--limit", "100"] + (prepared ? ["--split", "valid"] : []))
-        try #require(py.status == 0, "examples/score.py failed (is `pip install safetensors numpy` done? .ci/run does it): \(py.all)")
+        try #require(py.status == 0, "examples/score.py failed (./launch.sh test creates .venv with safetensors and numpy): \(py.all)")
         let theirs = py.stdout.split(separator: "\n").compactMap { Double($0) }
         #expect(ours.count == 100 && theirs.count == 100)
         let worst = zip(ours, theirs).map { abs($0 - $1) }.max() ?? 1

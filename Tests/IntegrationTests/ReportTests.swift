@@ -25,7 +25,7 @@ struct ReportTests {
 
         // A browser renders it: the DOM has one polyline per curve, and a screenshot has content.
         let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
-        let browser = try #require(chromium, "headless Chromium is needed (.ci/run installs Debian's chromium)")
+        let browser = try #require(chromium, "headless Chromium is needed (./launch.sh test installs Debian's chromium)")
         let flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1600"]
         let dom = try RecDist.run(browser, flags + ["--dump-dom", "file://" + dir + "/r.html"], timeout: 120)
         #expect(dom.status == 0, "\(dom.stderr)")

@@ -18,6 +18,12 @@ enum RecDist {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().path
 
+    /// The tests' Python: the project's virtual environment, which `./launch.sh test` creates with
+    /// scripts/requirements-test.txt (`$REC_DIST_PYTHON` overrides it).
+    static var python: String {
+        ProcessInfo.processInfo.environment["REC_DIST_PYTHON"] ?? packageRoot + "/.venv/bin/python3"
+    }
+
     struct Output {
         var status: Int32
         var stdout: String

@@ -429,7 +429,7 @@ struct ExplainTests {
 
         // The chart renders in a browser: a bar per field and a readable page.
         let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
-        let browser = try #require(chromium, "headless Chromium is needed (.ci/run installs Debian's chromium)")
+        let browser = try #require(chromium, "headless Chromium is needed (./launch.sh test installs Debian's chromium)")
         let flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,1400"]
         let dom = try RecDist.run(browser, flags + ["--dump-dom", "file://" + dir + "/explain.html"], timeout: 120)
         #expect(dom.status == 0, "\(dom.stderr)")
