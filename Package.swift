@@ -33,18 +33,26 @@ let package = Package(
         .target(name: "RecCore", dependencies: ["COpenBLAS", "CIntrinsics"], swiftSettings: swiftSettings),
         // Raw formats, the synthetic default dataset, per-rank sharding and batches.
         .target(name: "RecData", dependencies: ["RecCore"], swiftSettings: swiftSettings),
-        // The Communicator protocol, the 1-rank and in-process N-rank communicators, gradient sync.
+        // The Communicator protocol, the 1-rank communicator, gradient sync.
         .target(name: "RecDistributed", dependencies: ["RecCore", "CIntrinsics"], swiftSettings: swiftSettings),
+        // Test double: N ranks on threads of one process (InProcessGroup), for tests and debugging.
+        .target(name: "RecDistributedTesting", dependencies: ["RecDistributed"], swiftSettings: swiftSettings),
         // MPICommunicator: the only Swift code that imports CMPI.
         .target(name: "RecMPI", dependencies: ["CMPI", "RecDistributed"], swiftSettings: swiftSettings),
-        // The training loop, evaluation, checkpoints, metrics log.
+        // Checkpoint files: safetensors, CRC-32, the checksummed file sink.
+        .target(name: "RecCheckpoint", dependencies: ["RecCore", "RecData"], swiftSettings: swiftSettings),
+        // The training loop, evaluation, what a training checkpoint holds, metrics log, benchmark.
         .target(name: "RecTrainer",
-                dependencies: ["RecCore", "RecData", "RecDistributed",
+                dependencies: ["RecCore", "RecData", "RecDistributed", "RecCheckpoint",
                                .product(name: "Logging", package: "swift-log")],
+                swiftSettings: swiftSettings),
+        // Using a trained model: load it, predict, recommend, explain, export, report, baselines.
+        .target(name: "RecInference",
+                dependencies: ["RecCore", "RecData", "RecCheckpoint", "RecTrainer"],
                 swiftSettings: swiftSettings),
         // The CLI: parsing, validation, exit codes.
         .executableTarget(name: "rec-dist",
-                          dependencies: ["RecTrainer", "RecMPI", "RecData", "RecCore",
+                          dependencies: ["RecInference", "RecTrainer", "RecCheckpoint", "RecMPI", "RecData", "RecCore",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")],
                           swiftSettings: swiftSettings),
@@ -55,16 +63,20 @@ let package = Package(
         .testTarget(name: "RecCoreTests", dependencies: ["RecCore"], swiftSettings: swiftSettings),
         .testTarget(name: "RecDataTests", dependencies: ["RecData"], swiftSettings: swiftSettings),
         .testTarget(name: "RecDistributedTests",
-                    dependencies: ["RecDistributed", "RecTrainer", "RecData", "RecCore"],
+                    dependencies: ["RecDistributed", "RecDistributedTesting", "RecInference", "RecTrainer",
+                                   "RecCheckpoint", "RecData", "RecCore"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "RecTrainerTests",
-                    dependencies: ["RecTrainer", "RecDistributed", "RecData", "RecCore",
+                    dependencies: ["RecTrainer", "RecCheckpoint", "RecDistributed", "RecData", "RecCore",
                                    .product(name: "Logging", package: "swift-log")],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "RecInferenceTests",
+                    dependencies: ["RecInference", "RecTrainer", "RecData", "RecCore"],
                     swiftSettings: swiftSettings),
         // Guards that are not timed: no heap allocation per training step, the bytes each
         // gradient exchange path moves, nonblocking collectives against blocking ones.
         .testTarget(name: "PerformanceTests",
-                    dependencies: ["RecTrainer", "RecDistributed", "RecCore", "AllocationCounter"],
+                    dependencies: ["RecTrainer", "RecDistributed", "RecDistributedTesting", "RecCore", "AllocationCounter"],
                     swiftSettings: swiftSettings),
         // End to end: runs the built rec-dist binary, also under real mpirun.
         .testTarget(name: "IntegrationTests", dependencies: ["rec-dist"], swiftSettings: swiftSettings),

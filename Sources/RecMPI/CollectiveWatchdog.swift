@@ -1,4 +1,5 @@
 import CMPI
+import Foundation
 import RecDistributed
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import Foundation
+import RecCheckpoint
 import RecCore
 import RecData
 
@@ -131,6 +132,9 @@ public enum Checkpoint {
             if case let TrainingError.checkpoint(path, message) = error {
                 throw TrainingError.checkpoint(path: path, message: "\(message); \(previous)")
             }
+            if let error = error as? CheckpointError {
+                throw TrainingError.checkpoint(path: error.path, message: "\(error.message); \(previous)")
+            }
             throw TrainingError.checkpoint(path: final, message: "\(error.localizedDescription); \(previous)")
         }
         try writePointer(root: root, file: "latest", to: name)
@@ -140,9 +144,11 @@ public enum Checkpoint {
     /// Replaces `root/file` with a line naming `target`, atomically.
     static func writePointer(root: String, file: String, to target: String) throws {
         let temporary = root + "/.\(file).tmp-\(getpid())"
-        let sink = try FileSink(path: temporary)
-        try sink.write(Data((target + "\n").utf8))
-        try sink.close()
+        try reported {
+            let sink = try FileSink(path: temporary)
+            try sink.write(Data((target + "\n").utf8))
+            try sink.close()
+        }
         guard rename(temporary, root + "/" + file) == 0 else {
             throw TrainingError.checkpoint(path: root + "/" + file, message: "rename failed: \(errnoString())")
         }
@@ -186,6 +192,16 @@ public enum Checkpoint {
         let decoder = JSONDecoder()
         decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
         return decoder
+    }
+
+    /// Runs `body`, reporting a checkpoint file's error as `TrainingError.checkpoint` (with the
+    /// same text), the error every rank and the CLI handle as a run's checkpoint failure.
+    static func reported<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as CheckpointError {
+            throw TrainingError.checkpoint(path: error.path, message: error.message)
+        }
     }
 
     static func fsyncPath(_ path: String) {
@@ -245,7 +261,7 @@ public enum Checkpoint {
                              embeddingTable: buffers.embeddingTable, cause: "it was written for a different model configuration")
 
         let optimizerFile = try MappedFile(path: dir + "/optimizer.safetensors")
-        let (stateEntries, _) = try SafeTensors.parseHeader(optimizerFile.bytes, path: dir + "/optimizer.safetensors")
+        let (stateEntries, _) = try reported { try SafeTensors.parseHeader(optimizerFile.bytes, path: dir + "/optimizer.safetensors") }
         var loaded: [(name: String, values: [Float])] = []
         for (name, entry) in stateEntries.sorted(by: { $0.key < $1.key }) {
             var values = [Float](repeating: 0, count: entry.range.count / 4)
@@ -262,11 +278,11 @@ public enum Checkpoint {
     /// Copies `dir/model.safetensors` into the parameters (by `layout`) and the embedding tables,
     /// after checking that it holds exactly those tensors with those shapes; `cause` says what a
     /// mismatch means to the caller.
-    static func readModelTensors(_ dir: String, layout: ParameterLayout, parameters: FloatBuffer, tables: EmbeddingTables?,
+    package static func readModelTensors(_ dir: String, layout: ParameterLayout, parameters: FloatBuffer, tables: EmbeddingTables?,
                                  embeddingTable: FloatBuffer, cause: String) throws {
         func fail(_ message: String) -> TrainingError { .checkpoint(path: dir, message: message) }
         let modelFile = try MappedFile(path: dir + "/model.safetensors")
-        let (entries, _) = try SafeTensors.parseHeader(modelFile.bytes, path: dir + "/model.safetensors")
+        let (entries, _) = try reported { try SafeTensors.parseHeader(modelFile.bytes, path: dir + "/model.safetensors") }
         var expected: [(name: String, shape: [Int], destination: UnsafeMutableBufferPointer<Float>)] = layout.entries.map {
             ($0.name, $0.shape, UnsafeMutableBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
         }
@@ -310,7 +326,7 @@ public enum Checkpoint {
         _ = try validate(dir)
         let file = dir + "/model.safetensors"
         let data = try Data(contentsOf: URL(fileURLWithPath: file))
-        let (tensors, metadata) = try SafeTensors.decode(data, path: file)
+        let (tensors, metadata) = try reported { try SafeTensors.decode(data, path: file) }
         guard metadata["format"] == "rec-dist", let json = metadata["model"],
               let model = try? JSONDecoder().decode(ModelConfig.self, from: Data(json.utf8)) else {
             throw TrainingError.checkpoint(path: file, message: "no rec-dist model description in the metadata")
@@ -329,39 +345,5 @@ extension Array where Element == (name: String, values: [Float]) {
             }
         }
         return try go(0, [])
-    }
-}
-
-extension Checkpoint {
-    /// A trained model ready to score: its configuration and weights, from a validated checkpoint.
-    public final class TrainedModel {
-        public let directory: String
-        public let config: ModelConfig
-        /// The whole training configuration (data path, the prepared dataset's schema hash...).
-        public let training: TrainingConfig
-        public let model: any RecModel
-        public let parameters: FloatBuffer
-        public let embeddingTable: FloatBuffer
-
-        /// Loads the checkpoint at `path` (a step directory, or a root with `latest`) for
-        /// scoring batches of up to `maxBatch` rows.
-        public init(path: String, maxBatch: Int = 1024) throws {
-            directory = try Checkpoint.resolve(path)
-            let state = try Checkpoint.validate(directory)
-            config = state.config.model
-            training = state.config
-            model = makeModel(config, maxBatch: maxBatch)
-            parameters = FloatBuffer(count: model.layout.count)
-            let tables = model.embeddings
-            embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * (tables?.dim ?? 1))
-            try Checkpoint.readModelTensors(directory, layout: model.layout, parameters: parameters, tables: tables,
-                                            embeddingTable: embeddingTable,
-                                            cause: "they do not fit the model configuration the checkpoint itself records (a damaged or hand-edited checkpoint)")
-        }
-
-        /// Click probabilities for `rows`.
-        public func predict(_ rows: CriteoRows) -> [Float] {
-            Trainer.predictions(model: model, rows: rows, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
-        }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import RecInference
 import RecTrainer
 
 struct Baseline: ParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import RecData
+import RecInference
 import RecTrainer
 
 struct Export: ParsableCommand {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import RecCore
 import RecData
+import RecInference
 import RecTrainer
 
 struct Predict: ParsableCommand {

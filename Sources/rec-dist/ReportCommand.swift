@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import RecInference
 import RecTrainer
 
 struct ReportCommand: ParsableCommand {

@@ -1,6 +1,7 @@
 import AllocationCounter
 import RecCore
 import RecDistributed
+import RecDistributedTesting
 @testable import RecTrainer
 import Testing
 

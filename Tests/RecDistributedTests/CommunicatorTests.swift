@@ -1,6 +1,7 @@
 import Foundation
 import RecCore
 import RecDistributed
+import RecDistributedTesting
 import Testing
 
 /// The in-process N-rank communicator against serial references, and the gradient sync against

@@ -3,6 +3,8 @@ import Logging
 import RecCore
 import RecData
 import RecDistributed
+import RecDistributedTesting
+import RecInference
 @testable import RecTrainer
 import Testing
 

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import RecCheckpoint
 import RecCore
 import RecData
 import RecDistributed

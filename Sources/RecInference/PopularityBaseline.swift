@@ -1,6 +1,8 @@
 import Foundation
+import RecCheckpoint
 import RecCore
 import RecData
+import RecTrainer
 
 /// The most-popular-items baseline of leave-last-out evaluation: every candidate is scored by
 /// how many positive training rows its item has, the same for every user, and ranked with the

@@ -57,7 +57,7 @@ public enum SafeTensors {
     }
 
     /// Writes a whole safetensors file through `sink` (header, then each tensor's bytes).
-    static func write(_ tensors: [Source], metadata: [String: String], to sink: FileSink) throws {
+    package static func write(_ tensors: [Source], metadata: [String: String], to sink: FileSink) throws {
         #if _endian(big)
         #error("safetensors data is little-endian; add byte swapping for big-endian hosts")
         #endif
@@ -86,8 +86,8 @@ public enum SafeTensors {
     /// with a shape whose size matches its offsets, and lie inside the file. Never reads out of bounds.
     public static func parseHeader(_ file: UnsafeRawBufferPointer, path: String) throws
         -> (entries: [String: Entry], metadata: [String: String]) {
-        func fail(_ message: String) -> TrainingError {
-            .checkpoint(path: path, message: "\(message); the file is damaged or not a rec-dist safetensors file")
+        func fail(_ message: String) -> CheckpointError {
+            CheckpointError(path: path, message: "\(message); the file is damaged or not a rec-dist safetensors file")
         }
         guard file.count >= 8 else { throw fail("only \(file.count) bytes") }
         var length: UInt64 = 0
@@ -149,24 +149,24 @@ public enum SafeTensors {
 
 /// A file written through a descriptor, checksummed as it goes, fsynced on close. Errors name
 /// the file and the cause (for example "No space left on device").
-final class FileSink {
-    let path: String
+package final class FileSink {
+    package let path: String
     private let fd: Int32
     private var isOpen = true
-    private(set) var crc = CRC32()
-    private(set) var bytes = 0
+    package private(set) var crc = CRC32()
+    package private(set) var bytes = 0
 
-    init(path: String) throws {
+    package init(path: String) throws {
         self.path = path
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw TrainingError.checkpoint(path: path, message: "cannot create: \(errnoString())") }
+        guard fd >= 0 else { throw CheckpointError(path: path, message: "cannot create: \(errnoString())") }
     }
 
-    func write(_ data: Data) throws {
+    package func write(_ data: Data) throws {
         try data.withUnsafeBytes { try write($0) }
     }
 
-    func write(_ raw: UnsafeRawBufferPointer) throws {
+    package func write(_ raw: UnsafeRawBufferPointer) throws {
         guard let base = raw.baseAddress else { return }
         crc.update(raw)
         var done = 0
@@ -174,7 +174,7 @@ final class FileSink {
             let n = Glibc.write(fd, base + done, min(raw.count - done, 1 << 26))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw TrainingError.checkpoint(path: path, message: "write failed: \(errnoString())")
+                throw CheckpointError(path: path, message: "write failed: \(errnoString())")
             }
             done += n
         }
@@ -182,16 +182,16 @@ final class FileSink {
     }
 
     /// fsyncs and closes; throws if either fails (a full disk may only show here).
-    func close() throws {
+    package func close() throws {
         isOpen = false
         let synced = fsync(fd) == 0 ? nil : errnoString()
         let closed = Glibc.close(fd) == 0 ? nil : errnoString()
-        if let e = synced ?? closed { throw TrainingError.checkpoint(path: path, message: "fsync/close failed: \(e)") }
+        if let e = synced ?? closed { throw CheckpointError(path: path, message: "fsync/close failed: \(e)") }
     }
 
     deinit { if isOpen { _ = Glibc.close(fd) } }
 }
 
-func errnoString() -> String {
+package func errnoString() -> String {
     String(cString: strerror(errno))
 }

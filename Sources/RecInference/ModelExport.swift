@@ -1,6 +1,8 @@
 import Foundation
+import RecCheckpoint
 import RecCore
 import RecData
+import RecTrainer
 
 /// Export for serving: the weights (`model.safetensors`, as in the checkpoint) and `model.json`,
 /// a description from which a small program reproduces `rec-dist predict` exactly

@@ -1,7 +1,7 @@
 import Foundation
 import RecCore
 import RecData
-@testable import RecTrainer
+@testable import RecInference
 import Testing
 
 /// Permutation importance against a hand computation on a tiny model.

@@ -1,6 +1,8 @@
 import Foundation
+import RecCheckpoint
 import RecCore
 import RecData
+import RecTrainer
 
 /// Permutation feature importance (Breiman 2001; scikit-learn's `permutation_importance`): the
 /// evaluation metric on the rows as they are, then again with one field's column shuffled across

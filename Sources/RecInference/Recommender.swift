@@ -1,6 +1,8 @@
 import Foundation
+import RecCheckpoint
 import RecCore
 import RecData
+import RecTrainer
 
 /// The item catalog of a prepared dataset with user and item fields, for `recommend`: every
 /// distinct item id of the training split with one representative row (its item-side fields),

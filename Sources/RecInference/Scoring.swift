@@ -1,6 +1,8 @@
 import Foundation
+import RecCheckpoint
 import RecCore
 import RecData
+import RecTrainer
 
 /// Scoring a trained model on a prepared dataset: the compatibility check every command that
 /// reads a dataset with a checkpoint makes (`predict`, `recommend`, `explain`), and streaming

@@ -1,4 +1,5 @@
 import Foundation
+import RecDistributed
 
 /// N ranks on N threads of one process: the test double for `MPICommunicator`.
 ///
