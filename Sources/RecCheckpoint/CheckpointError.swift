@@ -1,3 +1,5 @@
+import RecData
+
 /// A checkpoint or safetensors file that cannot be written or read: the file, and what is wrong
 /// with it or what to do. The trainer reports it as `TrainingError.checkpoint` with the same text.
 public struct CheckpointError: Error, CustomStringConvertible {
@@ -10,4 +12,11 @@ public struct CheckpointError: Error, CustomStringConvertible {
     }
 
     public var description: String { "checkpoint '\(path)': \(message)" }
+}
+
+extension CheckpointError {
+    /// A file error met while writing or reading a checkpoint, with its text.
+    public init(_ error: DataError) {
+        self.init(path: error.file, message: error.message + (error.hint.map { " (\($0))" } ?? ""))
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import RecData
 
 /// The safetensors format (huggingface/safetensors): an 8-byte little-endian header length N,
 /// N bytes of JSON mapping each tensor name to `dtype`, `shape` and `data_offsets` (relative to
@@ -57,7 +58,7 @@ public enum SafeTensors {
     }
 
     /// Writes a whole safetensors file through `sink` (header, then each tensor's bytes).
-    package static func write(_ tensors: [Source], metadata: [String: String], to sink: FileSink) throws {
+    public static func write(_ tensors: [Source], metadata: [String: String], to sink: FileSink) throws {
         #if _endian(big)
         #error("safetensors data is little-endian; add byte swapping for big-endian hosts")
         #endif
@@ -147,51 +148,29 @@ public enum SafeTensors {
     }
 }
 
-/// A file written through a descriptor, checksummed as it goes, fsynced on close. Errors name
-/// the file and the cause (for example "No space left on device").
-package final class FileSink {
-    package let path: String
-    private let fd: Int32
-    private var isOpen = true
-    package private(set) var crc = CRC32()
-    package private(set) var bytes = 0
+/// A checkpoint file: an `OutputFile` (fsynced on close) that keeps the CRC-32 and size of what
+/// went through it, for CHECKSUMS.
+public final class FileSink {
+    private let file: OutputFile
+    public private(set) var crc = CRC32()
+    public var path: String { file.path }
+    public var bytes: Int { file.bytes }
 
-    package init(path: String) throws {
-        self.path = path
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CheckpointError(path: path, message: "cannot create: \(errnoString())") }
+    public init(path: String) throws(CheckpointError) {
+        do { file = try OutputFile(path: path) } catch { throw CheckpointError(error) }
     }
 
-    package func write(_ data: Data) throws {
+    public func write(_ data: Data) throws {
         try data.withUnsafeBytes { try write($0) }
     }
 
-    package func write(_ raw: UnsafeRawBufferPointer) throws {
-        guard let base = raw.baseAddress else { return }
+    public func write(_ raw: UnsafeRawBufferPointer) throws(CheckpointError) {
         crc.update(raw)
-        var done = 0
-        while done < raw.count {
-            let n = Glibc.write(fd, base + done, min(raw.count - done, 1 << 26))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CheckpointError(path: path, message: "write failed: \(errnoString())")
-            }
-            done += n
-        }
-        bytes += raw.count
+        do { try file.write(raw) } catch { throw CheckpointError(error) }
     }
 
     /// fsyncs and closes; throws if either fails (a full disk may only show here).
-    package func close() throws {
-        isOpen = false
-        let synced = fsync(fd) == 0 ? nil : errnoString()
-        let closed = Glibc.close(fd) == 0 ? nil : errnoString()
-        if let e = synced ?? closed { throw CheckpointError(path: path, message: "fsync/close failed: \(e)") }
+    public func close() throws(CheckpointError) {
+        do { try file.close() } catch { throw CheckpointError(error) }
     }
-
-    deinit { if isOpen { _ = Glibc.close(fd) } }
-}
-
-package func errnoString() -> String {
-    String(cString: strerror(errno))
 }

@@ -28,24 +28,16 @@ public enum Dropout {
         return h << 8   // room for the layer index added to it
     }
 
-    @inline(__always)
-    static func mix(_ x: UInt64) -> UInt64 {
-        var z = x &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
     /// Whether unit `unit` of global example `example` is kept at `step` (`stream`: the layer).
     @inline(__always)
     public static func keep(seed: UInt64, stream: UInt64, step: Int, example: Int, unit: Int, rate: Float) -> Bool {
-        let base = mix(mix(mix(seed ^ stream) ^ UInt64(truncatingIfNeeded: step)) ^ UInt64(truncatingIfNeeded: example))
+        let base = SplitMix64.mix(SplitMix64.mix(SplitMix64.mix(seed ^ stream) ^ UInt64(truncatingIfNeeded: step)) ^ UInt64(truncatingIfNeeded: example))
         return keep(base: base, unit: unit, rate: rate)
     }
 
     @inline(__always)
     static func keep(base: UInt64, unit: Int, rate: Float) -> Bool {
-        let h = mix(base ^ UInt64(truncatingIfNeeded: unit))
+        let h = SplitMix64.mix(base ^ UInt64(truncatingIfNeeded: unit))
         return Float(h >> 40) * (1 / 16_777_216) >= rate
     }
 
@@ -55,9 +47,9 @@ public enum Dropout {
     public static func apply(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, rows: Int, columns: Int,
                              rate: Float, context: TrainingContext, stream: UInt64) {
         let scale = 1 / (1 - rate)
-        let stepHash = mix(mix(context.seed ^ stream) ^ UInt64(truncatingIfNeeded: context.step))
+        let stepHash = SplitMix64.mix(SplitMix64.mix(context.seed ^ stream) ^ UInt64(truncatingIfNeeded: context.step))
         for b in 0..<rows {
-            let base = mix(stepHash ^ UInt64(truncatingIfNeeded: context.firstExample + b))
+            let base = SplitMix64.mix(stepHash ^ UInt64(truncatingIfNeeded: context.firstExample + b))
             let s = src + b * columns, d = dst + b * columns
             for j in 0..<columns { d[j] = keep(base: base, unit: j, rate: rate) ? s[j] * scale : 0 }
         }

@@ -21,11 +21,9 @@ public struct RNG: RandomNumberGenerator, Sendable {
 
     @inline(__always)
     static func splitMix(_ x: inout UInt64) -> UInt64 {
-        x &+= 0x9E37_79B9_7F4A_7C15
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        let z = SplitMix64.mix(x)
+        x &+= SplitMix64.gamma
+        return z
     }
 
     @inline(__always)
@@ -72,3 +70,20 @@ public struct RNG: RandomNumberGenerator, Sendable {
     }
 }
 
+
+/// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators", 2014) as
+/// a stateless mixer: `mix(x)` is the generator's output for state `x`, which spreads `x` over all
+/// 64 bits. Seeds `RNG`, derives per-purpose seeds, keys dropout masks and hashes short values.
+public enum SplitMix64 {
+    /// The generator's increment (2^64 / golden ratio, odd).
+    public static let gamma: UInt64 = 0x9E37_79B9_7F4A_7C15
+
+    /// The output for state `x`: `x + gamma` through the two xor-shift-multiply rounds.
+    @inlinable @inline(__always)
+    public static func mix(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -98,7 +98,7 @@ public struct EpochPermutation: Sendable {
         rows = order.rows
         shuffle = order.shuffle
         window = order.window
-        seed = SynthGenerator.mix64(order.seed ^ SynthGenerator.mix64(UInt64(epoch) &+ 0x5F1E))
+        seed = SplitMix64.mix(order.seed ^ SplitMix64.mix(UInt64(epoch) &+ 0x5F1E))
         if !order.shuffle || order.rows == 0 {
             whole = nil
             windows = nil
@@ -143,7 +143,7 @@ public struct EpochPermutation: Sendable {
         }
         let w = windows.apply(slot)
         let size = w == windows.count - 1 ? lastWindowRows : window
-        let inner = FeistelPermutation(count: size, seed: seed ^ SynthGenerator.mix64(UInt64(w) &+ 1))
+        let inner = FeistelPermutation(count: size, seed: seed ^ SplitMix64.mix(UInt64(w) &+ 1))
         return w * window + inner.apply(offset)
     }
 }

@@ -49,16 +49,8 @@ final class FileWriter {
 
     /// Writes the buffered bytes to the file.
     func flush() throws(DataError) {
-        var done = 0
-        while done < used {
-            let n = write(fd, buffer + done, used - done)
-            if n < 0 {
-                let code = errno
-                if code == EINTR { continue }
-                throw DataError(file: path, message: "cannot write '\(temporaryPath)': \(DataError.systemMessage(code))",
-                                hint: code == ENOSPC ? "the disk is full; free space or write elsewhere" : nil)
-            }
-            done += n
+        if let code = writeFully(fd, UnsafeRawBufferPointer(start: buffer, count: used)) {
+            throw DataError.writeFailed(path, code: code, what: "cannot write '\(temporaryPath)'")
         }
         used = 0
     }

@@ -23,7 +23,7 @@ public enum Preparer {
     /// Runs `options` and returns the manifest written. `log` receives progress lines.
     public static func run(_ options: PrepareOptions, log: @escaping @Sendable (String) -> Void = { _ in }) throws(DataError) -> Result {
         try check(options)
-        let output = try OutputDirectory(path: options.output, force: options.force)
+        let output = try AtomicDirectory.preparing(path: options.output, force: options.force)
         do {
             let start = Date()
             var layout = try resolveLayout(options)
@@ -164,12 +164,9 @@ public enum Preparer {
     /// A seeded hash of (file, line), uniform in [0, 1): the random split's coin.
     @inline(__always)
     static func splitCoin(seed: UInt64, file: Int, line: Int) -> Double {
-        let x = mix64(seed ^ mix64(UInt64(file) << 40 ^ UInt64(line)))
+        let x = SplitMix64.mix(seed ^ SplitMix64.mix(UInt64(file) << 40 ^ UInt64(line)))
         return Double(x >> 11) * (1.0 / 9_007_199_254_740_992.0)
     }
-
-    @inline(__always)
-    static func mix64(_ x: UInt64) -> UInt64 { SynthGenerator.mix64(x) }
 }
 
 /// One bad input row: where, what, and its bytes (for the rejects file).
@@ -316,113 +313,6 @@ struct DenseTransformer: Sendable {
     }
 }
 
-/// The output directory: a hidden temporary sibling while writing, renamed into place at the end.
-final class OutputDirectory {
-    let path: String
-    let temporary: String
-    private var committed = false
-
-    init(path: String, force: Bool) throws(DataError) {
-        let fm = FileManager.default
-        let url = URL(fileURLWithPath: path).standardizedFileURL
-        self.path = url.path
-        let parent = url.deletingLastPathComponent().path
-        let name = url.lastPathComponent
-        temporary = (parent as NSString).appendingPathComponent(".\(name).preparing-\(getpid())")
-        var isDirectory: ObjCBool = false
-        if fm.fileExists(atPath: self.path, isDirectory: &isDirectory) {
-            let hasManifest = fm.fileExists(atPath: (self.path as NSString).appendingPathComponent(PreparedDataset.manifestName))
-            let isEmpty = isDirectory.boolValue && ((try? fm.contentsOfDirectory(atPath: self.path))?.isEmpty ?? false)
-            if !force {
-                throw DataError(file: path, message: hasManifest ? "a prepared dataset already exists here" : "already exists",
-                                hint: hasManifest ? "pass --force to replace it, or choose another --out" : "choose another --out")
-            }
-            if !hasManifest && !isEmpty {
-                throw DataError(file: path, message: "exists and is not a prepared dataset; refusing to replace it, even with --force",
-                                hint: "choose another --out, or remove it yourself")
-            }
-        }
-        do {
-            try fm.createDirectory(atPath: parent, withIntermediateDirectories: true)
-        } catch {
-            throw DataError(file: path, message: "cannot create the parent directory '\(parent)': \(error.localizedDescription)")
-        }
-        Self.removeStale(parent: parent, name: name)
-        try? fm.removeItem(atPath: temporary)
-        guard mkdir(temporary, 0o755) == 0 else {
-            throw DataError(file: path, message: "cannot create '\(temporary)': \(DataError.systemMessage(errno))",
-                            hint: "check that the directory is writable")
-        }
-    }
-
-    deinit { if !committed { abandon() } }
-
-    /// Removes temporary directories of earlier prepares of the same output whose process is gone.
-    static func removeStale(parent: String, name: String) {
-        let prefix = ".\(name).preparing-"
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where entry.hasPrefix(prefix) {
-            guard let pid = Int32(entry.dropFirst(prefix.count)), pid != getpid() else { continue }
-            if kill(pid, 0) != 0 && errno == ESRCH {
-                try? FileManager.default.removeItem(atPath: (parent as NSString).appendingPathComponent(entry))
-            }
-        }
-    }
-
-    /// A path inside the temporary directory.
-    func file(_ name: String) -> String { (temporary as NSString).appendingPathComponent(name) }
-
-    func writeManifest(_ manifest: PreparedManifest) throws(DataError) {
-        let data: Data
-        do {
-            data = try PreparedManifest.encoder().encode(manifest)
-        } catch {
-            throw DataError(file: path, message: "cannot encode the manifest: \(error)")
-        }
-        let target = file(PreparedDataset.manifestName)
-        let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw DataError(file: target, message: "cannot create: \(DataError.systemMessage(errno))") }
-        defer { close(fd) }
-        var bytes = Array(data)
-        bytes.append(0x0A)
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
-        guard written == bytes.count, fsync(fd) == 0 else {
-            throw DataError(file: target, message: "cannot write: \(DataError.systemMessage(errno))", hint: "is the disk full?")
-        }
-    }
-
-    /// Moves the finished dataset into place (replacing an old one only if `--force` allowed it).
-    func commit() throws(DataError) {
-        let fm = FileManager.default
-        var old: String?
-        if fm.fileExists(atPath: path) {
-            let parent = (path as NSString).deletingLastPathComponent
-            let aside = (parent as NSString).appendingPathComponent(".\((path as NSString).lastPathComponent).old-\(getpid())")
-            try? fm.removeItem(atPath: aside)
-            guard rename(path, aside) == 0 else {
-                throw DataError(file: path, message: "cannot move the old dataset aside: \(DataError.systemMessage(errno))")
-            }
-            old = aside
-        }
-        guard rename(temporary, path) == 0 else {
-            let message = DataError.systemMessage(errno)
-            if let old { _ = rename(old, path) }
-            throw DataError(file: path, message: "cannot rename '\(temporary)' into place: \(message)")
-        }
-        committed = true
-        if let old { try? fm.removeItem(atPath: old) }
-        let parentFD = open((path as NSString).deletingLastPathComponent, O_RDONLY)
-        if parentFD >= 0 {
-            _ = fsync(parentFD)
-            close(parentFD)
-        }
-    }
-
-    func abandon() {
-        guard !committed else { return }
-        try? FileManager.default.removeItem(atPath: temporary)
-    }
-}
-
 /// Per-split column buffers for the rows of one chunk.
 final class SplitRows {
     let capacity: Int
@@ -460,7 +350,7 @@ final class StreamingPreparer {
     let options: PrepareOptions
     let layout: InputLayout
     let files: [MappedFile]
-    let output: OutputDirectory
+    let output: AtomicDirectory
     let log: @Sendable (String) -> Void
     let threads: Int
     var chunks: [TextChunk] = []
@@ -470,7 +360,7 @@ final class StreamingPreparer {
     var totalRows = 0
     var positiveKeys: [UInt64] = []
 
-    init(options: PrepareOptions, layout: InputLayout, files: [MappedFile], output: OutputDirectory,
+    init(options: PrepareOptions, layout: InputLayout, files: [MappedFile], output: AtomicDirectory,
          log: @escaping @Sendable (String) -> Void) {
         self.options = options
         self.layout = layout

@@ -15,7 +15,7 @@ final class InteractionPreparer {
     let options: PrepareOptions
     var layout: InputLayout
     let files: [MappedFile]
-    let output: OutputDirectory
+    let output: AtomicDirectory
     let log: @Sendable (String) -> Void
     let keyMode: KeyMode
 
@@ -41,7 +41,7 @@ final class InteractionPreparer {
     var itemNames: [UInt64: String] = [:]
     var itemMetadata: [UInt64: (title: String, genres: String)] = [:]
 
-    init(options: PrepareOptions, layout: InputLayout, files: [MappedFile], output: OutputDirectory,
+    init(options: PrepareOptions, layout: InputLayout, files: [MappedFile], output: AtomicDirectory,
          log: @escaping @Sendable (String) -> Void) {
         self.options = options
         self.layout = layout
@@ -258,7 +258,7 @@ final class InteractionPreparer {
     /// A key for the (user, item) pair, never 0.
     @inline(__always)
     static func pairKey(_ user: UInt64, _ item: UInt64) -> UInt64 {
-        let h = Preparer.mix64(user &* 0x9E37_79B9_7F4A_7C15 ^ (item << 1 | item >> 63))
+        let h = SplitMix64.mix(user &* 0x9E37_79B9_7F4A_7C15 ^ (item << 1 | item >> 63))
         return h == 0 ? 1 : h
     }
 

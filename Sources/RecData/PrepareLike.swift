@@ -157,13 +157,3 @@ extension Preparer {
         return try run(options, log: log)
     }
 }
-
-extension OutputDirectory {
-    /// The manifest's splits: all three, or for rows encoded like another dataset only `test`
-    /// (the empty train and valid files are removed).
-    func keepSplits(_ splits: [PreparedManifest.Split], applied: Bool) -> [PreparedManifest.Split] {
-        guard applied else { return splits }
-        for split in splits where split.name != "test" { try? FileManager.default.removeItem(atPath: file(split.file)) }
-        return splits.filter { $0.name == "test" }
-    }
-}

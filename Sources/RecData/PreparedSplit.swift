@@ -314,18 +314,7 @@ final class BackgroundWriter: @unchecked Sendable {
     }
 
     private func writeAll(_ bytes: UnsafeRawBufferPointer) -> DataError? {
-        var done = 0
-        while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                let code = errno
-                if code == EINTR { continue }
-                return DataError(file: path, message: "cannot write: \(DataError.systemMessage(code))",
-                                 hint: code == ENOSPC ? "the disk is full; free space or prepare elsewhere" : nil)
-            }
-            done += n
-        }
-        return nil
+        writeFully(fd, bytes).map { DataError.writeFailed(path, code: $0) }
     }
 }
 

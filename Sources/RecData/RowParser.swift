@@ -1,3 +1,5 @@
+import RecCore
+
 /// How a categorical value's bytes become its 64-bit key (0 is reserved for "missing").
 enum KeyMode: Sendable {
     /// `CriteoRows.hashCategorical` (32 bits), as raw Criteo TSV training hashes values: a
@@ -86,7 +88,7 @@ final class RowParser {
                 a = UInt64(p.load(as: UInt8.self)) | UInt64(p.load(fromByteOffset: n / 2, as: UInt8.self)) << 8
                     | UInt64(p.load(fromByteOffset: n - 1, as: UInt8.self)) << 16
             }
-            h = SynthGenerator.mix64((a &* 0x9E37_79B9_7F4A_7C15) ^ SynthGenerator.mix64(b ^ (UInt64(n) << 56) ^ 0x7265_632D_6469_7374))
+            h = SplitMix64.mix((a &* 0x9E37_79B9_7F4A_7C15) ^ SplitMix64.mix(b ^ (UInt64(n) << 56) ^ 0x7265_632D_6469_7374))
         } else {
             h = XXH64.hash(bytes, seed: 0x7265_632D_6469_7374)
         }

@@ -378,7 +378,7 @@ public struct SynthGenerator: Sendable {
     @inline(__always)
     func sampleRow(_ index: Int, dense: UnsafeMutablePointer<Int64>,
                    categorical: UnsafeMutablePointer<Int32>) -> (label: Bool, probability: Double) {
-        var rng = RNG(seed: seed ^ SynthGenerator.mix64(UInt64(index)), stream: 0x5EED_0003)
+        var rng = RNG(seed: seed ^ SplitMix64.mix(UInt64(index)), stream: 0x5EED_0003)
         drawFeatures(&rng, dense: dense, categorical: categorical)
         let probability = 1 / (1 + exp(-(intercept + logit(dense: dense, categorical: categorical))))
         let label = rng.nextDouble() < probability
@@ -473,15 +473,6 @@ public struct SynthGenerator: Sendable {
         let radius = (-2 * log(u1)).squareRoot()
         let angle = 2 * Double.pi * u2
         return (radius * cos(angle), radius * sin(angle))
-    }
-
-    /// SplitMix64's finalizer: spreads a row index over all 64 bits.
-    @inline(__always)
-    public static func mix64(_ x: UInt64) -> UInt64 {
-        var z = x &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 
     /// Fills `table[start..<start + count]` with Vose's alias table for `P(k) ~ (k + 1)^-exponent`,

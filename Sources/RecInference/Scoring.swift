@@ -141,18 +141,7 @@ public final class LineWriter {
     }
 
     public func flush() throws {
-        var done = 0
-        try buffer.withUnsafeBytes { bytes in
-            while done < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw DataError(file: path, message: "cannot write: \(String(cString: strerror(errno)))",
-                                    hint: errno == ENOSPC ? "the disk is full" : nil)
-                }
-                done += n
-            }
-        }
+        if let code = buffer.withUnsafeBytes({ writeFully(fd, $0) }) { throw DataError.writeFailed(path, code: code) }
         buffer.removeAll(keepingCapacity: true)
     }
 

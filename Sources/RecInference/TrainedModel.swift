@@ -1,3 +1,4 @@
+import RecCheckpoint
 import RecCore
 import RecData
 import RecTrainer
@@ -24,9 +25,9 @@ extension Checkpoint {
             parameters = FloatBuffer(count: model.layout.count)
             let tables = model.embeddings
             embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * (tables?.dim ?? 1))
-            try Checkpoint.readModelTensors(directory, layout: model.layout, parameters: parameters, tables: tables,
-                                            embeddingTable: embeddingTable,
-                                            cause: "they do not fit the model configuration the checkpoint itself records (a damaged or hand-edited checkpoint)")
+            try CheckpointDirectory.readModelTensors(directory, layout: model.layout, parameters: parameters, tables: tables,
+                                                     embeddingTable: embeddingTable,
+                                                     cause: "they do not fit the model configuration the checkpoint itself records (a damaged or hand-edited checkpoint)")
         }
 
         /// Click probabilities for `rows`.

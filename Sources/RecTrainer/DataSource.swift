@@ -97,7 +97,7 @@ extension Trainer {
             resumeShard = BlockCyclicShard(rank: rank, worldSize: worldSize, blockSize: config.batchSize, rows: resumeOffset..<n)
         }
         let order = EpochOrder(rows: n, shuffle: options.shuffle,
-                               seed: SynthGenerator.mix64(config.seed ^ 0x5348_5546_464C_45), window: options.shuffleWindow)
+                               seed: SplitMix64.mix(config.seed ^ 0x5348_5546_464C_45), window: options.shuffleWindow)
         let loader = PreparedBatchLoader(split: train, shard: shard, order: order, prefetch: max(options.prefetch, 2),
                                          residentBudget: options.residentBytes)
         if rank == 0 && loader.gathersWithReads {

@@ -60,7 +60,7 @@ struct CheckpointCorruptionTests {
     /// Rewrites CHECKSUMS to match the files as they are now (a "careful" hand edit).
     static func resum(_ dir: String) throws {
         var lines: [String] = []
-        for file in Checkpoint.files {
+        for file in CheckpointDirectory.files {
             let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + file))
             let crc = data.withUnsafeBytes { CRC32.checksum($0) }
             lines.append(String(format: "%08x %d %@", crc, data.count, file))

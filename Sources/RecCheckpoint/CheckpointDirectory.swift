@@ -1,0 +1,187 @@
+import Foundation
+import RecCore
+import RecData
+
+/// The files of checkpoints under a root directory, whatever the run state they carry.
+///
+/// A checkpoint is a directory `step-NNNNNNNN` under the root, holding `model.safetensors` (the
+/// dense tensors by layout name, and each field's embedding table as `embedding.C<k>` with shape
+/// (rows, dim); the metadata carries the model configuration), `optimizer.safetensors`,
+/// `trainer.json`, and `CHECKSUMS`: size and CRC-32 of each of the three, checked before anything
+/// is loaded. `latest` (and `best`) name a checkpoint by a line of text.
+///
+/// Writing is atomic: the files go into a hidden temporary directory (an `AtomicDirectory`), each
+/// is fsynced, the directory is renamed into place and the root fsynced; then `latest` is replaced
+/// by rename. A crash or a full disk leaves the previous checkpoint intact.
+public enum CheckpointDirectory {
+    /// The files every checkpoint holds, each listed in `CHECKSUMS`.
+    public static let files = ["model.safetensors", "optimizer.safetensors", "trainer.json"]
+
+    /// The directory name of the checkpoint after `step` optimizer steps.
+    public static func name(step: Int) -> String { String(format: "step-%08d", step) }
+
+    // MARK: - Writing
+
+    /// Writes checkpoint `name` under `root` and returns its path: `body` writes each of `files`
+    /// through the sink `open(file)` returns; then CHECKSUMS is written, the directory committed
+    /// and `latest` pointed at it. On failure the temporary directory is removed.
+    public static func write(root: String, name: String, body: (_ open: (String) throws -> FileSink) throws -> Void) throws -> String {
+        do {
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError(path: root, message: "cannot create the directory (\(error.localizedDescription)); choose a writable --checkpoint-dir")
+        }
+        let final = root + "/" + name
+        let directory: AtomicDirectory
+        do { directory = try AtomicDirectory(path: final, tag: "tmp") } catch { throw CheckpointError(error) }
+        var sums: [String] = []
+        var open: FileSink?
+        func next(_ file: String) throws -> FileSink {
+            if let open { try record(open) }
+            let sink = try FileSink(path: directory.file(file))
+            open = sink
+            return sink
+        }
+        func record(_ sink: FileSink) throws {
+            try sink.close()
+            sums.append(String(format: "%08x %d %@", sink.crc.value, sink.bytes, (sink.path as NSString).lastPathComponent))
+        }
+        try body(next)
+        if let open { try record(open) }
+        let checksums = try FileSink(path: directory.file("CHECKSUMS"))
+        try checksums.write(Data((sums.joined(separator: "\n") + "\n").utf8))
+        try checksums.close()
+        do { try directory.commit() } catch { throw CheckpointError(error) }
+        try writePointer(root: root, file: "latest", to: name)
+        return final
+    }
+
+    /// Replaces `root/file` with a line naming `target`, atomically.
+    public static func writePointer(root: String, file: String, to target: String) throws(CheckpointError) {
+        do { try replaceFile(at: root + "/" + file, with: Array((target + "\n").utf8)) } catch { throw CheckpointError(error) }
+    }
+
+    /// Removes all but the newest `keep` checkpoints, never removing `protected` (the best).
+    /// Returns the names removed.
+    @discardableResult
+    public static func prune(root: String, keep: Int, protected: String?) -> [String] {
+        let all = list(root: root)
+        guard all.count > keep else { return [] }
+        var removed: [String] = []
+        for name in all.dropLast(keep) where name != protected {
+            if (try? FileManager.default.removeItem(atPath: root + "/" + name)) != nil { removed.append(name) }
+        }
+        return removed
+    }
+
+    // MARK: - Reading
+
+    /// The checkpoint directories under `root`, oldest first.
+    public static func list(root: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        return names.filter { $0.hasPrefix("step-") && $0.count == 13 && Int($0.dropFirst(5)) != nil }.sorted()
+    }
+
+    /// The name `root/latest` points to, if any.
+    public static func latest(in root: String) -> String? {
+        guard let text = try? String(contentsOfFile: root + "/latest", encoding: .utf8) else { return nil }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Resolves what `--resume` names: a checkpoint directory, or a root holding `latest`.
+    public static func resolve(_ path: String) throws(CheckpointError) -> String {
+        if FileManager.default.fileExists(atPath: path + "/CHECKSUMS") { return path }
+        if let name = latest(in: path) { return path + "/" + name }
+        throw CheckpointError(path: path, message: "not a checkpoint (no CHECKSUMS) and no 'latest' inside; pass a step-NNNNNNNN directory or the --checkpoint-dir of a previous run")
+    }
+
+    /// Checks a checkpoint's files against its CHECKSUMS: refuses anything missing, truncated or
+    /// flipped with an error saying what is wrong.
+    public static func verify(_ dir: String) throws(CheckpointError) {
+        func fail(_ message: String) -> CheckpointError { damaged(dir, message) }
+        guard let text = try? String(contentsOfFile: dir + "/CHECKSUMS", encoding: .utf8) else {
+            throw fail("CHECKSUMS is missing or unreadable")
+        }
+        var expected: [String: (crc: UInt32, size: Int)] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            guard parts.count == 3, let crc = UInt32(parts[0], radix: 16), let size = Int(parts[1]),
+                  files.contains(String(parts[2])) else { throw fail("CHECKSUMS has a malformed line '\(line.prefix(80))'") }
+            expected[String(parts[2])] = (crc, size)
+        }
+        for file in files {
+            guard let e = expected[file] else { throw fail("CHECKSUMS does not list \(file)") }
+            let mapped: MappedFile
+            do { mapped = try MappedFile(path: dir + "/" + file) } catch { throw fail("\(file) cannot be read (\(error))") }
+            guard mapped.bytes.count == e.size else {
+                throw fail("\(file) has \(mapped.bytes.count) bytes, CHECKSUMS says \(e.size) (truncated?)")
+            }
+            guard CRC32.checksum(mapped.bytes) == e.crc else { throw fail("\(file) does not match its CRC-32 (corrupted)") }
+        }
+    }
+
+    /// The error for a damaged checkpoint, with what to do about it.
+    public static func damaged(_ dir: String, _ message: String) -> CheckpointError {
+        CheckpointError(path: dir, message: "\(message). The checkpoint is damaged; resume from an earlier one (they are listed in the directory) or start afresh")
+    }
+
+    /// Copies `dir/model.safetensors` into the parameters (by `layout`) and the embedding tables,
+    /// after checking that it holds exactly those tensors with those shapes; `cause` says what a
+    /// mismatch means to the caller.
+    public static func readModelTensors(_ dir: String, layout: ParameterLayout, parameters: FloatBuffer, tables: EmbeddingTables?,
+                                        embeddingTable: FloatBuffer, cause: String) throws {
+        func fail(_ message: String) -> CheckpointError { CheckpointError(path: dir, message: message) }
+        let modelFile = try MappedFile(path: dir + "/model.safetensors")
+        let (entries, _) = try SafeTensors.parseHeader(modelFile.bytes, path: dir + "/model.safetensors")
+        var expected: [(name: String, shape: [Int], destination: UnsafeMutableBufferPointer<Float>)] = layout.entries.map {
+            ($0.name, $0.shape, UnsafeMutableBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
+        }
+        if let t = tables {
+            for f in 0..<t.fields {
+                expected.append(("embedding.C\(f + 1)", [t.rows(field: f), t.dim],
+                                 UnsafeMutableBufferPointer(start: embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim)))
+            }
+        }
+        guard Set(entries.keys) == Set(expected.map(\.name)) else {
+            let extra = Set(entries.keys).subtracting(expected.map(\.name)).sorted().prefix(3)
+            let missing = Set(expected.map(\.name)).subtracting(entries.keys).sorted().prefix(3)
+            throw fail("its tensors do not match this model (missing \(Array(missing)), unexpected \(Array(extra))); \(cause)")
+        }
+        for (name, shape, _) in expected {
+            let entry = entries[name]!
+            guard entry.shape == shape else {
+                throw fail("tensor \(name) has shape \(entry.shape), this model needs \(shape); \(cause)")
+            }
+        }
+        for (name, _, destination) in expected { SafeTensors.copy(entries[name]!, from: modelFile.bytes, into: destination) }
+    }
+
+    /// The model configuration and tensors of verified checkpoint `dir`'s `model.safetensors`.
+    public static func readModel(_ dir: String) throws -> (model: ModelConfig, tensors: [SafeTensors.Tensor]) {
+        let file = dir + "/model.safetensors"
+        let data = try Data(contentsOf: URL(fileURLWithPath: file))
+        let (tensors, metadata) = try SafeTensors.decode(data, path: file)
+        guard metadata["format"] == "rec-dist", let json = metadata["model"],
+              let model = try? JSONDecoder().decode(ModelConfig.self, from: Data(json.utf8)) else {
+            throw CheckpointError(path: file, message: "no rec-dist model description in the metadata")
+        }
+        return (model, tensors)
+    }
+
+    // MARK: - trainer.json
+
+    /// The encoder of `trainer.json`: sorted keys, non-finite numbers as strings.
+    public static func jsonEncoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+        return encoder
+    }
+
+    /// Reads what `jsonEncoder()` writes.
+    public static func jsonDecoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+        return decoder
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+
+/// A directory that appears whole or not at all: its files are written into a hidden temporary
+/// sibling (`.NAME.TAG-PID`), which `commit()` fsyncs and renames into place, replacing an older
+/// directory of that name only once the new one is complete. A crash, a full disk or an
+/// `abandon()` leaves the previous directory untouched. Prepared datasets and checkpoints are
+/// written this way.
+public final class AtomicDirectory {
+    /// Where the directory appears on `commit()`.
+    public let path: String
+    /// The hidden sibling the files are written into.
+    public let temporary: String
+    private var finished = false
+
+    /// Creates the temporary directory (and `path`'s parent if needed); `tag` names what is being
+    /// written in the temporary's name.
+    public init(path: String, tag: String = "tmp") throws(DataError) {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        self.path = url.path
+        let parent = url.deletingLastPathComponent().path
+        temporary = (parent as NSString).appendingPathComponent(".\(url.lastPathComponent).\(tag)-\(getpid())")
+        do {
+            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        } catch {
+            throw DataError(file: path, message: "cannot create the parent directory '\(parent)': \(error.localizedDescription)")
+        }
+        try? FileManager.default.removeItem(atPath: temporary)
+        guard mkdir(temporary, 0o755) == 0 else {
+            throw DataError(file: path, message: "cannot create '\(temporary)': \(DataError.systemMessage(errno))",
+                            hint: "check that the directory is writable")
+        }
+    }
+
+    deinit { abandon() }
+
+    /// Removes temporary directories of earlier writes of `path` with `tag` whose process is gone
+    /// (on this host: use it only where one host writes `path`).
+    public static func removeStale(path: String, tag: String) {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        let parent = url.deletingLastPathComponent().path
+        let prefix = ".\(url.lastPathComponent).\(tag)-"
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where entry.hasPrefix(prefix) {
+            guard let pid = Int32(entry.dropFirst(prefix.count)), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: (parent as NSString).appendingPathComponent(entry))
+            }
+        }
+    }
+
+    /// A path inside the temporary directory.
+    public func file(_ name: String) -> String { (temporary as NSString).appendingPathComponent(name) }
+
+    /// Moves the finished directory into place: fsyncs it, moves an older `path` aside, renames,
+    /// removes the older one and fsyncs the parent. If the rename fails the older one is put back.
+    public func commit() throws(DataError) {
+        let fm = FileManager.default
+        syncPath(temporary)
+        var old: String?
+        if fm.fileExists(atPath: path) {
+            let parent = (path as NSString).deletingLastPathComponent
+            let aside = (parent as NSString).appendingPathComponent(".\((path as NSString).lastPathComponent).old-\(getpid())")
+            try? fm.removeItem(atPath: aside)
+            guard rename(path, aside) == 0 else {
+                throw DataError(file: path, message: "cannot move the old directory aside: \(DataError.systemMessage(errno))")
+            }
+            old = aside
+        }
+        guard rename(temporary, path) == 0 else {
+            let message = DataError.systemMessage(errno)
+            if let old { _ = rename(old, path) }
+            throw DataError(file: path, message: "cannot rename '\(temporary)' into place: \(message)")
+        }
+        finished = true
+        if let old { try? fm.removeItem(atPath: old) }
+        syncPath((path as NSString).deletingLastPathComponent)
+    }
+
+    /// Removes the temporary directory (nothing, once committed).
+    public func abandon() {
+        guard !finished else { return }
+        finished = true
+        try? FileManager.default.removeItem(atPath: temporary)
+    }
+}
+
+/// A small file replaced atomically: written to `PATH.tmp-PID`, fsynced, renamed over `path`,
+/// then the directory fsynced.
+public func replaceFile(at path: String, with bytes: [UInt8]) throws(DataError) {
+    let temporary = "\(path).tmp-\(getpid())"
+    do throws(DataError) {
+        let file = try OutputFile(path: temporary)
+        try file.write(bytes)
+        try file.close()
+    } catch {
+        unlink(temporary)
+        throw error
+    }
+    guard rename(temporary, path) == 0 else {
+        let code = errno
+        unlink(temporary)
+        throw DataError(file: path, message: "cannot rename '\(temporary)' to '\(path)': \(DataError.systemMessage(code))")
+    }
+    syncPath((path as NSString).deletingLastPathComponent)
+}
+
+/// fsyncs a file or directory, ignoring failures (for directories after a rename: best effort).
+public func syncPath(_ path: String) {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return }
+    _ = fsync(fd)
+    close(fd)
+}
