@@ -6,7 +6,7 @@ import Darwin
 
 /// The model families rec-dist trains.
 public enum ModelKind: String, CaseIterable, Sendable, Codable {
-    /// The seed's click model: log1p of the first dense features -> Dense(hidden, relu)... -> Dense(1, sigmoid).
+    /// The seed's click model: log1p of the first dense features -> Dense(hidden, relu)... -> Dense(1): a logit (the loss and the predictions apply the sigmoid).
     case mlp
     /// DLRM (Naumov et al. 2019), Criteo Kaggle configuration: hashed embeddings, bottom MLP,
     /// pairwise dot interaction, top MLP.

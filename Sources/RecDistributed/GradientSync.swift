@@ -4,8 +4,9 @@ import RecCore
 /// Makes every rank's gradients the global batch's gradients, overlapping the communication with
 /// the backward pass where it can.
 ///
-/// **Dense gradients** (the flat buffer, with the step's loss riding along in its last slot) are
-/// cut into buckets of whole tensors, about `bucketBytes` each, counted from the end of the layout:
+/// **Dense gradients** (the flat buffer: the layout's parameters, then whatever control values
+/// the caller appends to be summed with them, such as the step's loss and the trainer's stop and
+/// checkpoint flags) are cut into buckets of whole tensors, about `bucketBytes` each, counted from the end of the layout:
 /// a model's backward pass finishes its layers in decreasing layout order, so each bucket is final
 /// as soon as the backward pass of its layers is done, and its allreduce starts then
 /// (`denseFinal(from:)`), in place. The 1/globalBatch scale is folded into the loss gradient, so
@@ -92,7 +93,7 @@ public final class GradientSync {
     }
 
     public let communicator: any Communicator
-    /// Floats in the dense gradient buffer: the layout's parameters plus the loss slot.
+    /// Floats in the dense gradient buffer: the layout's parameters plus the caller's control values.
     public let denseCount: Int
     /// The dense buckets, in the order they are started (decreasing offsets).
     public let buckets: [Range<Int>]
@@ -144,7 +145,7 @@ public final class GradientSync {
     private var localUnique = 0
 
     /// - Parameters:
-    ///   - denseCount: floats in the dense gradient buffer (parameters + the loss slot).
+    ///   - denseCount: floats in the dense gradient buffer (parameters + the caller's control values).
     ///   - boundaries: offsets where a bucket may end (the tensors' offsets); 0 and `denseCount`
     ///     are implied.
     ///   - bucketBytes: the smallest bucket, in bytes, except the one at offset 0 (the last).
@@ -239,7 +240,7 @@ public final class GradientSync {
         bucketDone.initialize(repeating: false, count: max(buckets.count, 1))
     }
 
-    /// The original two-call form, for one dense buffer with no overlap: `allreduce` then `exchange`.
+    /// For exchanging embedding gradients alone (`exchange(_:)`), with no dense buffer.
     public convenience init(communicator: any Communicator, embeddingRows: Int, dim: Int, maxLocalPairs: Int) {
         self.init(communicator: communicator, denseCount: 0, embeddingRows: embeddingRows, dim: dim,
                   maxLocalPairs: maxLocalPairs)
@@ -383,13 +384,6 @@ public final class GradientSync {
         timing.exposed += MonotonicClock.nanoseconds() - t0
     }
 
-    /// Lets the collectives in flight progress (call it between pieces of computation).
-    public func progress() throws {
-        let t0 = MonotonicClock.nanoseconds()
-        try advance(now: t0)
-        timing.exposed += MonotonicClock.nanoseconds() - t0
-    }
-
     private func advance(now: UInt64) throws {
         let t0 = MonotonicClock.nanoseconds(), merged = timing.merging
         defer { timing.testing += MonotonicClock.nanoseconds() - t0 - (timing.merging - merged) }
@@ -505,12 +499,7 @@ public final class GradientSync {
         timing.exposed += MonotonicClock.nanoseconds() - t0
     }
 
-    // MARK: - The original interface
-
-    /// Sums `gradients` over all ranks, in place (blocking; no buckets).
-    public func allreduce(_ gradients: UnsafeMutableBufferPointer<Float>) throws {
-        try communicator.allreduceSum(gradients)
-    }
+    // MARK: - Embedding gradients alone
 
     /// Gathers every rank's sparse pairs and coalesces them into `rows`/`values`/`rowCount`.
     public func exchange(_ local: SparseGradient) throws {
@@ -531,25 +520,11 @@ public final class GradientSync {
     private func coalesceLocal(_ local: SparseGradient, rowsOut: UnsafeMutablePointer<Int32>?,
                                valuesOut: UnsafeMutablePointer<Float>, interleaved: Bool) -> Int {
         let dim = self.dim, stride = interleaved ? self.stride : dim, lead = interleaved ? 1 : 0
-        let map = slotOfRow, limit = embeddingRows, n = local.count, pairRows = local.rows
+        let map = slotOfRow, pairRows = local.rows, pairValues = local.values
         var unique = 0
-        for i in 0..<n {
-            // The map is as large as the table: ask for a later pair's slot early.
-            if i + Self.ahead < n { rd_prefetch(map + Int(pairRows[i + Self.ahead])) }
-            let row32 = pairRows[i]
-            let row = Int(row32)
-            precondition(row >= 0 && row < limit, "embedding row \(row) out of range")
-            let src = local.values + i * dim
-            let slot = Int(map[row])
-            if slot < 0 {
-                map[row] = Int32(truncatingIfNeeded: unique)
-                let dst = valuesOut + unique * stride
-                if interleaved { dst[0] = Float(bitPattern: UInt32(bitPattern: row32)) } else { rowsOut![unique] = row32 }
-                Self.copy(src, to: dst + lead, dim)
-                unique += 1
-            } else {
-                Self.add(src, to: valuesOut + slot * stride + lead, dim)
-            }
+        coalesce(local.count, into: &unique, row: { pairRows[$0] }, values: { UnsafePointer(pairValues + $0 * dim) },
+                 output: { valuesOut + $0 * stride + lead }) { slot, row in
+            if interleaved { valuesOut[slot * stride] = Float(bitPattern: UInt32(bitPattern: row)) } else { rowsOut![slot] = row }
         }
         // Reset the map for the next step.
         for i in 0..<unique {
@@ -557,6 +532,33 @@ public final class GradientSync {
             map[row] = -1
         }
         return unique
+    }
+
+    /// Sums `n` (row, values) items into per-row sums, in order of first appearance: item `i` has
+    /// row `row(i)` and `dim` values at `values(i)`; the sum of the `k`th distinct row goes to
+    /// `output(k)`, and `first(k, row)` is told when that row first appears. `unique` counts the
+    /// distinct rows (it may start above 0 to continue an earlier call); the row map holds their
+    /// slots until the caller resets it.
+    @inline(__always)
+    private func coalesce(_ n: Int, into unique: inout Int, row: (Int) -> Int32, values: (Int) -> UnsafePointer<Float>,
+                          output: (Int) -> UnsafeMutablePointer<Float>, first: (Int, Int32) -> Void) {
+        let map = slotOfRow, limit = embeddingRows, dim = self.dim
+        for i in 0..<n {
+            // The map is as large as the table: ask for a later item's slot early.
+            if i + Self.ahead < n { rd_prefetch(map + Int(row(i + Self.ahead))) }
+            let row32 = row(i)
+            let r = Int(row32)
+            precondition(r >= 0 && r < limit, "embedding row \(r) out of range")
+            let slot = Int(map[r])
+            if slot < 0 {
+                map[r] = Int32(truncatingIfNeeded: unique)
+                first(unique, row32)
+                Self.copy(values(i), to: output(unique), dim)
+                unique += 1
+            } else {
+                Self.add(values(i), to: output(slot), dim)
+            }
+        }
     }
 
     static let ahead = 16
@@ -593,46 +595,18 @@ public final class GradientSync {
         case .rows:
             var pairs = 0
             for r in 0..<size { pairs += localCounts[r] }
+            let distinct = rows
             if localSums {
                 // (row bits, values) records, in rank order, each rank's block at its fixed place.
                 for r in 0..<size {
-                    let block = g + r * maxLocalPairs * stride, n = localCounts[r]
-                    for i in 0..<n {
-                        if i + Self.ahead < n {
-                            rd_prefetch(map + Int(Int32(bitPattern: block[(i + Self.ahead) * stride].bitPattern)))
-                        }
-                        let record = block + i * stride
-                        let row = Int(Int32(bitPattern: record[0].bitPattern))
-                        precondition(row >= 0 && row < embeddingRows, "embedding row \(row) out of range")
-                        let slot = Int(map[row])
-                        if slot < 0 {
-                            map[row] = Int32(truncatingIfNeeded: unique)
-                            rows[unique] = Int32(truncatingIfNeeded: row)
-                            Self.copy(record + 1, to: v + unique * dim, dim)
-                            unique += 1
-                        } else {
-                            Self.add(record + 1, to: v + slot * dim, dim)
-                        }
-                    }
+                    let block = g + r * maxLocalPairs * stride
+                    coalesce(localCounts[r], into: &unique, row: { Int32(bitPattern: block[$0 * stride].bitPattern) },
+                             values: { UnsafePointer(block + $0 * stride + 1) }, output: { v + $0 * dim }, first: { distinct[$0] = $1 })
                 }
-                for i in 0..<unique { map[Int(rows[i])] = -1 }
-                break
-            }
-            let pairRows = receiveRows
-            for i in 0..<pairs {
-                if i + Self.ahead < pairs { rd_prefetch(map + Int(pairRows[i + Self.ahead])) }
-                let row = Int(pairRows[i])
-                precondition(row >= 0 && row < embeddingRows, "embedding row \(row) out of range")
-                let src = g + i * dim
-                let slot = Int(map[row])
-                if slot < 0 {
-                    map[row] = Int32(truncatingIfNeeded: unique)
-                    rows[unique] = Int32(truncatingIfNeeded: row)
-                    Self.copy(src, to: v + unique * dim, dim)
-                    unique += 1
-                } else {
-                    Self.add(src, to: v + slot * dim, dim)
-                }
+            } else {
+                let pairRows = receiveRows
+                coalesce(pairs, into: &unique, row: { pairRows[$0] }, values: { UnsafePointer(g + $0 * dim) },
+                         output: { v + $0 * dim }, first: { distinct[$0] = $1 })
             }
             for i in 0..<unique { map[Int(rows[i])] = -1 }
         case .dense:
