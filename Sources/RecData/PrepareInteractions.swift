@@ -114,7 +114,7 @@ final class InteractionPreparer {
         }
         tables = []
         if applied == nil { try writeCatalog(mapper: mapper) }
-        let transformer = applied?.transformer ?? DenseTransformer(kind: options.denseTransform, statistics: statistics)
+        let transformer = applied?.transformer ?? DenseEncoder(kind: options.denseTransform, statistics: statistics)
         let schema = applied?.schema
             ?? StreamingPreparer.schema(layout: layout, options: options, mapper: mapper, distinct: distinct, statistics: statistics)
         let schemaHash = PreparedManifest.schemaHash(schema)

@@ -89,7 +89,7 @@ enum VocabularyFile {
 struct AppliedEncoding {
     let reference: PreparedDataset
     let mapper: CategoricalMapper
-    let transformer: DenseTransformer
+    let transformer: DenseEncoder
 
     var schema: PreparedManifest.Schema { reference.manifest.schema }
 
@@ -104,7 +104,7 @@ struct AppliedEncoding {
             let path = (reference.directory as NSString).appendingPathComponent(VocabularyFile.name)
             mapper = CategoricalMapper(vocabularies: try VocabularyFile.read(path, schema: manifest.schema, rerun: rerun), minCount: minCount)
         }
-        transformer = DenseTransformer(kind: manifest.options.denseTransform,
+        transformer = DenseEncoder(kind: manifest.options.denseTransform,
                                        mean: manifest.schema.dense.map(\.mean), std: manifest.schema.dense.map(\.std))
     }
 
