@@ -26,7 +26,7 @@ public struct BenchmarkCase: Sendable, Codable, Equatable, CustomStringConvertib
     }
     public var description: String { "\(model.rawValue):\(batchSize)" }
 
-    /// The standard cases of issue 7.
+    /// The standard cases: a small and a large batch of the mlp and of dlrm.
     public static let standard = [BenchmarkCase(model: .mlp, batchSize: 32), BenchmarkCase(model: .mlp, batchSize: 512),
                                   BenchmarkCase(model: .dlrm, batchSize: 128), BenchmarkCase(model: .dlrm, batchSize: 1024)]
 }
@@ -229,8 +229,8 @@ public enum Benchmark {
                                          dataset: PreparedDataset?, communicator: any Communicator) throws -> BenchmarkResult {
         let n = communicator.size, rank = communicator.rank, batch = benchCase.batchSize
         try communicator.barrier()
-        resetPeakRSS()
-        let baseline = currentRSS()
+        ResidentMemory.resetPeak()
+        let baseline = ResidentMemory.currentBytes()
 
         // The roofline: this case's sgemm shapes, on every rank at once.
         let shapes = gemmShapes(model, batch: batch)
@@ -245,7 +245,7 @@ public enum Benchmark {
         // The step and its data.
         let step = TrainingStep(model: model, communicator: communicator, optimizer: options.optimizer,
                                 loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes,
-                                localSums: options.localSums)
+                                localSums: options.localSums, seed: options.seed)
         if rank == 0 {
             model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer,
                              seed: options.seed)
@@ -257,11 +257,13 @@ public enum Benchmark {
         let globalCount = batch * n
 
         // Warm-up, then size the windows from the warm-up's pace (agreed by all ranks).
-        func oneStep() throws {
-            let t0 = MonotonicClock.nanoseconds()
-            let (view, count) = pool.next()
-            step.phases.dataWait += MonotonicClock.nanoseconds() - t0
-            _ = try step.run(view, globalCount: count)
+        // The step `train` runs, its batch fetched inside it (the data wait).
+        var stepNumber = 0
+        func oneStep() throws -> Int {
+            let count = pool.nextGlobalCount
+            _ = try step.run(step: stepNumber, globalCount: count) { _ in pool.next().batch }
+            stepNumber += 1
+            return count
         }
         // Every rank must run the same number of steps: the warm-up goes in rounds of
         // `warmupSteps` until the slowest rank has warmed up for `warmupSeconds`.
@@ -269,7 +271,7 @@ public enum Benchmark {
         var warmSteps = 0
         var warmElapsed = 0.0
         repeat {
-            for _ in 0..<max(options.warmupSteps, 1) { try oneStep() }
+            for _ in 0..<max(options.warmupSteps, 1) { _ = try oneStep() }
             warmSteps += max(options.warmupSteps, 1)
             warmElapsed = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - warmStart)])[0]
         } while warmElapsed / 1e9 < options.warmupSeconds
@@ -286,15 +288,7 @@ public enum Benchmark {
             try communicator.barrier()
             var samples = 0
             let t0 = MonotonicClock.nanoseconds()
-            for _ in 0..<stepsPerWindow {
-                let s0 = MonotonicClock.nanoseconds()
-                let (view, count) = pool.next()
-                let s1 = MonotonicClock.nanoseconds()
-                step.phases.dataWait += s1 - s0
-                step.phases.total += s1 - s0
-                _ = try step.run(view, globalCount: count)
-                samples += count
-            }
+            for _ in 0..<stepsPerWindow { samples += try oneStep() }
             windowSeconds[w] = Double(MonotonicClock.nanoseconds() - t0) / 1e9
             windowSamples[w] = Double(samples)
         }
@@ -303,7 +297,7 @@ public enum Benchmark {
         let slowest = try communicator.allreduceMax(windowSeconds)
         let throughputs = zip(windowSamples, slowest).map { $0 / $1 }
         let samplesPerSecond = median(throughputs)
-        let peakAfterTraining = peakRSS()
+        let peakAfterTraining = ResidentMemory.peakBytes()
 
         // Breakdown: per step, mean over ranks.
         let perStepNs = Double(max(timed.steps, 1))
@@ -387,10 +381,7 @@ public enum Benchmark {
                 // All ranks.
                 try communicator.barrier()
                 let t0 = MonotonicClock.nanoseconds()
-                for _ in 0..<stepsPerWindow {
-                    let (view, count) = pool.next()
-                    _ = try step.run(view, globalCount: count)
-                }
+                for _ in 0..<stepsPerWindow { _ = try oneStep() }
                 let seconds = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - t0) / 1e9])[0]
                 let soloRate = try communicator.allreduceMax([soloSeconds > 0 ? Double(batch * stepsPerWindow) / soloSeconds : 0])[0]
                 let allRate = Double(globalCount * stepsPerWindow) / seconds
@@ -557,38 +548,6 @@ public enum Benchmark {
         guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return "n/a" }
         return text.split(separator: " ").prefix(3).joined(separator: " ")
     }
-
-    static func statusField(_ name: String) -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-        for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
-            let digits = line.split(separator: " ").compactMap { Int($0) }
-            return (digits.first ?? 0) * 1024
-        }
-        return 0
-    }
-
-    /// Peak resident set size (VmHWM), bytes; getrusage's maxrss where /proc is absent.
-    static func peakRSS() -> Int {
-        let v = statusField("VmHWM")
-        if v > 0 { return v }
-        var usage = rusage()
-        #if os(Linux)
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        #else
-        getrusage(RUSAGE_SELF, &usage)
-        #endif
-        return Int(usage.ru_maxrss) * 1024
-    }
-
-    static func currentRSS() -> Int { statusField("VmRSS") }
-
-    /// Resets VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs).
-    static func resetPeakRSS() {
-        let fd = open("/proc/self/clear_refs", O_WRONLY)
-        guard fd >= 0 else { return }
-        _ = write(fd, "5", 1)
-        close(fd)
-    }
 }
 
 /// Where the benchmark's batches come from: a pool of synthetic rows in memory (fetching is
@@ -624,6 +583,12 @@ final class BenchBatches {
             loader = nil
             prefetchBytes = 0
         }
+    }
+
+    /// The row count of the next step's global batch.
+    var nextGlobalCount: Int {
+        guard let loader else { return globalBatch }
+        return loader.globalBatchCount(offset: (step % loader.stepsPerEpoch) * globalBatch)
     }
 
     /// The next step's batch and the global batch's row count (steps run on through epochs).

@@ -41,6 +41,11 @@ extension Activation: ExpressibleByArgument {}
 extension SelectionMetric: ExpressibleByArgument {}
 extension LearningRateDecay: ExpressibleByArgument {}
 
+/// `--progress`: a display, or `auto` to decide from the environment.
+enum ProgressChoice: String, ExpressibleByArgument, CaseIterable {
+    case auto, bar, lines, off
+}
+
 /// A comma-separated list of layer widths, e.g. `512,256`.
 struct LayerWidths: ExpressibleByArgument {
     var widths: [Int]
@@ -206,6 +211,8 @@ struct Train: ParsableCommand {
     var debugCheckEvery: Int = 10
     @Option(help: "OpenBLAS threads per rank (default 1: one rank per core).")
     var blasThreads: Int = 1
+    @Option(help: "Progress on rank 0: bar (redrawn in place), lines (plain periodic lines), off, or auto: the bar when a person watches a terminal (launch.sh tells its ranks; under plain mpirun, lines), else lines.")
+    var progress: ProgressChoice = .auto
     @Option(help: "Dense gradient bucket size in KiB: each bucket's allreduce starts as soon as the backward pass has finished its layers (buckets end at tensor boundaries).")
     var bucketKib: Int = 1024
     @Option(help: "Abort the job when a collective waits this many seconds for the other ranks, naming the missing ranks (0: off). Set it above the longest evaluation, checkpoint or data-loading skew.")
@@ -373,7 +380,7 @@ struct Train: ParsableCommand {
             throw ExitCode(code)
         }
         let trainer = Trainer(config: config, communicator: communicator, logger: logger)
-        trainer.liveProgress = rank == 0 && Console.shared.isTerminal && !debug
+        trainer.progress = progressMode()
         do {
             let result = try trainer.run()
             if rank == 0 { printSummary(result, config: config, worldSize: communicator.size) }
@@ -391,7 +398,8 @@ struct Train: ParsableCommand {
             if rank == 0 { printError("\(error)", rank: rank) }
             communicator.finalize()
             throw ExitCode.failure
-        } catch let error as DataError where isCollectiveStage(error) {
+        } catch let error as DataError {
+            // Data errors are raised before the agreement allreduce, so every rank reaches it.
             printError("\(error)", rank: rank)
             communicator.finalize()
             throw ExitCode.failure
@@ -408,8 +416,19 @@ struct Train: ParsableCommand {
         }
     }
 
-    /// Data errors are raised before the agreement allreduce, so every rank reaches it.
-    private func isCollectiveStage(_ error: DataError) -> Bool { true }
+    /// The progress display: as asked, or decided from the environment (never the bar with --debug,
+    /// whose per-step lines would break it).
+    func progressMode() -> ProgressMode {
+        switch progress {
+        case .bar: return .bar
+        case .lines: return .lines
+        case .off: return .off
+        case .auto:
+            if debug { return .lines }
+            return ProgressMode.automatic(environment: ProcessInfo.processInfo.environment,
+                                          standardOutputIsTerminal: isatty(STDOUT_FILENO) == 1)
+        }
+    }
 
     func printSummary(_ result: TrainingResult, config: TrainingConfig, worldSize: Int) {
         var lines = ["", "done: \(result.steps) steps, \(result.samples) samples on \(worldSize) rank(s), \(Int(result.samplesPerSecond)) samples/s"]
