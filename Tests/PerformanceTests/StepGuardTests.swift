@@ -283,8 +283,8 @@ struct ExchangeTrafficTests {
         }
     }
 
-    /// The dlrm step at a known configuration: dense allreduce of every parameter plus the loss
-    /// slot; embedding rows by the formula: with local sums (nil: the default, as train and
+    /// The dlrm step at a known configuration: dense allreduce of every parameter plus the extra
+    /// slots (loss, stop and checkpoint requests: the step is the one train runs); embedding rows by the formula: with local sums (nil: the default, as train and
     /// bench run) the distinct rows counted from the batch, without them every pair (16 x 26 per
     /// rank).
     @Test(arguments: [nil, true, false] as [Bool?])
@@ -315,7 +315,7 @@ struct ExchangeTrafficTests {
         }
         let pair = 4 * (16 + 1)   // the row and its 16 gradient values
         for r in results {
-            #expect(r[0] == 4 * (r[4] + 1))
+            #expect(r[0] == 4 * (r[4] + StepSlot.count))
             #expect(r[1] == 8 + r[3] * pair)
             #expect(r[2] == 8 * ranks + (results[0][3] + results[1][3]) * pair)
         }
