@@ -128,7 +128,12 @@ run_ranks() {
     # which forwards it to every rank: they stop at the next step and rank 0 writes a checkpoint
     # (exit status 75). mpirun would turn a SIGTERM or SIGINT of its own into a kill of the ranks
     # a second later, so it runs in its own session, out of reach of the terminal's Ctrl-C.
-    setsid "${cmd[@]}" < /dev/null &
+    # Whether a person watches this launch (the ranks cannot tell: Open MPI gives each one a
+    # pseudo-terminal even when mpirun's output goes to a file): train's progress bar or lines.
+    local terminal=0
+    [ -t 1 ] && terminal=1
+    cmd=("${cmd[0]}" -x REC_DIST_TERMINAL "${cmd[@]:1}")
+    REC_DIST_TERMINAL="${REC_DIST_TERMINAL:-$terminal}" setsid "${cmd[@]}" < /dev/null &
     local pid=$! status=0
     trap 'kill -USR1 "$pid" 2>/dev/null' TERM INT
     while true; do

@@ -8,168 +8,6 @@ import RecCore
 import RecData
 import RecDistributed
 
-/// One benchmark case: a model at a per-rank batch size.
-public struct BenchmarkCase: Sendable, Codable, Equatable, CustomStringConvertible {
-    public var model: ModelKind
-    public var batchSize: Int
-    public init(model: ModelKind, batchSize: Int) {
-        self.model = model
-        self.batchSize = batchSize
-    }
-    /// `mlp:32` style.
-    public init?(argument: String) {
-        let parts = argument.split(separator: ":")
-        guard parts.count == 2, let kind = ModelKind(rawValue: String(parts[0])), let b = Int(parts[1]), b >= 1 else {
-            return nil
-        }
-        self.init(model: kind, batchSize: b)
-    }
-    public var description: String { "\(model.rawValue):\(batchSize)" }
-
-    /// The standard cases of issue 7.
-    public static let standard = [BenchmarkCase(model: .mlp, batchSize: 32), BenchmarkCase(model: .mlp, batchSize: 512),
-                                  BenchmarkCase(model: .dlrm, batchSize: 128), BenchmarkCase(model: .dlrm, batchSize: 1024)]
-}
-
-/// How the benchmark runs.
-public struct BenchmarkOptions: Sendable {
-    public var cases: [BenchmarkCase] = BenchmarkCase.standard
-    /// Untimed steps before the windows (at least this many, and at least `warmupSeconds`).
-    public var warmupSteps = 20
-    public var warmupSeconds = 1.0
-    /// Timed windows; throughput is the median over them.
-    public var windows = 7
-    /// Target length of one window.
-    public var windowSeconds = 1.0
-    /// Time spent measuring sgemm on the model's layer shapes, per case.
-    public var sgemmSeconds = 1.0
-    public var optimizer = OptimizerConfig(kind: .adam)
-    public var loss = Loss.bce
-    /// dlrm: rows per embedding table.
-    public var hashBuckets = 65_536
-    /// Dense gradient bucket size.
-    public var bucketBytes = 1 << 20
-    /// Global batches of synthetic rows held in memory and cycled through.
-    public var poolBatches = 32
-    public var seed: UInt64 = 42
-    /// With several ranks: after the main windows, alternate windows of rank 0 training alone
-    /// (the others sleeping) with windows of all ranks, so the scaling ratio compares like with
-    /// like on a machine whose load changes.
-    public var compareSingleRank = true
-    /// Embedding exchange: send per-rank sums of distinct rows (GradientSync.localSums; on, as in
-    /// training, unless turned off to compare).
-    public var localSums = true
-    /// A prepared dataset (`rec-dist prepare`) to read batches from, through the trainer's
-    /// loader (memory-mapped, prefetched on a thread); nil: synthetic rows held in memory.
-    public var dataPath: String?
-    /// With `dataPath`: mapped pages a rank keeps resident before dropping them.
-    public var residentDataBytes = 64 << 20
-    public init() {}
-}
-
-/// One sgemm shape of a training step and the rate measured for it.
-public struct GEMMShapeRate: Sendable, Codable {
-    public var m: Int, n: Int, k: Int
-    public var transA: Bool, transB: Bool
-    public var what: String
-    public var gflops: Double
-}
-
-/// Everything measured for one case, as written to the JSON report.
-public struct BenchmarkResult: Sendable, Codable {
-    public var model: String
-    public var batch_per_rank: Int
-    public var ranks: Int
-    public var global_batch: Int
-    public var optimizer: String
-    public var dense_parameters: Int
-    public var embedding_rows: Int
-    public var embedding_exchange: String
-    public var dense_buckets: [Int]
-    /// FLOPs per example actually executed: the step's sgemms plus the dot interaction.
-    public var flops_per_example: Double
-    /// `ModelConfig.flopsPerExample` (counts a first-layer dx that is never computed).
-    public var nominal_flops_per_example: Double
-    /// The step's sgemm shapes run back to back on every rank at once: aggregate GFLOP/s per rank
-    /// (each rank's best of 5 rounds, mean over ranks), the roofline of the efficiency figure.
-    public var sgemm_gflops_per_rank: Double
-    public var sgemm_shapes: [GEMMShapeRate]
-    public var steps_per_window: Int
-    public var windows: [Double]
-    /// Median over windows of global samples / slowest rank's window time.
-    public var samples_per_s: Double
-    public var step_ms: Double
-    /// Per step, mean over the timed steps and over ranks.
-    public var data_wait_ms: Double
-    public var forward_ms: Double
-    public var backward_ms: Double
-    public var comm_exposed_ms: Double
-    public var comm_hidden_ms: Double
-    public var comm_wait_ms: Double
-    /// Parts of `comm_exposed_ms` (per step, mean over ranks): summing the rank's own embedding
-    /// pairs per row; inside the calls starting collectives; inside the progress calls (MPI_Test)
-    /// between layers; merging the received rows; of `comm_wait_ms`, waiting for the other
-    /// ranks' row counts. The rest of `comm_exposed_ms` minus these and `comm_wait_ms` is
-    /// bookkeeping (clock reads, buffer sizes).
-    public var comm_coalesce_ms: Double
-    public var comm_start_ms: Double
-    public var comm_test_ms: Double
-    public var comm_merge_ms: Double
-    public var comm_counts_wait_ms: Double
-    /// `comm_exposed_ms` and `comm_wait_ms` of each rank, by rank.
-    public var comm_exposed_ms_by_rank: [Double]
-    public var comm_wait_ms_by_rank: [Double]
-    public var optimizer_ms: Double
-    public var other_ms: Double
-    public var comm_exposed_fraction: Double
-    /// Per rank: flops_per_example x samples/s / ranks.
-    public var achieved_gflops_per_rank: Double
-    public var efficiency: Double
-    /// Blocking collectives alone, median of several runs (N > 1), for comparison.
-    public var allreduce_alone_ms: Double?
-    /// With --compare-single-rank (N > 1): alternating windows of rank 0 alone (its batch, a
-    /// LocalCommunicator, the others asleep) and of all ranks; medians, and the median of the
-    /// per-pair ratios (all ranks' samples/s over one rank's).
-    public var single_rank_samples_per_s: Double?
-    public var paired_samples_per_s: Double?
-    public var scaling_vs_single_rank: Double?
-    /// With --compare-single-rank (N > 1): a third window in each round, every rank training its
-    /// own copy alone at once (no communication): N x its samples/s over one rank's alone. What
-    /// sharing the machine (memory system, caches, clocks) costs, without any communication;
-    /// `scaling_vs_single_rank / concurrent_scaling` is what the communication and the larger
-    /// global batch's extra work (optimizer rows) leave of it.
-    public var concurrent_samples_per_s: Double?
-    public var concurrent_scaling: Double?
-    public var embedding_exchange_alone_ms: Double?
-    public var bytes_dense_per_step: Int
-    public var bytes_embedding_sent_per_step: Int
-    public var bytes_embedding_received_per_step: Int
-    public var embedding_rows_local: Int
-    public var embedding_rows_global: Int
-    /// Bytes, max over ranks.
-    public var peak_rss_bytes: Int
-    public var baseline_rss_bytes: Int
-    public var accounted_bytes: Int
-    public var accounted: [String: Int]
-    /// peak RSS / accounted bytes, and (peak - baseline) / accounted.
-    public var rss_ratio: Double
-    public var rss_ratio_above_baseline: Double
-}
-
-/// The machine and the load while the benchmark ran.
-public struct BenchmarkReport: Sendable, Codable {
-    public var ranks: Int
-    public var cores: Int
-    public var openblas_core: String
-    public var openblas_threads: Int
-    public var load_average_start: String
-    public var load_average_end: String
-    public var started: String
-    public var seconds: Double
-    public var options: [String: String]
-    public var results: [BenchmarkResult]
-}
-
 /// `rec-dist bench`: measures, in one run and on every rank at once, the machine's sgemm rate on
 /// each case's layer shapes, then the training step on synthetic rows (median samples/s over
 /// timed windows after a warm-up, the step-time breakdown, efficiency against the sgemm rate,
@@ -229,8 +67,8 @@ public enum Benchmark {
                                          dataset: PreparedDataset?, communicator: any Communicator) throws -> BenchmarkResult {
         let n = communicator.size, rank = communicator.rank, batch = benchCase.batchSize
         try communicator.barrier()
-        resetPeakRSS()
-        let baseline = currentRSS()
+        ResidentMemory.resetPeak()
+        let baseline = ResidentMemory.currentBytes()
 
         // The roofline: this case's sgemm shapes, on every rank at once.
         let shapes = gemmShapes(model, batch: batch)
@@ -245,7 +83,7 @@ public enum Benchmark {
         // The step and its data.
         let step = TrainingStep(model: model, communicator: communicator, optimizer: options.optimizer,
                                 loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes,
-                                localSums: options.localSums)
+                                localSums: options.localSums, seed: options.seed)
         if rank == 0 {
             model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer,
                              seed: options.seed)
@@ -257,11 +95,13 @@ public enum Benchmark {
         let globalCount = batch * n
 
         // Warm-up, then size the windows from the warm-up's pace (agreed by all ranks).
-        func oneStep() throws {
-            let t0 = MonotonicClock.nanoseconds()
-            let (view, count) = pool.next()
-            step.phases.dataWait += MonotonicClock.nanoseconds() - t0
-            _ = try step.run(view, globalCount: count)
+        // The step `train` runs, its batch fetched inside it (the data wait).
+        var stepNumber = 0
+        func oneStep() throws -> Int {
+            let count = pool.nextGlobalCount
+            _ = try step.run(step: stepNumber, globalCount: count) { _ in pool.next().batch }
+            stepNumber += 1
+            return count
         }
         // Every rank must run the same number of steps: the warm-up goes in rounds of
         // `warmupSteps` until the slowest rank has warmed up for `warmupSeconds`.
@@ -269,7 +109,7 @@ public enum Benchmark {
         var warmSteps = 0
         var warmElapsed = 0.0
         repeat {
-            for _ in 0..<max(options.warmupSteps, 1) { try oneStep() }
+            for _ in 0..<max(options.warmupSteps, 1) { _ = try oneStep() }
             warmSteps += max(options.warmupSteps, 1)
             warmElapsed = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - warmStart)])[0]
         } while warmElapsed / 1e9 < options.warmupSeconds
@@ -286,15 +126,7 @@ public enum Benchmark {
             try communicator.barrier()
             var samples = 0
             let t0 = MonotonicClock.nanoseconds()
-            for _ in 0..<stepsPerWindow {
-                let s0 = MonotonicClock.nanoseconds()
-                let (view, count) = pool.next()
-                let s1 = MonotonicClock.nanoseconds()
-                step.phases.dataWait += s1 - s0
-                step.phases.total += s1 - s0
-                _ = try step.run(view, globalCount: count)
-                samples += count
-            }
+            for _ in 0..<stepsPerWindow { samples += try oneStep() }
             windowSeconds[w] = Double(MonotonicClock.nanoseconds() - t0) / 1e9
             windowSamples[w] = Double(samples)
         }
@@ -303,7 +135,7 @@ public enum Benchmark {
         let slowest = try communicator.allreduceMax(windowSeconds)
         let throughputs = zip(windowSamples, slowest).map { $0 / $1 }
         let samplesPerSecond = median(throughputs)
-        let peakAfterTraining = peakRSS()
+        let peakAfterTraining = ResidentMemory.peakBytes()
 
         // Breakdown: per step, mean over ranks.
         let perStepNs = Double(max(timed.steps, 1))
@@ -387,10 +219,7 @@ public enum Benchmark {
                 // All ranks.
                 try communicator.barrier()
                 let t0 = MonotonicClock.nanoseconds()
-                for _ in 0..<stepsPerWindow {
-                    let (view, count) = pool.next()
-                    _ = try step.run(view, globalCount: count)
-                }
+                for _ in 0..<stepsPerWindow { _ = try oneStep() }
                 let seconds = try communicator.allreduceMax([Double(MonotonicClock.nanoseconds() - t0) / 1e9])[0]
                 let soloRate = try communicator.allreduceMax([soloSeconds > 0 ? Double(batch * stepsPerWindow) / soloSeconds : 0])[0]
                 let allRate = Double(globalCount * stepsPerWindow) / seconds
@@ -447,103 +276,6 @@ public enum Benchmark {
             rss_ratio_above_baseline: Double(peak - base) / Double(accountedTotal))
     }
 
-    // MARK: - sgemm
-
-    struct Shape {
-        var m: Int, n: Int, k: Int, transA: Bool, transB: Bool, what: String
-        /// As the step calls it: forward and dW accumulate (beta 1: onto the bias rows, into the
-        /// gradients), dx overwrites (beta 0).
-        var beta: Float { transB ? 0 : 1 }
-    }
-
-    /// The sgemm calls of one training step of `model` at `batch` rows: forward, dW and (where the
-    /// model computes it) dx of every Linear layer.
-    static func gemmShapes<Model: RecModel>(_ model: Model, batch: Int) -> [Shape] {
-        var shapes: [Shape] = []
-        func stack(_ name: String, _ sizes: [Int], firstNeedsDx: Bool) {
-            for l in 0..<(sizes.count - 1) {
-                let i = sizes[l], o = sizes[l + 1]
-                shapes.append(Shape(m: batch, n: o, k: i, transA: false, transB: false, what: "\(name).\(l) forward"))
-                shapes.append(Shape(m: i, n: o, k: batch, transA: true, transB: false, what: "\(name).\(l) dW"))
-                if l > 0 || firstNeedsDx {
-                    shapes.append(Shape(m: batch, n: i, k: o, transA: false, transB: true, what: "\(name).\(l) dx"))
-                }
-            }
-        }
-        let c = model.config
-        switch c.kind {
-        case .mlp:
-            stack("mlp", [c.mlpDenseFeatures] + c.hidden + [1], firstNeedsDx: false)
-        case .dlrm:
-            let slots = c.categoricalFields + 1
-            stack("bottom", [c.denseInputs] + c.bottom + [c.embeddingDim], firstNeedsDx: false)
-            stack("top", [c.embeddingDim + slots * (slots - 1) / 2] + c.top + [1], firstNeedsDx: true)
-        case .logreg:
-            if c.denseInputs > 0 { stack("linear", [c.denseInputs, 1], firstNeedsDx: false) }
-        case .wideDeep:
-            stack("deep", [c.denseInputs + c.categoricalFields * c.embeddingDim] + c.hidden + [1], firstNeedsDx: true)
-        case .ncf:
-            stack("mlp", [2 * c.embeddingDim] + c.hidden, firstNeedsDx: true)
-            stack("predict", [c.factors + (c.hidden.last ?? 0), 1], firstNeedsDx: true)
-        case .twoTower:
-            stack("user", [(c.userFields ?? []).count * c.embeddingDim] + c.hidden + [c.factors], firstNeedsDx: true)
-            stack("item", [(c.itemFields ?? []).count * c.embeddingDim] + c.hidden + [c.factors], firstNeedsDx: true)
-        }
-        return shapes
-    }
-
-    /// Runs all shapes back to back for about `seconds` on every rank at once; returns the mean
-    /// over ranks of the aggregate GFLOP/s, and each shape's own rate (rank 0's).
-    static func measureGEMM(_ shapes: [Shape], seconds: Double,
-                            communicator: any Communicator) throws -> (Double, [GEMMShapeRate]) {
-        let maxA = shapes.map { $0.m * $0.k }.max() ?? 1
-        let maxB = shapes.map { $0.k * $0.n }.max() ?? 1
-        let maxC = shapes.map { $0.m * $0.n }.max() ?? 1
-        let a = FloatBuffer(count: maxA), b = FloatBuffer(count: maxB), c = FloatBuffer(count: maxC)
-        var rng = RNG(seed: 9, stream: UInt64(communicator.rank))
-        // Small values: the accumulating calls add up over thousands of rounds.
-        for i in 0..<maxA { a.pointer[i] = rng.uniform(-0.01, 0.01) }
-        for i in 0..<maxB { b.pointer[i] = rng.uniform(-0.01, 0.01) }
-        func call(_ s: Shape) {
-            GEMM.sgemm(transA: s.transA, transB: s.transB, m: s.m, n: s.n, k: s.k, alpha: 1,
-                       a: a.pointer, lda: s.transA ? s.m : s.k, b: b.pointer, ldb: s.transB ? s.k : s.n,
-                       beta: s.beta, c: c.pointer, ldc: s.n)
-        }
-        let flopsPerRound = shapes.reduce(0.0) { $0 + 2 * Double($1.m * $1.n * $1.k) }
-        // Each shape alone, briefly (a fifth of the budget), then the sequence as a step runs it.
-        var rates: [GEMMShapeRate] = []
-        try communicator.barrier()
-        for s in shapes {
-            let budget = UInt64(seconds * 0.2e9 / Double(shapes.count))
-            call(s)
-            var reps = 0
-            let t0 = MonotonicClock.nanoseconds()
-            while reps < 3 || MonotonicClock.nanoseconds() - t0 < budget {
-                call(s)
-                reps += 1
-            }
-            let dt = Double(MonotonicClock.nanoseconds() - t0)
-            rates.append(GEMMShapeRate(m: s.m, n: s.n, k: s.k, transA: s.transA, transB: s.transB, what: s.what,
-                                       gflops: 2 * Double(s.m * s.n * s.k) * Double(reps) / dt))
-        }
-        // The sequence: in 5 rounds, each rank's best round (transient load elsewhere on the
-        // machine only slows rounds down), then the mean over ranks.
-        var best = 0.0
-        for _ in 0..<5 {
-            try communicator.barrier()
-            var rounds = 0
-            let budget = UInt64(seconds * 0.8e9 / 5)
-            let t0 = MonotonicClock.nanoseconds()
-            while rounds < 2 || MonotonicClock.nanoseconds() - t0 < budget {
-                for s in shapes { call(s) }
-                rounds += 1
-            }
-            best = max(best, flopsPerRound * Double(rounds) / Double(MonotonicClock.nanoseconds() - t0))
-        }
-        let sum = try communicator.allreduceSum([best])
-        return (sum[0] / Double(communicator.size), rates)
-    }
-
     // MARK: - Helpers
 
     static func median(_ values: [Double]) -> Double {
@@ -556,133 +288,5 @@ public enum Benchmark {
     static func loadAverage() -> String {
         guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return "n/a" }
         return text.split(separator: " ").prefix(3).joined(separator: " ")
-    }
-
-    static func statusField(_ name: String) -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-        for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
-            let digits = line.split(separator: " ").compactMap { Int($0) }
-            return (digits.first ?? 0) * 1024
-        }
-        return 0
-    }
-
-    /// Peak resident set size (VmHWM), bytes; getrusage's maxrss where /proc is absent.
-    static func peakRSS() -> Int {
-        let v = statusField("VmHWM")
-        if v > 0 { return v }
-        var usage = rusage()
-        #if os(Linux)
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        #else
-        getrusage(RUSAGE_SELF, &usage)
-        #endif
-        return Int(usage.ru_maxrss) * 1024
-    }
-
-    static func currentRSS() -> Int { statusField("VmRSS") }
-
-    /// Resets VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs).
-    static func resetPeakRSS() {
-        let fd = open("/proc/self/clear_refs", O_WRONLY)
-        guard fd >= 0 else { return }
-        _ = write(fd, "5", 1)
-        close(fd)
-    }
-}
-
-/// Where the benchmark's batches come from: a pool of synthetic rows in memory (fetching is
-/// free), or a prepared dataset through the trainer's loader (memory-mapped, shuffled,
-/// prefetched on a thread: its wait is the step's data wait).
-final class BenchBatches {
-    private let synthetic: SyntheticBatches?
-    private let loader: PreparedBatchLoader?
-    private let globalBatch: Int
-    private let prefetchBytes: Int
-    private let residentBudget: Int
-    private var step = 0
-
-    init(dataset: PreparedDataset?, rank: Int, worldSize: Int, batchSize: Int, options: BenchmarkOptions) throws {
-        globalBatch = batchSize * worldSize
-        residentBudget = options.residentDataBytes
-        if let dataset {
-            let split = try dataset.open(split: "train")
-            let rows = split.header.rows
-            guard rows >= globalBatch else {
-                throw TrainingError.notEnoughData("'\(options.dataPath ?? "")' has \(rows) training rows, fewer than one global batch of \(globalBatch)")
-            }
-            let shard = BlockCyclicShard(rank: rank, worldSize: worldSize, blockSize: batchSize, rows: 0..<rows)
-            let order = EpochOrder(rows: rows, shuffle: true, seed: options.seed)
-            let prefetch = PreparedDataOptions().prefetch
-            loader = PreparedBatchLoader(split: split, shard: shard, order: order, prefetch: prefetch,
-                                         residentBudget: options.residentDataBytes)
-            prefetchBytes = prefetch * batchSize * 4 * (1 + dataset.denseCount + dataset.categoricalCount)
-            synthetic = nil
-        } else {
-            synthetic = SyntheticBatches(rank: rank, worldSize: worldSize, batchSize: batchSize,
-                                         batches: options.poolBatches, seed: options.seed)
-            loader = nil
-            prefetchBytes = 0
-        }
-    }
-
-    /// The next step's batch and the global batch's row count (steps run on through epochs).
-    @inline(__always)
-    func next() -> (batch: BatchView, globalCount: Int) {
-        defer { step += 1 }
-        if let synthetic { return (synthetic.batch(step % synthetic.count), globalBatch) }
-        return loader!.batch(step: step)
-    }
-
-    /// Bytes to account for: the pool, or the prefetch ring plus the resident budget of the mapping.
-    var bytes: Int { synthetic?.bytes ?? prefetchBytes + residentBudget }
-    var accountingName: String { synthetic == nil ? "prefetch_and_resident_data" : "batch_pool" }
-
-    func stop() { loader?.stop() }
-}
-
-/// A fixed pool of synthetic Criteo rows for this rank, in the step's columnar layout: the rank's
-/// block of each of `batches` global batches, generated once by `SynthGenerator` (so categorical
-/// values follow its Zipf laws). `batch(i)` is a view into the pool: fetching costs nothing.
-final class SyntheticBatches {
-    let count: Int
-    let batchSize: Int
-    let labels: FloatBuffer
-    let dense: FloatBuffer
-    let categorical: UnsafeMutablePointer<UInt32>
-
-    init(rank: Int, worldSize: Int, batchSize: Int, batches: Int, seed: UInt64) {
-        count = batches
-        self.batchSize = batchSize
-        let rows = batches * batchSize
-        labels = FloatBuffer(count: rows)
-        dense = FloatBuffer(count: rows * CriteoFormat.denseCount)
-        categorical = .allocate(capacity: rows * CriteoFormat.categoricalCount)
-        let generator = SynthGenerator(seed: seed)
-        for s in 0..<batches {
-            let first = (s * worldSize + rank) * batchSize
-            let block = generator.generate(range: first..<(first + batchSize)).rows
-            let r0 = s * batchSize
-            block.labels.withUnsafeBufferPointer { (labels.pointer + r0).update(from: $0.baseAddress!, count: batchSize) }
-            block.dense.withUnsafeBufferPointer {
-                (dense.pointer + r0 * CriteoFormat.denseCount).update(from: $0.baseAddress!, count: $0.count)
-            }
-            block.categorical.withUnsafeBufferPointer {
-                (categorical + r0 * CriteoFormat.categoricalCount).initialize(from: $0.baseAddress!, count: $0.count)
-            }
-        }
-    }
-
-    deinit { categorical.deallocate() }
-
-    var bytes: Int { (labels.count + dense.count) * 4 + count * batchSize * CriteoFormat.categoricalCount * 4 }
-
-    @inline(__always)
-    func batch(_ i: Int) -> BatchView {
-        let r0 = i * batchSize
-        return BatchView(count: batchSize, labels: labels.pointer + r0,
-                         dense: dense.pointer + r0 * CriteoFormat.denseCount, denseWidth: CriteoFormat.denseCount,
-                         categorical: categorical + r0 * CriteoFormat.categoricalCount,
-                         categoricalWidth: CriteoFormat.categoricalCount)
     }
 }

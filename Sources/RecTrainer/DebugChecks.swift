@@ -1,21 +1,34 @@
+import Foundation
 import RecCore
 import RecDistributed
 
 /// The extra checks of `train --debug`.
 extension Trainer {
-    /// Stops at the first NaN or infinity in the loss or in any layer's gradient, naming it.
-    func checkFinite(step: Int, loss: Double, gradients: FloatBuffer, layout: ParameterLayout,
-                     sync: GradientSync, lastCheckpoint: String?) throws {
-        guard loss.isFinite else { throw TrainingError.nonFinite(step: step, what: "the training loss (\(loss))", lastCheckpoint: lastCheckpoint) }
-        let g = gradients.pointer
-        for entry in layout.entries {
-            for i in entry.offset..<(entry.offset + entry.count) where !g[i].isFinite {
-                throw TrainingError.nonFinite(step: step, what: "the gradient of \(entry.name) (element \(i - entry.offset) is \(g[i]))", lastCheckpoint: lastCheckpoint)
-            }
+    /// A step whose loss or gradient is not finite (no update was made, on any rank): skipped
+    /// with --skip-nonfinite, else the run stops, naming the first bad value under --debug.
+    func guardNonFinite<Model: RecModel>(_ step: TrainingStep<Model>, outcome: StepOutcome, number: Int,
+                                         books: inout RunBooks) throws {
+        if config.skipNonFinite {
+            books.skippedSteps += 1
+            if rank == 0 { logger.warning("step \(number): non-finite loss or gradient, step skipped on all ranks (--skip-nonfinite)") }
+        } else if config.debug, let what = step.firstNonFinite(loss: outcome.loss) {
+            throw TrainingError.nonFinite(step: number, what: what, lastCheckpoint: books.lastCheckpoint)
+        } else if !config.debug {
+            throw TrainingError.nonFinite(step: number, what: "the loss (\(outcome.loss)) or the gradients",
+                                          lastCheckpoint: books.lastCheckpoint)
         }
-        let v = sync.values.pointer
-        for i in 0..<(sync.rowCount * sync.dim) where !v[i].isFinite {
-            throw TrainingError.nonFinite(step: step, what: "the gradient of embedding row \(sync.rows[i / sync.dim])", lastCheckpoint: lastCheckpoint)
+    }
+
+    /// Under --debug, after each step: rank 0 logs the step's loss and phases; every
+    /// --debug-check-every steps the ranks compare replica checksums.
+    func debugStep<Model: RecModel>(_ step: TrainingStep<Model>, state: RunState, loss: Double, since before: StepPhases) throws {
+        let d = step.phases - before
+        func ms(_ nanoseconds: UInt64) -> String { String(format: "%.3f", Double(nanoseconds) / 1e6) }
+        if rank == 0 {
+            logger.info("step \(state.step - 1): loss \(fmt(loss, 5)), forward \(ms(d.forward)) ms, backward \(ms(d.backward)) ms, communication \(ms(d.exposedCommunication)) ms, optimizer \(ms(d.optimizer)) ms")
+        }
+        if worldSize > 1 && state.step % config.debugCheckEvery == 0 {
+            try checkReplicas(step: state.step, parameters: step.parameters, embeddingTable: step.embeddingTable)
         }
     }
 

@@ -1,22 +1,16 @@
 import Foundation
 
-/// The console of rank 0: plain lines, and on a terminal a live status line (the progress bar)
-/// at the bottom, redrawn in place with `\r`. A line printed while the bar shows clears it,
-/// prints, and draws the bar again below, so log lines and the bar never mix.
+/// The console of rank 0: plain lines, and a live status line (the progress bar) at the bottom,
+/// redrawn in place with `\r`. A line printed while the bar shows clears it, prints, and draws
+/// the bar again below, so log lines and the bar never mix.
 ///
-/// Whether standard output is a terminal is decided once, with `isatty`; log files, pipes and
-/// Slurm's output files are not, and get plain periodic lines instead of the bar.
+/// Whether there is a bar at all is `ProgressMode`'s decision: a person watching a terminal gets
+/// it; log files, pipes and Slurm's output files get plain periodic lines instead.
 public final class Console: @unchecked Sendable {
     public static let shared = Console()
 
     private let lock = NSLock()
     private var status: String?
-    /// Whether standard output is a terminal (then `train` draws a live progress bar).
-    public let isTerminal: Bool
-
-    init() {
-        isTerminal = isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["TERM"] != "dumb"
-    }
 
     /// The terminal's width in columns (100 when unknown).
     public var columns: Int {
@@ -35,9 +29,8 @@ public final class Console: @unchecked Sendable {
         if let status { raw(status, fd: STDOUT_FILENO) }
     }
 
-    /// Shows `text` as the status line (terminal only), replacing the previous one.
+    /// Shows `text` as the status line, replacing the previous one.
     public func showStatus(_ text: String) {
-        guard isTerminal else { return }
         lock.lock()
         defer { lock.unlock() }
         status = text

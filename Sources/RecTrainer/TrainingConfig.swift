@@ -1,5 +1,6 @@
 import Foundation
 import RecCore
+import RecData
 
 /// Everything a training run needs to know, gathered and validated by the CLI.
 public struct TrainingConfig: Sendable, Codable, Equatable {

@@ -1,118 +1,105 @@
 import RecCore
 import RecDistributed
 
-/// Where a step's time went, in nanoseconds, accumulated over `steps` steps.
-public struct StepPhases: Sendable, Equatable, Codable {
-    /// Waiting for the next batch (measured by the caller that fetches batches).
-    public var dataWait: UInt64 = 0
-    /// Forward pass and loss.
-    public var forward: UInt64 = 0
-    /// Backward pass, without the communication calls made from it.
-    public var backward: UInt64 = 0
-    /// Communication the step waited for or spent CPU on: starting collectives, packing and
-    /// merging embedding rows, and waiting for completion.
-    public var exposedCommunication: UInt64 = 0
-    /// Time collectives were in flight while the step computed (from their start until a
-    /// progress call saw them done, or until the final wait began).
-    public var hiddenCommunication: UInt64 = 0
-    /// Of `exposedCommunication`, the time blocked in waits.
-    public var communicationWait: UInt64 = 0
-    /// Of `communicationWait`, waiting for the other ranks' embedding row counts.
-    public var communicationCountsWait: UInt64 = 0
-    /// Of `exposedCommunication`: summing the rank's own embedding pairs per row (or scattering
-    /// them into the dense exchange buffer).
-    public var communicationCoalesce: UInt64 = 0
-    /// Of `exposedCommunication`: inside the calls that start collectives.
-    public var communicationStart: UInt64 = 0
-    /// Of `exposedCommunication`: inside the progress calls (MPI_Test) between layers.
-    public var communicationTest: UInt64 = 0
-    /// Of `exposedCommunication`: merging the received embedding rows.
-    public var communicationMerge: UInt64 = 0
-    /// Optimizer update (dense and embedding rows).
-    public var optimizer: UInt64 = 0
-    /// Whole steps, from the batch request to the end of the update.
-    public var total: UInt64 = 0
-    public var steps: Int = 0
-
-    public init() {}
-
-    public static func - (a: StepPhases, b: StepPhases) -> StepPhases {
-        var d = StepPhases()
-        d.dataWait = a.dataWait - b.dataWait
-        d.forward = a.forward - b.forward
-        d.backward = a.backward - b.backward
-        d.exposedCommunication = a.exposedCommunication - b.exposedCommunication
-        d.hiddenCommunication = a.hiddenCommunication - b.hiddenCommunication
-        d.communicationWait = a.communicationWait - b.communicationWait
-        d.communicationCountsWait = a.communicationCountsWait - b.communicationCountsWait
-        d.communicationCoalesce = a.communicationCoalesce - b.communicationCoalesce
-        d.communicationStart = a.communicationStart - b.communicationStart
-        d.communicationTest = a.communicationTest - b.communicationTest
-        d.communicationMerge = a.communicationMerge - b.communicationMerge
-        d.optimizer = a.optimizer - b.optimizer
-        d.total = a.total - b.total
-        d.steps = a.steps - b.steps
-        return d
-    }
+/// What a step reports, the same on every rank (it is read from the allreduced values).
+public struct StepOutcome: Sendable, Equatable {
+    /// Mean loss over the step's global rows.
+    public var loss: Double
+    /// Some rank asked to stop (a signal arrived) before the step.
+    public var stopRequested: Bool
+    /// Rank 0 asked for a checkpoint (its timer ran out) before the step.
+    public var checkpointRequested: Bool
+    /// Whether the loss and every gradient were finite. If not, the step made no update.
+    public var isFinite: Bool
+    /// With clipping (and an update): the global gradient norm before clipping.
+    public var gradientNorm: Double?
 }
 
-/// One data-parallel training step over buffers allocated once, shared by the trainer and the
-/// benchmark:
+/// Extra slots after the dense gradients of a `TrainingStep`, summed by the same allreduce: the
+/// loss sum, the stop request (any rank's signal) and the checkpoint request (rank 0's timer).
+public enum StepSlot {
+    public static let loss = 0, stop = 1, checkpoint = 2, count = 3
+}
+
+/// One data-parallel training step over buffers allocated once: the step `train` runs, and the
+/// one `bench` and the allocation guards measure.
 ///
-/// 1. forward and loss on this rank's rows (the loss gradient scaled by 1/globalCount, the loss
-///    sum written into the gradient buffer's last slot so it rides along with the allreduce);
-/// 2. backward; as each bucket of dense gradients and the embedding pairs become final, the
-///    model's backward events start their collectives (`GradientSync`), which progress between
-///    layers;
+/// 1. forward and loss on this rank's rows of each micro-batch (gradient accumulation: `micro`
+///    global batches add up into one update; the loss gradient is scaled by 1/globalCount over
+///    all of them), with the dropout context of (seed, step, the example's place in the step's
+///    global rows); the loss sum and the control flags ride in extra slots after the dense
+///    gradients, so one allreduce carries them;
+/// 2. backward; during the last micro-batch, as each bucket of dense gradients and the embedding
+///    pairs (of all micro-batches) become final, the model's backward events start their
+///    collectives (`GradientSync`), which progress between layers;
 /// 3. `synchronize`: wait for the collectives and merge the embedding rows;
-/// 4. the same optimizer update on every rank (dense, then the touched embedding rows).
+/// 4. the non-finite guard: a NaN or infinity in the loss or any gradient skips the update (on
+///    every rank alike, since all see the same sums);
+/// 5. clipping to the global norm, then the same optimizer update on every rank (dense, then the
+///    touched embedding rows).
 ///
-/// Generic over the model so the step's calls into it are direct. The step itself allocates
+/// Generic over the model: callers open their `any RecModel` into it. The step itself allocates
 /// nothing, takes no locks and uses no Foundation.
 public final class TrainingStep<Model: RecModel> {
     public let model: Model
     public let loss: Loss
     public let batchSize: Int
     public let parameters: FloatBuffer
-    /// (layout.count + 1): the dense gradients, then the loss sum.
+    /// (layout.count + StepSlot.count): the dense gradients, then the extra slots.
     public let gradients: FloatBuffer
     public let embeddingTable: FloatBuffer
     public let dLogits: FloatBuffer
+    /// One micro-batch's embedding pairs (the model overwrites them per pass).
     public let sparse: SparseGradient
+    /// With accumulation and embeddings: the pairs of all micro-batches of the step.
+    let accumulated: SparseGradient?
     public let sync: GradientSync
     public let optimizer: Optimizer
     public var phases = StepPhases()
     /// Clip the global gradient norm (dense and embedding rows) to this before the update.
     public var clipNorm: Float?
+    /// Seeds the dropout masks.
+    public var seed: UInt64
     private let parameterCount: Int
     private let hasEmbeddings: Bool
+    private let rank: Int, worldSize: Int
+    private var globalCount = 0
+    private var stepStart: UInt64 = 0
 
     /// - Parameters:
-    ///   - batchSize: the most rows per rank per step.
+    ///   - batchSize: the most rows per rank per micro-batch.
+    ///   - accumulate: the most micro-batches per step.
     ///   - bucketBytes: the dense gradient bucket size (see `GradientSync`).
     ///   - localSums: sum embedding pairs per rank before the exchange (see `GradientSync`).
+    ///   - seed: seeds the dropout masks.
     public init(model: Model, communicator: any Communicator, optimizer: OptimizerConfig, loss: Loss,
-                batchSize: Int, bucketBytes: Int = 1 << 20, localSums: Bool = true) {
+                batchSize: Int, accumulate: Int = 1, bucketBytes: Int = 1 << 20, localSums: Bool = true,
+                seed: UInt64 = 0) {
         self.model = model
         self.loss = loss
         self.batchSize = batchSize
+        self.seed = seed
+        rank = communicator.rank
+        worldSize = communicator.size
         let layout = model.layout
         let tables = model.embeddings
         let dim = tables?.dim ?? 1
-        let fields = model.config.categoricalFields
+        let pairs = tables == nil ? 0 : batchSize * model.config.categoricalFields
         parameterCount = layout.count
         hasEmbeddings = tables != nil
         parameters = FloatBuffer(count: layout.count)
-        gradients = FloatBuffer(count: layout.count + 1)
+        gradients = FloatBuffer(count: layout.count + StepSlot.count)
         embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * dim)
         dLogits = FloatBuffer(count: batchSize)
-        sparse = SparseGradient(capacity: tables == nil ? 0 : batchSize * fields, dim: dim)
-        sync = GradientSync(communicator: communicator, denseCount: layout.count + 1,
+        sparse = SparseGradient(capacity: pairs, dim: dim)
+        accumulated = accumulate > 1 && tables != nil ? SparseGradient(capacity: accumulate * pairs, dim: dim) : nil
+        sync = GradientSync(communicator: communicator, denseCount: layout.count + StepSlot.count,
                             boundaries: layout.entries.map(\.offset), bucketBytes: bucketBytes,
                             embeddingRows: tables?.rowCount ?? 0, dim: dim,
-                            maxLocalPairs: tables == nil ? 0 : batchSize * fields, localSums: localSums)
+                            maxLocalPairs: accumulate * pairs, localSums: localSums)
         self.optimizer = Optimizer(config: optimizer, parameterCount: layout.count,
                                    embeddingRows: tables?.rowCount ?? 0, embeddingDim: dim)
+        clipNorm = optimizer.clipNorm
     }
 
     /// Bytes of the buffers this step owns, by kind (for the memory accounting).
@@ -127,43 +114,108 @@ public final class TrainingStep<Model: RecModel> {
         }
         let rowwise = optimizer.config.kind == .rowwiseAdagrad
         return (parameters: (parameterCount + embedding) * 4,
-                gradients: gradients.count * 4 + sparse.capacity * (dim + 1) * 4 + sync.bufferBytes,
+                gradients: gradients.count * 4 + (sparse.capacity + (accumulated?.capacity ?? 0)) * (dim + 1) * 4
+                    + sync.bufferBytes,
                 optimizerState: slots * (parameterCount + (rowwise ? embedding / dim : embedding)) * 4,
                 activations: model.activationBytes + dLogits.count * 4)
     }
 
-    /// Forward, loss and backward on `batch`; starts the gradient communication as the backward
-    /// pass finishes its pieces. `globalCount` is the number of rows in the global batch.
+    // MARK: - The whole step
+
+    /// The whole step: `micro` micro-batches (`batch(j)` gives this rank's rows of the j-th; the
+    /// time it takes is the data wait), then synchronize, guard and update. `step` is the 0-based
+    /// optimizer step (the dropout masks' seed), `globalCount` the rows of all micro-batches over
+    /// all ranks. `learningRate`, when given, is set before the update.
+    @inline(__always)
+    public func run(step: Int, micro: Int = 1, globalCount: Int, stop: Bool = false, checkpoint: Bool = false,
+                    learningRate: Float? = nil, batch: (Int) throws -> BatchView) throws -> StepOutcome {
+        try computeGradients(step: step, micro: micro, globalCount: globalCount, stop: stop, checkpoint: checkpoint,
+                             batch: batch)
+        return try finish(learningRate: learningRate)
+    }
+
+    /// One batch as a whole step (no accumulation, no control flags); returns the global batch's
+    /// loss sum.
+    @inline(__always)
+    @discardableResult
+    public func run(_ batch: BatchView, globalCount: Int) throws -> Double {
+        _ = try run(step: phases.steps, globalCount: globalCount) { _ in batch }
+        return Double(gradients.pointer[parameterCount + StepSlot.loss])
+    }
+
+    // MARK: - Its parts
+
+    /// Forward, loss and backward on one batch, as a step of its own (step number: the steps run
+    /// so far); starts the gradient communication as the backward pass finishes its pieces.
     @inline(__always)
     public func computeGradients(_ batch: BatchView, globalCount: Int) throws {
-        precondition(batch.count <= batchSize)
+        try computeGradients(step: phases.steps, globalCount: globalCount) { _ in batch }
+    }
+
+    /// Sets the control slots, then forward, loss and backward on each micro-batch; the last one's
+    /// backward pass starts the gradient communication.
+    @inline(__always)
+    public func computeGradients(step: Int, micro: Int = 1, globalCount: Int, stop: Bool = false,
+                                 checkpoint: Bool = false, batch: (Int) throws -> BatchView) throws {
+        precondition(micro >= 1 && (micro == 1 || accumulated != nil || !hasEmbeddings), "more micro-batches than the step was built for")
+        stepStart = MonotonicClock.nanoseconds()
+        self.globalCount = globalCount
         let g = gradients.pointer
         g.update(repeating: 0, count: gradients.count)
         sparse.count = 0
-        sync.beginStep(gradients: g)
-        let t0 = MonotonicClock.nanoseconds()
-        let timingBefore = sync.timing
-        let exposedBefore = timingBefore.exposed
-        // A rank with no rows in the last, partial global batch runs the model on 0 rows: it
-        // still reports the same backward events, so it starts the same collectives in order.
-        let logits = model.forward(batch, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
-        let lossSum = loss.forwardBackward(logits: logits, labels: batch.labels, count: batch.count,
-                                           scale: 1 / Float(globalCount), dLogits: dLogits.pointer)
-        g[parameterCount] = Float(lossSum)
-        let t1 = MonotonicClock.nanoseconds()
-        phases.forward += t1 - t0
-        let sync = self.sync, sparse = self.sparse
-        try model.backward(batch, dLogits: dLogits.pointer, parameters: parameters.pointer, gradients: g,
-                           sparse: sparse) { event in
-            switch event {
-            case .denseFinal(let offset): try sync.denseFinal(from: offset)
-            case .sparseFinal: try sync.sparseFinal(sparse)
+        accumulated?.count = 0
+        // The extra slots are set first: their bucket may start its allreduce during the last
+        // backward pass.
+        g[parameterCount + StepSlot.stop] = stop ? 1 : 0
+        g[parameterCount + StepSlot.checkpoint] = checkpoint ? 1 : 0
+        let sync = self.sync, sparse = self.sparse, accumulated = self.accumulated
+        for j in 0..<micro {
+            let f0 = MonotonicClock.nanoseconds()
+            let view = try batch(j)
+            precondition(view.count <= batchSize)
+            let t0 = MonotonicClock.nanoseconds()
+            phases.dataWait += t0 - f0
+            let isFinal = j == micro - 1
+            if isFinal { sync.beginStep(gradients: g) }
+            sparse.count = 0
+            let timingBefore = sync.timing
+            // Dropout masks follow (seed, optimizer step, example's place in the step's global
+            // rows: micro-batch j holds the j-th block of worldSize x batchSize). A rank with no
+            // rows in the last, partial global batch runs the model on 0 rows: it still reports
+            // the same backward events, so it starts the same collectives in order.
+            model.trainingContext = TrainingContext(seed: seed, step: step, firstExample: (j * worldSize + rank) * batchSize)
+            let logits = model.forward(view, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
+            g[parameterCount + StepSlot.loss] += Float(loss.forwardBackward(
+                logits: logits, labels: view.labels, count: view.count,
+                scale: 1 / Float(globalCount), dLogits: dLogits.pointer))
+            let t1 = MonotonicClock.nanoseconds()
+            phases.forward += t1 - t0
+            // The dense gradients add up in `gradients`; only the last micro-batch's backward
+            // pass starts the collectives.
+            if let accumulated {
+                try model.backward(view, dLogits: dLogits.pointer, parameters: parameters.pointer, gradients: g,
+                                   sparse: sparse) { event in
+                    switch event {
+                    case .denseFinal(let offset): if isFinal { try sync.denseFinal(from: offset) }
+                    case .sparseFinal:
+                        accumulated.append(sparse)
+                        if isFinal { try sync.sparseFinal(accumulated) }
+                    }
+                }
+            } else {
+                try model.backward(view, dLogits: dLogits.pointer, parameters: parameters.pointer, gradients: g,
+                                   sparse: sparse) { event in
+                    switch event {
+                    case .denseFinal(let offset): if isFinal { try sync.denseFinal(from: offset) }
+                    case .sparseFinal: if isFinal { try sync.sparseFinal(sparse) }
+                    }
+                }
             }
+            let inSync = sync.timing.exposed - timingBefore.exposed   // communication started from backward
+            phases.backward += MonotonicClock.nanoseconds() - t1 - inSync
+            phases.exposedCommunication += inSync
+            account(since: timingBefore)
         }
-        let inSync = sync.timing.exposed - exposedBefore
-        phases.backward += MonotonicClock.nanoseconds() - t1 - inSync
-        phases.exposedCommunication += inSync
-        account(since: timingBefore)
     }
 
     /// Adds the parts of the exposed communication since `before` to `phases`.
@@ -178,25 +230,76 @@ public final class TrainingStep<Model: RecModel> {
         phases.communicationMerge += now.merging - before.merging
     }
 
-    /// Waits for the step's communication; returns the global batch's loss sum.
+    /// Waits for the step's communication; returns the global loss sum.
     @inline(__always)
+    @discardableResult
     public func synchronize() throws -> Double {
         let before = sync.timing
         try sync.finish()
         phases.exposedCommunication += sync.timing.exposed - before.exposed
         phases.hiddenCommunication += sync.timing.hidden - before.hidden
         account(since: before)
-        return Double(gradients.pointer[parameterCount])
+        return Double(gradients.pointer[parameterCount + StepSlot.loss])
     }
 
-    /// The optimizer update, identical on every rank.
+    /// Synchronizes, then updates unless the step is not finite; ends the step's timing.
     @inline(__always)
-    public func update() {
+    public func finish(learningRate: Float? = nil) throws -> StepOutcome {
+        let lossSum = try synchronize()
+        let extra = gradients.pointer + parameterCount
+        var outcome = StepOutcome(loss: lossSum / Double(globalCount), stopRequested: extra[StepSlot.stop] > 0,
+                                  checkpointRequested: extra[StepSlot.checkpoint] > 0, isFinite: true, gradientNorm: nil)
+        outcome.isFinite = isFinite(loss: outcome.loss)
+        if outcome.isFinite {
+            if let learningRate { optimizer.learningRate = learningRate }
+            outcome.gradientNorm = update()
+        }
+        phases.total += MonotonicClock.nanoseconds() - stepStart
+        phases.steps += 1
+        return outcome
+    }
+
+    /// Whether the loss and every (synchronized) gradient are finite. NaN and infinity propagate
+    /// through a sum, so one vectorized pass decides.
+    @inline(__always)
+    public func isFinite(loss: Double) -> Bool {
+        guard loss.isFinite else { return false }
+        var s: Float = 0
+        let g = gradients.pointer
+        for i in 0..<parameterCount { s += g[i] * 0 }
+        let v = sync.values.pointer
+        for i in 0..<(sync.rowCount * sync.dim) { s += v[i] * 0 }
+        return !s.isNaN
+    }
+
+    /// The first non-finite value of the step, named: the loss, a dense tensor's element, or an
+    /// embedding row's gradient; nil when all are finite.
+    public func firstNonFinite(loss: Double) -> String? {
+        guard loss.isFinite else { return "the training loss (\(loss))" }
+        let g = gradients.pointer
+        for entry in model.layout.entries {
+            for i in entry.offset..<(entry.offset + entry.count) where !g[i].isFinite {
+                return "the gradient of \(entry.name) (element \(i - entry.offset) is \(g[i]))"
+            }
+        }
+        let v = sync.values.pointer
+        for i in 0..<(sync.rowCount * sync.dim) where !v[i].isFinite {
+            return "the gradient of embedding row \(sync.rows[i / sync.dim])"
+        }
+        return nil
+    }
+
+    /// Clipping (with `clipNorm`; it sees the global gradients, identical on every rank), then
+    /// the optimizer update, identical on every rank. Returns the norm before clipping.
+    @inline(__always)
+    @discardableResult
+    public func update() -> Double? {
         let t0 = MonotonicClock.nanoseconds()
+        var norm: Double?
         if let clipNorm {
-            GradientClipping.clip(UnsafeMutableBufferPointer(start: gradients.pointer, count: parameterCount),
-                                  UnsafeMutableBufferPointer(start: sync.values.pointer, count: hasEmbeddings ? sync.rowCount * sync.dim : 0),
-                                  maxNorm: clipNorm)
+            norm = GradientClipping.clip(UnsafeMutableBufferPointer(start: gradients.pointer, count: parameterCount),
+                                         UnsafeMutableBufferPointer(start: sync.values.pointer, count: hasEmbeddings ? sync.rowCount * sync.dim : 0),
+                                         maxNorm: clipNorm)
         }
         optimizer.update(parameters: parameters.buffer,
                          gradients: UnsafeBufferPointer(start: gradients.pointer, count: parameterCount))
@@ -206,17 +309,6 @@ public final class TrainingStep<Model: RecModel> {
                                  gradients: UnsafeBufferPointer(start: sync.values.pointer, count: sync.rowCount * sync.dim))
         }
         phases.optimizer += MonotonicClock.nanoseconds() - t0
-    }
-
-    /// The whole step; returns the global batch's loss sum.
-    @inline(__always)
-    public func run(_ batch: BatchView, globalCount: Int) throws -> Double {
-        let t0 = MonotonicClock.nanoseconds()
-        try computeGradients(batch, globalCount: globalCount)
-        let lossSum = try synchronize()
-        update()
-        phases.total += MonotonicClock.nanoseconds() - t0
-        phases.steps += 1
-        return lossSum
+        return norm
     }
 }

@@ -35,12 +35,6 @@ struct Bench: ParsableCommand {
     var windowSeconds: Double = 1
     @Option(help: "Time spent measuring sgemm on each case's layer shapes, seconds.")
     var sgemmSeconds: Double = 1
-    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var optimizer: OptimizerKind = .adam
-    @Option(help: "dlrm: rows per embedding table.")
-    var hashBuckets: Int = 65_536
-    @Option(help: "Dense gradient bucket size in KiB (buckets end at layer boundaries).")
-    var bucketKib: Int = 1024
     @Flag(inversion: .prefixedNo,
           help: "With several ranks, also alternate windows of rank 0 training alone with windows of all ranks (the scaling ratio).")
     var compareSingleRank = true
@@ -53,8 +47,7 @@ struct Bench: ParsableCommand {
     var residentDataMb: Int = 64
     @Option(help: "Write the report as JSON to this file (rank 0).")
     var jsonOut: String?
-    @Option(help: "OpenBLAS threads per rank.")
-    var blasThreads: Int = 1
+    @OptionGroup var step: StepOptions
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -62,14 +55,11 @@ struct Bench: ParsableCommand {
         if warmupSteps < 0 { throw ValidationError("--warmup-steps must be 0 or more.") }
         if !(windowSeconds > 0) { throw ValidationError("--window-seconds must be positive.") }
         if !(sgemmSeconds > 0) { throw ValidationError("--sgemm-seconds must be positive.") }
-        if bucketKib < 1 { throw ValidationError("--bucket-kib must be at least 1.") }
-        if hashBuckets < 2 { throw ValidationError("--hash-buckets must be at least 2.") }
-        if blasThreads < 1 { throw ValidationError("--blas-threads must be at least 1.") }
     }
 
     func run() throws {
         BLASKernels.reexecWithNativeKernelsIfNeeded()
-        GEMM.setThreads(blasThreads)
+        GEMM.setThreads(step.blasThreads)
         let communicator: MPICommunicator
         do {
             communicator = try MPICommunicator()
@@ -84,9 +74,9 @@ struct Bench: ParsableCommand {
         options.windows = windows
         options.windowSeconds = windowSeconds
         options.sgemmSeconds = sgemmSeconds
-        options.optimizer = OptimizerConfig(kind: optimizer)
-        options.hashBuckets = hashBuckets
-        options.bucketBytes = bucketKib * 1024
+        options.optimizer = OptimizerConfig(kind: step.optimizer)
+        options.hashBuckets = step.hashBuckets ?? options.hashBuckets
+        options.bucketBytes = step.bucketKib * 1024
         options.compareSingleRank = compareSingleRank
         options.localSums = localSums
         options.dataPath = data

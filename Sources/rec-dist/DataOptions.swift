@@ -1,4 +1,5 @@
 import ArgumentParser
+import RecData
 import RecTrainer
 
 /// `train` flags for prepared datasets (`--data DIR`); they do not apply to TSV files.

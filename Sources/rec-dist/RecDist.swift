@@ -41,6 +41,11 @@ extension Activation: ExpressibleByArgument {}
 extension SelectionMetric: ExpressibleByArgument {}
 extension LearningRateDecay: ExpressibleByArgument {}
 
+/// `--progress`: a display, or `auto` to decide from the environment.
+enum ProgressChoice: String, ExpressibleByArgument, CaseIterable {
+    case auto, bar, lines, off
+}
+
 /// A comma-separated list of layer widths, e.g. `512,256`.
 struct LayerWidths: ExpressibleByArgument {
     var widths: [Int]
@@ -118,8 +123,6 @@ struct Train: ParsableCommand {
     var hidden: LayerWidths?
     @Option(help: "mlp: how many leading dense features to use (1-13; default 10).")
     var denseFeatures: Int?
-    @Option(help: "Rows per embedding table for raw TSV data (hashing modulo this; a missing value is its own id; default 65536).")
-    var hashBuckets: Int?
     @Option(help: "Embedding dimension: dlrm (also the bottom MLP's output; 16), wide-deep (16), ncf's MLP branch (32), two-tower (32).")
     var embeddingDim: Int?
     @Option(help: "dlrm: bottom MLP hidden widths (512,256,64).")
@@ -136,8 +139,6 @@ struct Train: ParsableCommand {
     var initializer: Initializer?
     @Option(help: "Loss: bce (binary cross-entropy) or mse (squared error on the sigmoid output).")
     var loss: Loss = .bce
-    @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var optimizer: OptimizerKind = .adam
     @Option(help: "Learning rate (default: Keras's default for the optimizer).")
     var lr: Float?
     @Option(help: "momentum: the momentum coefficient.")
@@ -204,14 +205,18 @@ struct Train: ParsableCommand {
     var debug = false
     @Option(help: "With --debug under mpirun: compare replica checksums every this many steps.")
     var debugCheckEvery: Int = 10
-    @Option(help: "OpenBLAS threads per rank (default 1: one rank per core).")
-    var blasThreads: Int = 1
-    @Option(help: "Dense gradient bucket size in KiB: each bucket's allreduce starts as soon as the backward pass has finished its layers (buckets end at tensor boundaries).")
-    var bucketKib: Int = 1024
+    @Option(help: "Progress on rank 0: bar (redrawn in place), lines (plain periodic lines), off, or auto: the bar when a person watches a terminal (launch.sh tells its ranks; under plain mpirun, lines), else lines.")
+    var progress: ProgressChoice = .auto
     @Option(help: "Abort the job when a collective waits this many seconds for the other ranks, naming the missing ranks (0: off). Set it above the longest evaluation, checkpoint or data-loading skew.")
     var collectiveTimeout: Double = 0
+    @OptionGroup var step: StepOptions
     @OptionGroup var preparedData: PreparedDataFlags
     @OptionGroup var logging: LoggingOptions
+
+    var optimizer: OptimizerKind { step.optimizer }
+    var hashBuckets: Int? { step.hashBuckets }
+    var bucketKib: Int { step.bucketKib }
+    var blasThreads: Int { step.blasThreads }
 
     func validate() throws {
         func bad(_ flag: String, _ value: Any, _ allowed: String) -> ValidationError {
@@ -225,15 +230,12 @@ struct Train: ParsableCommand {
         if evalEvery < 0 { throw bad("--eval-every", evalEvery, "use 0 (only at the end) or a positive step count") }
         if logEvery < 0 { throw bad("--log-every", logEvery, "use 0 (automatic) or a positive step count") }
         if let denseFeatures, !(1...13).contains(denseFeatures) { throw bad("--dense-features", denseFeatures, "use 1 to 13") }
-        if let hashBuckets, hashBuckets < 2 || hashBuckets > 1 << 26 { throw bad("--hash-buckets", hashBuckets, "use 2 to 67108864") }
         if let embeddingDim, embeddingDim < 1 || embeddingDim > 1024 { throw bad("--embedding-dim", embeddingDim, "use 1 to 1024") }
         if let factors, factors < 1 || factors > 1024 { throw bad("--factors", factors, "use 1 to 1024") }
         if let dropout, !(dropout >= 0 && dropout < 1) { throw bad("--dropout", dropout, "use a rate in [0, 1)") }
         if activation == .linear { throw bad("--activation", "linear", "use relu, sigmoid or tanh") }
         if !(momentum >= 0 && momentum < 1) { throw bad("--momentum", momentum, "use a value in [0, 1)") }
         if debugCheckEvery < 1 { throw bad("--debug-check-every", debugCheckEvery, "use 1 or more") }
-        if blasThreads < 1 { throw bad("--blas-threads", blasThreads, "use 1 or more") }
-        if bucketKib < 1 || bucketKib > 1 << 20 { throw bad("--bucket-kib", bucketKib, "use 1 to 1048576, e.g. 1024 (1 MiB)") }
         if checkpointEvery < 0 { throw bad("--checkpoint-every", checkpointEvery, "use 0 (off) or a positive step count") }
         if !(checkpointEverySeconds >= 0) { throw bad("--checkpoint-every-seconds", checkpointEverySeconds, "use 0 (off) or a positive number of seconds") }
         if keep < 1 { throw bad("--keep", keep, "keep at least 1 checkpoint") }
@@ -373,7 +375,7 @@ struct Train: ParsableCommand {
             throw ExitCode(code)
         }
         let trainer = Trainer(config: config, communicator: communicator, logger: logger)
-        trainer.liveProgress = rank == 0 && Console.shared.isTerminal && !debug
+        trainer.progress = progressMode()
         do {
             let result = try trainer.run()
             if rank == 0 { printSummary(result, config: config, worldSize: communicator.size) }
@@ -391,7 +393,8 @@ struct Train: ParsableCommand {
             if rank == 0 { printError("\(error)", rank: rank) }
             communicator.finalize()
             throw ExitCode.failure
-        } catch let error as DataError where isCollectiveStage(error) {
+        } catch let error as DataError {
+            // Data errors are raised before the agreement allreduce, so every rank reaches it.
             printError("\(error)", rank: rank)
             communicator.finalize()
             throw ExitCode.failure
@@ -408,8 +411,19 @@ struct Train: ParsableCommand {
         }
     }
 
-    /// Data errors are raised before the agreement allreduce, so every rank reaches it.
-    private func isCollectiveStage(_ error: DataError) -> Bool { true }
+    /// The progress display: as asked, or decided from the environment (never the bar with --debug,
+    /// whose per-step lines would break it).
+    func progressMode() -> ProgressMode {
+        switch progress {
+        case .bar: return .bar
+        case .lines: return .lines
+        case .off: return .off
+        case .auto:
+            if debug { return .lines }
+            return ProgressMode.automatic(environment: ProcessInfo.processInfo.environment,
+                                          standardOutputIsTerminal: isatty(STDOUT_FILENO) == 1)
+        }
+    }
 
     func printSummary(_ result: TrainingResult, config: TrainingConfig, worldSize: Int) {
         var lines = ["", "done: \(result.steps) steps, \(result.samples) samples on \(worldSize) rank(s), \(Int(result.samplesPerSecond)) samples/s"]
@@ -445,49 +459,4 @@ func exitingOnError<T>(_ body: () throws -> T) throws -> T {
         printError("\(error)")
         throw ExitCode.failure
     }
-}
-
-/// Plain console lines: info and below to standard output (or all to standard error, for
-/// commands whose standard output is data), warnings and errors to standard error; lines from
-/// ranks other than 0 carry their rank. Lines go through `Console`, so they never break a live
-/// progress bar.
-struct ConsoleLogHandler: LogHandler {
-    let label: String
-    let rank: Int
-    var allToStandardError = false
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
-
-    init(label: String, rank: Int) {
-        self.label = label
-        self.rank = rank
-    }
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let level = event.level, message = event.message
-        let prefix = rank == 0 ? "" : "[rank \(rank)] "
-        let tag = level >= .warning ? "\(level): " : ""
-        Console.shared.line("\(prefix)\(tag)\(message)", toStandardError: allToStandardError || level >= .warning)
-    }
-}
-
-/// The logger of the command being run (set up by `bootstrapLogging`).
-nonisolated(unsafe) var logger = Logger(label: "rec-dist")
-
-/// Sets up swift-log for this process once: console lines at `--log-level`.
-/// `allToStandardError` keeps standard output for data (`predict --out -`).
-func bootstrapLogging(_ options: LoggingOptions, rank: Int = 0, allToStandardError: Bool = false) {
-    let level = options.logLevel
-    LoggingSystem.bootstrap { label in
-        var handler = ConsoleLogHandler(label: label, rank: rank)
-        handler.logLevel = level
-        handler.allToStandardError = allToStandardError
-        return handler
-    }
-    logger = Logger(label: "rec-dist")
 }

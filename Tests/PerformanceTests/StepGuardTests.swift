@@ -119,6 +119,39 @@ struct StepAllocationTests {
         #expect(n == 0, "\(n) heap allocations")
     }
 
+    /// The step as train runs it: 3 accumulated micro-batches, the control slots, a scheduled
+    /// learning rate, clipping; on 1 rank and on 2 in-process ranks.
+    @Test func accumulatedStepWithControlsAllocatesNothing() throws {
+        guard rd_allocation_counter_available() != 0 else { return }
+        let batch = 32
+        let results = try InProcessGroup.run(size: 2) { comm -> [Int] in
+            var counts: [Int] = []
+            for communicator in [LocalCommunicator(), comm] as [any Communicator] {
+                GEMM.setThreads(1)
+                let model = DLRMModel(config: Self.model(.dlrm, hashBuckets: 1000, batch: batch), maxBatch: batch)
+                var optimizer = OptimizerConfig(kind: .adamw)
+                optimizer.clipNorm = 0.5
+                let step = TrainingStep(model: model, communicator: communicator, optimizer: optimizer, loss: .bce,
+                                        batchSize: batch, accumulate: 3, bucketBytes: 1024, seed: 7)
+                model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer, seed: 1)
+                let pool = SyntheticBatches(rank: communicator.rank, worldSize: communicator.size, batchSize: batch,
+                                            batches: 3, seed: 3)
+                let global = 3 * batch * communicator.size
+                func run(_ s: Int) throws {
+                    let outcome = try step.run(step: s, micro: 3, globalCount: global, stop: false, checkpoint: s == 4,
+                                               learningRate: 0.001 / Float(s + 1)) { pool.batch($0) }
+                    precondition(outcome.isFinite && outcome.checkpointRequested == (s == 4) && outcome.gradientNorm != nil)
+                }
+                for s in 0..<3 { try run(s) }
+                rd_allocation_counter_start()
+                for s in 3..<8 { try run(s) }
+                counts.append(Int(rd_allocation_counter_stop()))
+            }
+            return counts
+        }
+        #expect(results == [[0, 0], [0, 0]], "heap allocations in 5 accumulated steps (1 rank, 2 ranks), by rank: \(results)")
+    }
+
     @Test(arguments: [(ModelKind.mlp, OptimizerKind.adam), (.mlp, .sgd), (.dlrm, .adam), (.dlrm, .momentum), (.dlrm, .adagrad),
                       (.logreg, .adagrad), (.wideDeep, .adam), (.ncf, .adam), (.twoTower, .adam)])
     func oneRankStepAllocatesNothing(kind: ModelKind, optimizer: OptimizerKind) throws {
@@ -251,8 +284,8 @@ struct ExchangeTrafficTests {
         }
     }
 
-    /// The dlrm step at a known configuration: dense allreduce of every parameter plus the loss
-    /// slot; embedding rows by the formula: with local sums (nil: the default, as train and
+    /// The dlrm step at a known configuration: dense allreduce of every parameter plus the extra
+    /// slots (loss, stop and checkpoint requests: the step is the one train runs); embedding rows by the formula: with local sums (nil: the default, as train and
     /// bench run) the distinct rows counted from the batch, without them every pair (16 x 26 per
     /// rank).
     @Test(arguments: [nil, true, false] as [Bool?])
@@ -283,7 +316,7 @@ struct ExchangeTrafficTests {
         }
         let pair = 4 * (16 + 1)   // the row and its 16 gradient values
         for r in results {
-            #expect(r[0] == 4 * (r[4] + 1))
+            #expect(r[0] == 4 * (r[4] + StepSlot.count))
             #expect(r[1] == 8 + r[3] * pair)
             #expect(r[2] == 8 * ranks + (results[0][3] + results[1][3]) * pair)
         }

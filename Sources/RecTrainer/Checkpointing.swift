@@ -1,0 +1,42 @@
+import Foundation
+import RecCore
+
+extension Trainer {
+    /// Rank 0 writes a checkpoint of the current state (once per step); all ranks agree on the
+    /// outcome. A new best evaluation at this step becomes the `best` checkpoint.
+    func writeCheckpoint(state: inout RunState, policy: CheckpointPolicy, buffers: Checkpoint.Buffers,
+                         books: inout RunBooks) throws {
+        guard let root = config.checkpointDir, books.checkpointedStep != state.step else { return }
+        var failure: (any Error)?
+        if rank == 0 {
+            do {
+                let name = Checkpoint.name(step: state.step)
+                let record = books.lastRecord.flatMap { $0.step == state.step ? $0 : nil }
+                policy.noteCandidate(name, record: record, in: &state)
+                let saved = Checkpoint.State(
+                    formatVersion: Checkpoint.formatVersion, step: state.step, epoch: state.epoch, epochRowOffset: state.offset,
+                    samplesSeen: state.samplesSeen, worldSize: worldSize, optimizerStep: buffers.optimizer.step,
+                    evaluation: record, bestMetric: state.bestMetric, bestCheckpoint: state.bestCheckpoint, config: config,
+                    earlyStopBest: state.earlyStopBest, evaluationsSinceBest: state.evaluationsSinceBest)
+                let path = try Checkpoint.write(root: root, state: saved, buffers: buffers)
+                if state.bestCheckpoint == name { try Checkpoint.writePointer(root: root, file: "best", to: name) }
+                let removed = Checkpoint.prune(root: root, keep: config.keep, protected: state.bestCheckpoint)
+                books.lastCheckpoint = path
+                logger.info("checkpoint written to \(path)\(removed.isEmpty ? "" : " (removed \(removed.joined(separator: ", ")))")")
+            } catch {
+                failure = error
+            }
+        }
+        books.checkpointedStep = state.step
+        books.lastCheckpointTime = Date()
+        let verdict = try communicator.allreduceMax([failure == nil ? 0 : 1])
+        if verdict[0] != 0 {
+            if config.continueOnCheckpointFailure {
+                if let failure { logger.warning("\(failure); training continues (--continue-on-checkpoint-failure)") }
+                return
+            }
+            if let failure { throw failure }
+            throw TrainingError.peerFailed(ranks: [0], stage: "checkpoint writing")
+        }
+    }
+}

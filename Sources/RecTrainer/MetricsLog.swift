@@ -1,0 +1,43 @@
+import Foundation
+
+extension Trainer {
+    /// Opens (creates, or appends to when resuming) the metrics log of --metrics-out.
+    func openMetricsLog(_ path: String, append: Bool) throws -> FileHandle {
+        let url = URL(fileURLWithPath: path)
+        try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        if !(append && FileManager.default.fileExists(atPath: path)) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw TrainingError.metricsLog(path: path, message: "cannot create the file; check that its directory exists or can be created and is writable (--metrics-out)")
+            }
+        }
+        let handle = try FileHandle(forWritingTo: url)
+        try handle.seekToEnd()
+        return handle
+    }
+
+    /// Appends one evaluation as a JSON line (non-finite values as strings).
+    func appendMetrics(_ record: EvaluationRecord, to handle: FileHandle?) throws {
+        guard let handle else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+        var data = try encoder.encode(record)
+        data.append(0x0A)
+        try handle.write(contentsOf: data)
+    }
+}
+
+extension Trainer {
+    /// Rank 0 opens --metrics-out (appending when the run resumes); every rank learns whether it
+    /// could, or the others would wait for it in the first step's collectives.
+    func openMetricsLog(resuming: Bool) throws -> FileHandle? {
+        guard let path = config.metricsPath else { return nil }
+        var failure: (any Error)?
+        var handle: FileHandle?
+        if rank == 0 {
+            do { handle = try openMetricsLog(path, append: resuming) } catch { failure = error }
+        }
+        try agree(failure, stage: "opening the metrics log")
+        return handle
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import Logging
+
+/// How rank 0 shows training progress.
+public enum ProgressMode: String, Sendable, CaseIterable {
+    /// A live bar redrawn in place (a person watching a terminal).
+    case bar
+    /// Plain periodic lines (log files, pipes, Slurm's output files).
+    case lines
+    /// Neither (evaluation lines and the summary still print).
+    case off
+
+    /// The mode when none is asked for: the bar only when a person is watching.
+    ///
+    /// Standard output being a terminal says so for a plain process. Under mpirun it does not:
+    /// Open MPI gives each rank a pseudo-terminal even when mpirun's own output goes to a file.
+    /// So a rank of mpirun (OMPI_COMM_WORLD_SIZE set) draws the bar only when the launcher says
+    /// its output is a terminal (`launch.sh` sets REC_DIST_TERMINAL=1 or 0), and prints lines
+    /// otherwise, also under plain mpirun. TERM=dumb always gets lines.
+    public static func automatic(environment: [String: String], standardOutputIsTerminal: Bool) -> ProgressMode {
+        if environment["TERM"] == "dumb" { return .lines }
+        if let told = environment["REC_DIST_TERMINAL"] { return told == "1" ? .bar : .lines }
+        if environment["OMPI_COMM_WORLD_SIZE"] != nil { return .lines }
+        return standardOutputIsTerminal ? .bar : .lines
+    }
+}
+
+/// Rank 0's progress: the live bar (redrawn at most 10 times a second, samples/s over the last
+/// window of about a second) or a plain line every `logEvery` steps and after the last.
+final class ProgressDisplay {
+    let mode: ProgressMode
+    let logEvery: Int
+    let totalSteps: Int
+    let totalEpochs: Int
+    let firstStep: Int
+    let showRate: Bool
+    let logger: Logger
+    private let runStart = Date()
+    private var barSamples = 0, barRate: Double?, barWindowStart = Date(), lastDraw = Date.distantPast
+
+    init(mode: ProgressMode, logEvery: Int, firstStep: Int, totalSteps: Int, totalEpochs: Int, showRate: Bool, logger: Logger) {
+        self.mode = mode
+        self.logEvery = logEvery
+        self.firstStep = firstStep
+        self.totalSteps = totalSteps
+        self.totalEpochs = totalEpochs
+        self.showRate = showRate
+        self.logger = logger
+    }
+
+    /// Whether the step ends a plain line's interval.
+    func isLineDue(step: Int) -> Bool { step % logEvery == 0 || step == totalSteps }
+
+    private func report(_ state: RunState, samplesPerSecond: Double, loss: Double?) -> ProgressReport {
+        let done = state.step - firstStep, elapsed = Date().timeIntervalSince(runStart)
+        return ProgressReport(step: state.step, totalSteps: totalSteps, epoch: min(state.completedEpochs, totalEpochs),
+                              totalEpochs: totalEpochs, samplesPerSecond: samplesPerSecond, loss: loss,
+                              eta: done > 0 ? elapsed / Double(done) * Double(totalSteps - state.step) : nil)
+    }
+
+    /// After each step: redraws the bar when due.
+    func stepDone(_ state: RunState, samples: Int, loss: Double?) {
+        guard mode == .bar else { return }
+        barSamples += samples
+        let now = Date(), window = now.timeIntervalSince(barWindowStart)
+        if window >= 1 { barRate = Double(barSamples) / window; barSamples = 0; barWindowStart = now }
+        if now.timeIntervalSince(lastDraw) >= 0.1 || state.step == totalSteps {
+            lastDraw = now
+            let rate = barRate ?? Double(barSamples) / max(window, 1e-9)
+            Console.shared.showStatus(report(state, samplesPerSecond: rate, loss: loss).bar(width: Console.shared.columns))
+        }
+    }
+
+    /// At the end of a line's interval: the plain line, with the interval's samples/s.
+    func line(_ state: RunState, samplesPerSecond: Double, loss: Double?, learningRate: Float) {
+        guard mode == .lines else { return }
+        logger.info("\(report(state, samplesPerSecond: samplesPerSecond, loss: loss).line)\(showRate ? "  lr \(learningRate)" : "")")
+    }
+
+    /// Leaves the bar on screen as the last state.
+    func end() { if mode == .bar { Console.shared.endStatus() } }
+}
