@@ -30,10 +30,15 @@ public enum ONNXExport {
         description["weights"] = "model.onnx"
         description["onnx"] = self.interface(of: model)
         let path = directory + "/model.onnx"
+        // Protobuf messages hold at most 2 GiB; the weights are nearly all of the file.
+        let weightBytes = model.graph.initializer.reduce(0) { $0 + $1.rawData.count }
+        guard weightBytes < Int(Int32.max) - (1 << 20) else {
+            throw TrainingError.checkpoint(path: path, message: "the weights take \(weightBytes / (1 << 20)) MiB, over the 2 GiB an ONNX file holds; export --format safetensors, or train with fewer --hash-buckets or a smaller --embedding-dim")
+        }
         do {
             try (model.serializedBytes() as Data).write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
-            throw TrainingError.checkpoint(path: path, message: "cannot write the ONNX model (\(error)); ONNX files hold at most 2 GiB, so a model over that needs fewer --hash-buckets or a smaller --embedding-dim")
+            throw TrainingError.checkpoint(path: path, message: "cannot write the ONNX model (\(error)); choose a writable --out with room for it")
         }
         try ModelExport.writeJSON(description, to: directory + "/model.json")
     }

@@ -6,9 +6,8 @@ import Testing
 @Suite(.serialized)
 struct ONNXExportTests {
     /// For each model (on raw Criteo TSV: hashing and log1p in the graph; on a prepared copy:
-    /// identity transform, vocabulary ids; on a prepared MovieLens folder: user and item fields,
-    /// and a DLRM without dense inputs), examples/score_onnx.py --check scores the rows that
-    /// `predict` scored, within 1e-5.
+    /// identity transform, vocabulary ids; on a prepared MovieLens folder: user and item fields),
+    /// examples/score_onnx.py --check scores the rows that `predict` scored, within 1e-5.
     @Test(arguments: ["mlp:tsv", "dlrm:tsv", "logreg:tsv", "wide-deep:tsv", "dlrm:prepared", "wide-deep:prepared",
                       "ncf:movies", "two-tower:movies", "dlrm:movies"])
     func onnxRuntimeReproducesPredictions(variant: String) throws {
@@ -33,8 +32,8 @@ struct ONNXExportTests {
         let description = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: root + "/onnx/model.json"))) as! [String: Any]
         let onnx = try #require(description["onnx"] as? [String: Any])
         let inputs = (onnx["inputs"] as! [[String: Any]]).map { $0["name"] as! String }
-        // Models without dense inputs (ncf, two-tower, the MovieLens dlrm) take only the ids.
-        #expect(inputs == (["ncf", "two-tower"].contains(model) || input == "movies" ? ["categorical"] : model == "mlp" ? ["dense"] : ["dense", "categorical"]),
+        // ncf and two-tower read only the ids, mlp only the dense values.
+        #expect(inputs == (["ncf", "two-tower"].contains(model) ? ["categorical"] : model == "mlp" ? ["dense"] : ["dense", "categorical"]),
                 "\(inputs)")
         let output = (onnx["outputs"] as! [[String: Any]])[0]
         let shape = output["shape"] as? [Any]
