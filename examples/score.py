@@ -200,6 +200,8 @@ def load(model_dir):
         description = json.load(f)
     if description.get("format") != "rec-dist model":
         sys.exit(f"{model_dir}/model.json is not a rec-dist model description (write one with `rec-dist export`)")
+    if "onnx" in description:
+        sys.exit(f"{model_dir} is an ONNX export: score it with examples/score_onnx.py (or export without --format onnx)")
     from safetensors import safe_open  # here, so that score_onnx.py can import this file without it
     with safe_open(os.path.join(model_dir, description["weights"]), framework="numpy") as f:
         tensors = {k: f.get_tensor(k).astype(np.float64) for k in f.keys()}
