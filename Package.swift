@@ -19,6 +19,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.28.0"),
     ],
     targets: [
         // System libraries: Open MPI and OpenBLAS from Debian's -dev packages.
@@ -42,6 +43,11 @@ let package = Package(
         .target(name: "RecMPI", dependencies: ["CMPI", "RecDistributed"], swiftSettings: swiftSettings),
         // Checkpoint files: safetensors, CRC-32, the checksummed file sink.
         .target(name: "RecCheckpoint", dependencies: ["RecCore", "RecData"], swiftSettings: swiftSettings),
+        // Generated protobuf messages (committed; scripts/generate-*-protos.sh regenerate them):
+        // onnx/ holds ONNX's, for `export --format onnx`.
+        .target(name: "RecProtos",
+                dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                exclude: ["onnx/onnx.proto3"]),
         // The training loop, evaluation, what a training checkpoint holds, metrics log, benchmark.
         .target(name: "RecTrainer",
                 dependencies: ["RecCore", "RecData", "RecDistributed", "RecCheckpoint",
@@ -49,7 +55,8 @@ let package = Package(
                 swiftSettings: swiftSettings),
         // Using a trained model: load it, predict, recommend, explain, export, report, baselines.
         .target(name: "RecInference",
-                dependencies: ["RecCore", "RecData", "RecCheckpoint", "RecTrainer"],
+                dependencies: ["RecCore", "RecData", "RecCheckpoint", "RecTrainer", "RecProtos",
+                               .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 swiftSettings: swiftSettings),
         // The CLI: parsing, validation, exit codes.
         .executableTarget(name: "rec-dist",

@@ -23,7 +23,6 @@ import struct
 import sys
 
 import numpy as np
-from safetensors import safe_open
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -201,13 +200,16 @@ def load(model_dir):
         description = json.load(f)
     if description.get("format") != "rec-dist model":
         sys.exit(f"{model_dir}/model.json is not a rec-dist model description (write one with `rec-dist export`)")
+    if "onnx" in description:
+        sys.exit(f"{model_dir} is an ONNX export: score it with examples/score_onnx.py (or export without --format onnx)")
+    from safetensors import safe_open  # here, so that score_onnx.py can import this file without it
     with safe_open(os.path.join(model_dir, description["weights"]), framework="numpy") as f:
         tensors = {k: f.get_tensor(k).astype(np.float64) for k in f.keys()}
     return description, tensors
 
 
-def score(model_dir, rows, split="test", limit=None):
-    description, tensors = load(model_dir)
+def read_inputs(description, rows, split="test", limit=None):
+    """The model's inputs for `rows`, as the description's `input` section says: (dense, categorical)."""
     kind = description["input"]["kind"]
     if kind == "criteo-tsv":
         if os.path.isdir(rows):
@@ -222,6 +224,12 @@ def score(model_dir, rows, split="test", limit=None):
         _, dense, categorical = read_prepared_split(rows, split, limit)
     else:
         sys.exit(f"unknown input kind {kind!r}")
+    return dense, categorical
+
+
+def score(model_dir, rows, split="test", limit=None):
+    description, tensors = load(model_dir)
+    dense, categorical = read_inputs(description, rows, split, limit)
     return run_graph(description, tensors, dense, categorical)
 
 

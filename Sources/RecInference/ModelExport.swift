@@ -189,17 +189,27 @@ public enum ModelExport {
 
     /// Writes `model.safetensors` and `model.json` into `directory` (created if needed).
     public static func write(_ trained: Checkpoint.TrainedModel, dataset: PreparedDataset?, to directory: String) throws {
+        try createDirectory(directory)
+        let description = try describe(trained, dataset: dataset)
+        let weights = directory + "/model.safetensors"
         let fm = FileManager.default
+        try? fm.removeItem(atPath: weights)
+        try fm.copyItem(atPath: trained.directory + "/model.safetensors", toPath: weights)
+        try writeJSON(description, to: directory + "/model.json")
+    }
+
+    /// Creates the export directory, saying which flag to change when it cannot.
+    static func createDirectory(_ directory: String) throws {
         do {
-            try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
             throw TrainingError.checkpoint(path: directory, message: "cannot create the export directory (\(error.localizedDescription)); choose a writable --out")
         }
-        let description = try describe(trained, dataset: dataset)
+    }
+
+    /// `description` as pretty-printed JSON with sorted keys, atomically.
+    static func writeJSON(_ description: [String: Any], to path: String) throws {
         let json = try JSONSerialization.data(withJSONObject: description, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-        let weights = directory + "/model.safetensors"
-        try? fm.removeItem(atPath: weights)
-        try fm.copyItem(atPath: trained.directory + "/model.safetensors", toPath: weights)
-        try (json + Data("\n".utf8)).write(to: URL(fileURLWithPath: directory + "/model.json"), options: .atomic)
+        try (json + Data("\n".utf8)).write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 }
