@@ -18,6 +18,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.28.0"),
     ],
     targets: [
         // System libraries: Open MPI and OpenBLAS from Debian's -dev packages.
@@ -37,9 +38,15 @@ let package = Package(
         .target(name: "RecDistributed", dependencies: ["RecCore", "CIntrinsics"], swiftSettings: swiftSettings),
         // MPICommunicator: the only Swift code that imports CMPI.
         .target(name: "RecMPI", dependencies: ["CMPI", "RecDistributed"], swiftSettings: swiftSettings),
-        // The training loop, evaluation, checkpoints, metrics log.
+        // Message code generated from .proto files (committed; scripts/generate-*-protos.sh
+        // regenerate it): TensorBoard's Event and Summary.
+        .target(name: "RecProtos",
+                dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                swiftSettings: swiftSettings),
+        // The training loop, evaluation, checkpoints, metrics log, TensorBoard event files.
         .target(name: "RecTrainer",
-                dependencies: ["RecCore", "RecData", "RecDistributed",
+                dependencies: ["RecCore", "RecData", "RecDistributed", "RecProtos",
+                               .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: swiftSettings),
         // The CLI: parsing, validation, exit codes.

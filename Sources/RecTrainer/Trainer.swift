@@ -404,6 +404,12 @@ public final class Trainer {
             try agree(failure, stage: "opening the metrics log")
         }
         defer { try? metricsLog?.close() }
+        var tensorBoard: TensorBoardWriter?
+        if let directory = config.tensorBoardDir {
+            var failure: (any Error)?
+            if rank == 0 { do { tensorBoard = try TensorBoardWriter(directory: directory) } catch { failure = error } }
+            try agree(failure, stage: "creating the TensorBoard event file")
+        }
 
         var lossSinceEval = 0.0, samplesSinceEval = 0
         var lastRecord: EvaluationRecord?
@@ -480,11 +486,14 @@ public final class Trainer {
                 do { try appendMetrics(withTiming, to: metricsLog) } catch {
                     metricsFailure = TrainingError.metricsLog(path: config.metricsPath ?? "", message: "cannot append: \(error)")
                 }
+                do { try tensorBoard?.write(withTiming) } catch { metricsFailure = error }
                 lastRecord = withTiming
                 intervalStart = Date()
                 intervalSamples = 0
             }
-            if config.metricsPath != nil { try agree(metricsFailure, stage: "writing the metrics log") }
+            if config.metricsPath != nil || config.tensorBoardDir != nil {
+                try agree(metricsFailure, stage: "writing the metrics log or TensorBoard events")
+            }
             lossSinceEval = 0
             samplesSinceEval = 0
             clippedSinceEval = 0
@@ -692,7 +701,10 @@ public final class Trainer {
                     }
                     if step % logEvery == 0 || isLast {
                         let seconds = Date().timeIntervalSince(intervalStart)
-                        if !liveProgress { logger.info("\(report(samplesPerSecond: Double(intervalSamples) / max(seconds, 1e-9)).line)\(showRate ? "  lr \(optimizer.learningRate)" : "")") }
+                        let progress = report(samplesPerSecond: Double(intervalSamples) / max(seconds, 1e-9))
+                        if !liveProgress { logger.info("\(progress.line)\(showRate ? "  lr \(optimizer.learningRate)" : "")") }
+                        tensorBoard?.writeProgress(step: step, trainLoss: progress.loss, learningRate: Double(optimizer.learningRate),
+                                                   samplesPerSecond: progress.samplesPerSecond)
                         trainSeconds += seconds
                         intervalStart = Date()
                         intervalSamples = 0
