@@ -44,13 +44,16 @@ let package = Package(
         // Checkpoint files: safetensors, CRC-32, the checksummed file sink.
         .target(name: "RecCheckpoint", dependencies: ["RecCore", "RecData"], swiftSettings: swiftSettings),
         // Generated protobuf messages (committed; scripts/generate-*-protos.sh regenerate them):
-        // onnx/ holds ONNX's, for `export --format onnx`.
+        // onnx/ holds ONNX's, for `export --format onnx`; tensorboard/ TensorBoard's Event and
+        // Summary, for `train --tensorboard`.
         .target(name: "RecProtos",
                 dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["onnx/onnx.proto3"]),
-        // The training loop, evaluation, what a training checkpoint holds, metrics log, benchmark.
+        // The training loop, evaluation, what a training checkpoint holds, metrics log,
+        // TensorBoard event files, benchmark.
         .target(name: "RecTrainer",
-                dependencies: ["RecCore", "RecData", "RecDistributed", "RecCheckpoint",
+                dependencies: ["RecCore", "RecData", "RecDistributed", "RecCheckpoint", "RecProtos",
+                               .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: swiftSettings),
         // Using a trained model: load it, predict, recommend, explain, export, report, baselines.

@@ -1,29 +1,41 @@
-/// CRC-32 (IEEE 802.3, the zlib/PNG polynomial), slicing-by-8: about 1-2 GB/s, enough to
-/// checksum a checkpoint as it is written and verify it before it is trusted.
+/// CRC-32, slicing-by-8: about 1-2 GB/s, enough to checksum a checkpoint as it is written and
+/// verify it before it is trusted. Two polynomials: IEEE 802.3 (zlib, PNG, safetensors
+/// checkpoints) and Castagnoli (CRC-32C, which TensorBoard's TFRecord framing uses).
 public struct CRC32: Sendable {
+    public enum Polynomial: Sendable {
+        /// IEEE 802.3, as in zlib and PNG: CRC-32 of "123456789" is 0xCBF43926.
+        case ieee
+        /// Castagnoli (CRC-32C), as in iSCSI and TFRecord: CRC-32C of "123456789" is 0xE3069283.
+        case castagnoli
+    }
+
+    public let polynomial: Polynomial
     public private(set) var value: UInt32 = 0
 
-    public init() {}
+    public init(_ polynomial: Polynomial = .ieee) { self.polynomial = polynomial }
 
-    static let tables: [[UInt32]] = {
+    static let ieeeTables = tables(reflectedPolynomial: 0xEDB8_8320)
+    static let castagnoliTables = tables(reflectedPolynomial: 0x82F6_3B78)
+
+    static func tables(reflectedPolynomial: UInt32) -> [[UInt32]] {
         var t = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
         for i in 0..<256 {
             var c = UInt32(i)
-            for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+            for _ in 0..<8 { c = c & 1 != 0 ? reflectedPolynomial ^ (c >> 1) : c >> 1 }
             t[0][i] = c
         }
         for i in 0..<256 {
             for k in 1..<8 { t[k][i] = (t[k - 1][i] >> 8) ^ t[0][Int(t[k - 1][i] & 0xFF)] }
         }
         return t
-    }()
+    }
 
     /// Folds `bytes` into the checksum.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard var p = bytes.baseAddress else { return }
         var n = bytes.count
         var c = ~value
-        let t = CRC32.tables
+        let t = polynomial == .ieee ? CRC32.ieeeTables : CRC32.castagnoliTables
         t[0].withUnsafeBufferPointer { t0 in
         t[1].withUnsafeBufferPointer { t1 in
         t[2].withUnsafeBufferPointer { t2 in
@@ -50,8 +62,8 @@ public struct CRC32: Sendable {
     }
 
     /// The checksum of `bytes`.
-    public static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        var crc = CRC32()
+    public static func checksum(_ bytes: UnsafeRawBufferPointer, _ polynomial: Polynomial = .ieee) -> UInt32 {
+        var crc = CRC32(polynomial)
         crc.update(bytes)
         return crc.value
     }

@@ -146,10 +146,10 @@ extension Trainer {
     // MARK: - In the loop
 
     /// Evaluates after a step: rank 0 scores the evaluation rows, logs the line and appends the
-    /// record (with the learning rate, clipping and step-time figures) to the metrics log; every
-    /// rank learns whether the log could be written.
+    /// record (with the learning rate, clipping and step-time figures) to the metrics log and the
+    /// TensorBoard events; every rank learns whether they could be written.
     func evaluate<Model: RecModel>(_ step: TrainingStep<Model>, data: TrainingData, state: RunState, books: inout RunBooks,
-                                   throughput: inout Throughput, log: FileHandle?) throws {
+                                   throughput: inout Throughput, log: FileHandle?, tensorBoard: TensorBoardWriter?) throws {
         var metricsFailure: (any Error)?
         if rank == 0 {
             throughput.pause()
@@ -167,10 +167,13 @@ extension Trainer {
             do { try appendMetrics(record, to: log) } catch {
                 metricsFailure = TrainingError.metricsLog(path: config.metricsPath ?? "", message: "cannot append: \(error)")
             }
+            do { try tensorBoard?.write(record) } catch { metricsFailure = error }
             books.lastRecord = record
             throughput.resume()
         }
-        if config.metricsPath != nil { try agree(metricsFailure, stage: "writing the metrics log") }
+        if config.metricsPath != nil || config.tensorBoardDir != nil {
+            try agree(metricsFailure, stage: "writing the metrics log or TensorBoard events")
+        }
         books.since.reset()
     }
 

@@ -41,3 +41,17 @@ extension Trainer {
         return handle
     }
 }
+
+extension Trainer {
+    /// Rank 0 creates the TensorBoard event file of --tensorboard; every rank learns whether it could.
+    func openTensorBoard() throws -> TensorBoardWriter? {
+        guard let directory = config.tensorBoardDir else { return nil }
+        var failure: (any Error)?
+        var writer: TensorBoardWriter?
+        if rank == 0 {
+            do { writer = try TensorBoardWriter(directory: directory) } catch { failure = error }
+        }
+        try agree(failure, stage: "creating the TensorBoard event file")
+        return writer
+    }
+}

@@ -52,6 +52,7 @@ public final class Trainer {
         if rank == 0 { logStart(step, data: data, plan: plan) }
         let metricsLog = try openMetricsLog(resuming: resumed != nil)
         defer { try? metricsLog?.close() }
+        let tensorBoard = try openTensorBoard()
         let display = ProgressDisplay(mode: rank == 0 ? progress : .off, logEvery: plan.logEvery, firstStep: state.step,
                                       totalSteps: plan.lastStep, totalEpochs: plan.totalEpochs,
                                       showRate: config.optimizer.schedule != LearningRateSchedule(), logger: logger)
@@ -99,13 +100,17 @@ public final class Trainer {
             if rank == 0 {
                 display.stepDone(state, samples: globalCount, loss: books.since.meanLoss)
                 if display.isLineDue(step: state.step) {
-                    display.line(state, samplesPerSecond: throughput.lap(), loss: books.since.meanLoss,
+                    let samplesPerSecond = throughput.lap()
+                    display.line(state, samplesPerSecond: samplesPerSecond, loss: books.since.meanLoss,
                                  learningRate: step.optimizer.learningRate)
+                    tensorBoard?.writeProgress(step: state.step, trainLoss: books.since.meanLoss,
+                                               learningRate: Double(step.optimizer.learningRate), samplesPerSecond: samplesPerSecond)
                 }
             }
             var newBest = false, stoppedEarly = false
             if evaluation.isDue(step: state.step, isLast: isLast) {
-                try evaluate(step, data: data, state: state, books: &books, throughput: &throughput, log: metricsLog)
+                try evaluate(step, data: data, state: state, books: &books, throughput: &throughput, log: metricsLog,
+                             tensorBoard: tensorBoard)
                 (stoppedEarly, newBest) = try judgeEarlyStop(state: &state, record: books.lastRecord)
             }
             if checkpoints.isDue(step: state.step, requested: outcome.checkpointRequested || outcome.stopRequested,

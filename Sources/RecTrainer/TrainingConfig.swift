@@ -26,6 +26,8 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// Examples per forward pass during evaluation.
     public var evalBatchSize: Int = 1024
     public var metricsPath: String?
+    /// Write TensorBoard event files into this directory (rank 0).
+    public var tensorBoardDir: String?
     public var checkpointDir: String?
     /// Extra checks: non-finite detection, a finite-difference check, per-step timing and,
     /// with several ranks, replica checksums every `debugCheckEvery` steps.
@@ -179,6 +181,8 @@ public enum TrainingError: Error, CustomStringConvertible {
     case checkpoint(path: String, message: String)
     /// The metrics log (--metrics-out) could not be created or written.
     case metricsLog(path: String, message: String)
+    /// The TensorBoard event file (--tensorboard) could not be created or written.
+    case tensorBoard(path: String, message: String)
 
     public var description: String {
         switch self {
@@ -206,6 +210,8 @@ public enum TrainingError: Error, CustomStringConvertible {
             return "checkpoint '\(path)': \(message)"
         case let .metricsLog(path, message):
             return "metrics log '\(path)': \(message)"
+        case let .tensorBoard(path, message):
+            return "TensorBoard event file '\(path)': \(message)"
         }
     }
 }

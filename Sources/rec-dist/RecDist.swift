@@ -177,6 +177,9 @@ struct Train: ParsableCommand {
     var logEvery: Int = 0
     @Option(help: "Append one JSON object per evaluation to this file.")
     var metricsOut: String?
+    @Option(name: .customLong("tensorboard"),
+            help: "Write the training curves as a TensorBoard event file into this directory (view with `tensorboard --logdir DIR`).")
+    var tensorBoard: String?
     @Option(help: "Write checkpoints into this directory (step-NNNNNNNN/, with 'latest' and 'best' pointers); always one at the end.")
     var checkpointDir: String?
     @Option(help: "Also write a checkpoint every this many steps (0: off).")
@@ -326,6 +329,7 @@ struct Train: ParsableCommand {
         config.evalEvery = evalEvery
         config.logEvery = logEvery
         config.metricsPath = metricsOut
+        config.tensorBoardDir = tensorBoard
         config.checkpointDir = checkpointDir
         config.debug = debug
         config.debugCheckEvery = debugCheckEvery
@@ -438,6 +442,7 @@ struct Train: ParsableCommand {
         if let best = result.bestCheckpoint { lines.append("best checkpoint (\(config.selectionMetric.label(k: config.rankingK ?? 10))): \(best)") }
         if let path = result.checkpointPath { lines.append("checkpoint: \(path)") }
         if let path = config.metricsPath { lines.append("metrics: \(path)") }
+        if let path = config.tensorBoardDir { lines.append("tensorboard: \(path)") }
         print(lines.joined(separator: "\n"))
     }
 }
