@@ -1,4 +1,5 @@
 import Foundation
+import RecCheckpoint
 import RecProtos
 import SwiftProtobuf
 
