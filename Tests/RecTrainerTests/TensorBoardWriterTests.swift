@@ -1,4 +1,5 @@
 import Foundation
+import RecCheckpoint
 @testable import RecTrainer
 import Testing
 
