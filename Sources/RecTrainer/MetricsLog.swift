@@ -32,26 +32,23 @@ extension Trainer {
     /// could, or the others would wait for it in the first step's collectives.
     func openMetricsLog(resuming: Bool) throws -> FileHandle? {
         guard let path = config.metricsPath else { return nil }
-        var failure: (any Error)?
-        var handle: FileHandle?
-        if rank == 0 {
-            do { handle = try openMetricsLog(path, append: resuming) } catch { failure = error }
-        }
-        try agree(failure, stage: "opening the metrics log")
-        return handle
+        return try onRankZero(stage: "opening the metrics log") { try openMetricsLog(path, append: resuming) }
     }
-}
 
-extension Trainer {
     /// Rank 0 creates the TensorBoard event file of --tensorboard; every rank learns whether it could.
     func openTensorBoard() throws -> TensorBoardWriter? {
         guard let directory = config.tensorBoardDir else { return nil }
+        return try onRankZero(stage: "creating the TensorBoard event file") { try TensorBoardWriter(directory: directory) }
+    }
+
+    /// Runs `open` on rank 0 (nil elsewhere) and agrees on its failure across the ranks.
+    private func onRankZero<T>(stage: String, _ open: () throws -> T) throws -> T? {
         var failure: (any Error)?
-        var writer: TensorBoardWriter?
+        var value: T?
         if rank == 0 {
-            do { writer = try TensorBoardWriter(directory: directory) } catch { failure = error }
+            do { value = try open() } catch { failure = error }
         }
-        try agree(failure, stage: "creating the TensorBoard event file")
-        return writer
+        try agree(failure, stage: stage)
+        return value
     }
 }
