@@ -90,17 +90,21 @@ public enum GradientClipping {
         (sumOfSquares(dense) + sumOfSquares(rows)).squareRoot()
     }
 
-    /// Scales both buffers in place so their global norm is at most `maxNorm`; returns the norm
-    /// before clipping.
+    /// Scales the buffers in place so their global norm is at most `maxNorm`; returns the norm
+    /// before clipping. With sharded embedding tables, `sharded` is this rank's part of the
+    /// sharded rows' gradients and `shardedSquares` the sum of squares of all ranks' parts (the
+    /// caller allreduces it), so every rank computes the same norm.
     @inline(__always)
     @discardableResult
     public static func clip(_ dense: UnsafeMutableBufferPointer<Float>, _ rows: UnsafeMutableBufferPointer<Float>,
-                            maxNorm: Float) -> Double {
-        let norm = globalNorm(UnsafeBufferPointer(dense), UnsafeBufferPointer(rows))
+                            maxNorm: Float, sharded: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0),
+                            shardedSquares: Double = 0) -> Double {
+        let norm = (sumOfSquares(UnsafeBufferPointer(dense)) + sumOfSquares(UnsafeBufferPointer(rows)) + shardedSquares).squareRoot()
         guard norm > Double(maxNorm) else { return norm }
         let factor = Float(Double(maxNorm) / (norm + 1e-6))
         scale(dense, by: factor)
         scale(rows, by: factor)
+        scale(sharded, by: factor)
         return norm
     }
 

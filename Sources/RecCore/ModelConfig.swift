@@ -123,15 +123,42 @@ public struct ModelConfig: Sendable, Codable, Equatable {
 
     /// The table layout of this model's embeddings (nil for the mlp).
     public var modelTables: EmbeddingTables? {
-        let all = Array(0..<categoricalFields)
         switch kind {
         case .mlp: return nil
         case .dlrm: return embeddingTables
-        case .logreg: return tables(fields: all, dim: 1)
-        case .wideDeep: return tables(fields: all, dim: 1 + embeddingDim)
-        case .ncf: return tables(fields: [userFields?.first ?? 0, itemFields?.first ?? 0], dim: factors + embeddingDim)
-        case .twoTower: return tables(fields: (userFields ?? []) + (itemFields ?? []), dim: embeddingDim)
+        case .logreg: return tables(fields: tableFields, dim: 1)
+        case .wideDeep: return tables(fields: tableFields, dim: 1 + embeddingDim)
+        case .ncf: return tables(fields: tableFields, dim: factors + embeddingDim)
+        case .twoTower: return tables(fields: tableFields, dim: embeddingDim)
         }
+    }
+
+    /// The categorical field each embedding table reads, in table order (empty for the mlp).
+    public var tableFields: [Int] {
+        switch kind {
+        case .mlp: return []
+        case .dlrm, .logreg, .wideDeep: return Array(0..<categoricalFields)
+        case .ncf: return [userFields?.first ?? 0, itemFields?.first ?? 0]
+        case .twoTower: return (userFields ?? []) + (itemFields ?? [])
+        }
+    }
+
+    /// The leading columns of every embedding row that start at zero instead of uniform ±0.05:
+    /// all of logreg's weights, wide & deep's wide weight.
+    public var zeroedEmbeddingColumns: Int {
+        switch kind {
+        case .logreg: return 1
+        case .wideDeep: return 1
+        case .mlp, .dlrm, .ncf, .twoTower: return 0
+        }
+    }
+
+    /// This configuration with every table `rows` rows of ids: the shape of a sharded step's
+    /// working tables, which hold only the rows a batch touches (`ShardedEmbeddings`).
+    public func withWorkingTables(rows: Int) -> ModelConfig {
+        var working = self
+        working.vocabularySizes = Array(repeating: rows, count: categoricalFields)
+        return working
     }
 
     /// The embedding tables this configuration describes (dlrm).

@@ -24,6 +24,13 @@ public protocol Communicator: AnyObject {
     /// `receive` is already in place and is not copied (MPI_IN_PLACE).
     func allgatherv(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer,
                     counts: [Int], displacements: [Int]) throws
+    /// Personalized all-to-all of byte blocks: rank r's `sendCounts[s]` bytes at
+    /// `sendDisplacements[s]` of `send` land in rank s's `receive` at its `receiveDisplacements[r]`
+    /// (with its `receiveCounts[r]` bytes, which must equal them). All four arrays have one entry
+    /// per rank and are in bytes; each rank passes its own. `send` and `receive` must not overlap.
+    func alltoallv(_ send: UnsafeRawBufferPointer, sendCounts: UnsafeBufferPointer<Int>,
+                   sendDisplacements: UnsafeBufferPointer<Int>, into receive: UnsafeMutableRawBufferPointer,
+                   receiveCounts: UnsafeBufferPointer<Int>, receiveDisplacements: UnsafeBufferPointer<Int>) throws
     /// Blocks until every rank has called it.
     func barrier() throws
 

@@ -17,6 +17,15 @@ public final class LocalCommunicator: Communicator {
             destination!.copyMemory(from: send.baseAddress!, byteCount: send.count)
         }
     }
+    public func alltoallv(_ send: UnsafeRawBufferPointer, sendCounts: UnsafeBufferPointer<Int>,
+                          sendDisplacements: UnsafeBufferPointer<Int>, into receive: UnsafeMutableRawBufferPointer,
+                          receiveCounts: UnsafeBufferPointer<Int>, receiveDisplacements: UnsafeBufferPointer<Int>) throws {
+        precondition(sendCounts.count == 1 && receiveCounts.count == 1 && sendCounts[0] == receiveCounts[0])
+        if sendCounts[0] > 0 {
+            (receive.baseAddress! + receiveDisplacements[0]).copyMemory(from: send.baseAddress! + sendDisplacements[0],
+                                                                         byteCount: sendCounts[0])
+        }
+    }
     public func barrier() throws {}
     /// One rank: the sum is the buffer itself, done at once.
     public func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> CollectiveRequest {

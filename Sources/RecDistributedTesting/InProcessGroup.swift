@@ -193,6 +193,30 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         group.barrier()
     }
 
+    public func alltoallv(_ send: UnsafeRawBufferPointer, sendCounts: UnsafeBufferPointer<Int>,
+                          sendDisplacements: UnsafeBufferPointer<Int>, into receive: UnsafeMutableRawBufferPointer,
+                          receiveCounts: UnsafeBufferPointer<Int>, receiveDisplacements: UnsafeBufferPointer<Int>) throws {
+        runPending(through: Int.max)
+        precondition(sendCounts.count == size && sendDisplacements.count == size
+                     && receiveCounts.count == size && receiveDisplacements.count == size)
+        // Each rank publishes where its blocks are; every rank then pulls its own block from each.
+        var descriptor = (UnsafeRawPointer?.none, sendCounts.baseAddress!, sendDisplacements.baseAddress!)
+        descriptor.0 = send.baseAddress
+        withUnsafeMutablePointer(to: &descriptor) { d in
+            group.publish(rank: rank, UnsafeMutableRawPointer(d), length: 0)
+            for s in 0..<size {
+                let (p, _) = group.slot(s)
+                let (base, counts, displacements) = p!.load(as: (UnsafeRawPointer?, UnsafePointer<Int>, UnsafePointer<Int>).self)
+                precondition(counts[rank] == receiveCounts[s],
+                             "alltoallv: rank \(s) sends \(counts[rank]) bytes to rank \(rank), which expects \(receiveCounts[s])")
+                if counts[rank] > 0 {
+                    (receive.baseAddress! + receiveDisplacements[s]).copyMemory(from: base! + displacements[rank], byteCount: counts[rank])
+                }
+            }
+            group.barrier()   // every block has been read before any rank reuses its buffers
+        }
+    }
+
     public func startAllreduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> CollectiveRequest {
         precondition(pending.count < Self.maxPending, "more than \(Self.maxPending) nonblocking collectives in flight")
         nextRequest += 1

@@ -8,7 +8,7 @@ import Glibc
 
 /// The collectives `MPICommunicator` issues, by the name a report gives them.
 enum CollectiveKind: Int64 {
-    case allreduce = 1, broadcast, allgatherv, barrier, finalize
+    case allreduce = 1, broadcast, allgatherv, barrier, finalize, alltoallv
 
     var name: String {
         switch self {
@@ -17,6 +17,7 @@ enum CollectiveKind: Int64 {
         case .allgatherv: "MPI_Allgatherv"
         case .barrier: "MPI_Barrier"
         case .finalize: "MPI_Finalize"
+        case .alltoallv: "MPI_Alltoallv"
         }
     }
 

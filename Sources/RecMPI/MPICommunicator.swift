@@ -49,6 +49,9 @@ public final class MPICommunicator: Communicator {
     /// Each request's collective number, for the watchdog's reports.
     private let sequences: UnsafeMutablePointer<Int64>
     private let gatherCounts: UnsafeMutablePointer<Int32>
+    /// (4, size): an alltoallv's 32-bit send counts, send displacements, receive counts and
+    /// receive displacements, allocated once.
+    private let alltoallTables: UnsafeMutablePointer<Int32>
 
     /// Initializes MPI (funneled threading: only the main thread calls MPI).
     ///
@@ -94,6 +97,8 @@ public final class MPICommunicator: Communicator {
         sequences.initialize(repeating: 0, count: Self.maxRequests)
         gatherCounts = .allocate(capacity: Self.maxRequests * 2 * size)
         gatherCounts.initialize(repeating: 0, count: Self.maxRequests * 2 * size)
+        alltoallTables = .allocate(capacity: 4 * size)
+        alltoallTables.initialize(repeating: 0, count: 4 * size)
     }
 
     /// Open MPI settings rec-dist runs best with, as defaults: a setting given to `mpirun --mca`,
@@ -114,6 +119,7 @@ public final class MPICommunicator: Communicator {
         kinds.deallocate()
         sequences.deallocate()
         gatherCounts.deallocate()
+        alltoallTables.deallocate()
     }
 
     /// Ends MPI. Call once, after the last collective.
@@ -246,6 +252,30 @@ public final class MPICommunicator: Communicator {
             return UnsafeRawPointer(rd_in_place())
         }
         return send.baseAddress ?? UnsafeRawPointer(receive.baseAddress!)
+    }
+
+    public func alltoallv(_ send: UnsafeRawBufferPointer, sendCounts: UnsafeBufferPointer<Int>,
+                          sendDisplacements: UnsafeBufferPointer<Int>, into receive: UnsafeMutableRawBufferPointer,
+                          receiveCounts: UnsafeBufferPointer<Int>, receiveDisplacements: UnsafeBufferPointer<Int>) throws {
+        precondition(sendCounts.count == size && sendDisplacements.count == size
+                     && receiveCounts.count == size && receiveDisplacements.count == size)
+        let t = alltoallTables
+        for (k, table) in [sendCounts, sendDisplacements, receiveCounts, receiveDisplacements].enumerated() {
+            for r in 0..<size {
+                precondition(table[r] >= 0 && table[r] <= Int(Int32.max), "alltoallv: \(table[r]) bytes exceed MPI's 32-bit counts")
+                t[k * size + r] = Int32(table[r])
+            }
+        }
+        // MPI wants addresses even for empty buffers.
+        let sendBase = send.baseAddress ?? UnsafeRawPointer(t)
+        let receiveBase = receive.baseAddress ?? UnsafeMutableRawPointer(t)
+        try collective(.alltoallv,
+                       blocking: {
+                           MPI_Alltoallv(sendBase, t, t + size, rd_byte(), receiveBase, t + 2 * size, t + 3 * size, rd_byte(), comm)
+                       },
+                       nonblocking: {
+                           MPI_Ialltoallv(sendBase, t, t + size, rd_byte(), receiveBase, t + 2 * size, t + 3 * size, rd_byte(), comm, $0)
+                       })
     }
 
     public func barrier() throws {

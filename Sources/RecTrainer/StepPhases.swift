@@ -25,6 +25,9 @@ public struct StepPhases: Sendable, Equatable, Codable {
     public var communicationTest: UInt64 = 0
     /// Of `exposedCommunication`: merging the received embedding rows.
     public var communicationMerge: UInt64 = 0
+    /// Of `exposedCommunication`: the sharded tables' all-to-all exchanges (fetching the batch's
+    /// rows, sending their gradients to the owners).
+    public var embeddingExchange: UInt64 = 0
     /// Optimizer update (dense and embedding rows).
     public var optimizer: UInt64 = 0
     /// Whole steps, from the batch request to the end of the update.
@@ -46,6 +49,7 @@ public struct StepPhases: Sendable, Equatable, Codable {
         d.communicationStart = a.communicationStart - b.communicationStart
         d.communicationTest = a.communicationTest - b.communicationTest
         d.communicationMerge = a.communicationMerge - b.communicationMerge
+        d.embeddingExchange = a.embeddingExchange - b.embeddingExchange
         d.optimizer = a.optimizer - b.optimizer
         d.total = a.total - b.total
         d.steps = a.steps - b.steps

@@ -38,8 +38,15 @@ public enum StepSlot {
 /// 5. clipping to the global norm, then the same optimizer update on every rank (dense, then the
 ///    touched embedding rows).
 ///
-/// Generic over the model: callers open their `any RecModel` into it. The step itself allocates
-/// nothing, takes no locks and uses no Foundation.
+/// With `sharding` (some tables model-parallel, `ShardedEmbeddings`), the model was built with
+/// working tables and `embeddingTable` is the working table: each micro-batch's rows are gathered
+/// into it before the forward pass, the pairs of the sharded tables go to their owners after the
+/// backward pass, and the optimizer updates `storage` (this rank's rows); the owners' gradients
+/// join the finite check and the clipping norm through one more allreduce.
+///
+/// Generic over the model: callers open their `any RecModel` into it. The step itself takes no
+/// locks and uses no Foundation; it allocates nothing (a sharded step only while its exchange
+/// buffers grow to the largest step seen).
 public final class TrainingStep<Model: RecModel> {
     public let model: Model
     public let loss: Loss
@@ -47,7 +54,12 @@ public final class TrainingStep<Model: RecModel> {
     public let parameters: FloatBuffer
     /// (layout.count + StepSlot.count): the dense gradients, then the extra slots.
     public let gradients: FloatBuffer
+    /// The model's embedding table: the whole tables, or with `sharding` the working rows.
     public let embeddingTable: FloatBuffer
+    /// The sharded tables' storage and exchanges, when some table is not replicated.
+    public let sharding: ShardedEmbeddings?
+    /// The rows the optimizer updates: `embeddingTable`, or with sharding this rank's storage.
+    public var storage: FloatBuffer { sharding?.storage ?? embeddingTable }
     public let dLogits: FloatBuffer
     /// One micro-batch's embedding pairs (the model overwrites them per pass).
     public let sparse: SparseGradient
@@ -65,6 +77,9 @@ public final class TrainingStep<Model: RecModel> {
     private let rank: Int, worldSize: Int
     private var globalCount = 0
     private var stepStart: UInt64 = 0
+    /// With sharding, over all ranks: the owners' gradient sum of squares and non-finite count.
+    private var ownedSquares = 0.0, ownedNonFinite = 0.0
+    private let summary = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2)
 
     /// - Parameters:
     ///   - batchSize: the most rows per rank per micro-batch.
@@ -72,9 +87,10 @@ public final class TrainingStep<Model: RecModel> {
     ///   - bucketBytes: the dense gradient bucket size (see `GradientSync`).
     ///   - localSums: sum embedding pairs per rank before the exchange (see `GradientSync`).
     ///   - seed: seeds the dropout masks.
+    ///   - sharding: the sharded tables (the model then has working tables of `batchSize` rows).
     public init(model: Model, communicator: any Communicator, optimizer: OptimizerConfig, loss: Loss,
                 batchSize: Int, accumulate: Int = 1, bucketBytes: Int = 1 << 20, localSums: Bool = true,
-                seed: UInt64 = 0) {
+                seed: UInt64 = 0, sharding: ShardedEmbeddings? = nil) {
         self.model = model
         self.loss = loss
         self.batchSize = batchSize
@@ -92,20 +108,30 @@ public final class TrainingStep<Model: RecModel> {
         embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * dim)
         dLogits = FloatBuffer(count: batchSize)
         sparse = SparseGradient(capacity: pairs, dim: dim)
-        accumulated = accumulate > 1 && tables != nil ? SparseGradient(capacity: accumulate * pairs, dim: dim) : nil
+        accumulated = accumulate > 1 && tables != nil && sharding == nil ? SparseGradient(capacity: accumulate * pairs, dim: dim) : nil
+        precondition(sharding == nil || (sharding!.capacity >= batchSize && sharding!.dim == dim
+                                         && sharding!.replicated.capacity >= accumulate * batchSize * (tables?.fields ?? 0)),
+                     "the sharded tables were built for other batches")
+        self.sharding = sharding
+        // With sharding, the usual exchange carries the replicated tables' rows only.
         sync = GradientSync(communicator: communicator, denseCount: layout.count + StepSlot.count,
                             boundaries: layout.entries.map(\.offset), bucketBytes: bucketBytes,
-                            embeddingRows: tables?.rowCount ?? 0, dim: dim,
+                            embeddingRows: sharding?.plan.replicatedRows ?? tables?.rowCount ?? 0, dim: dim,
                             maxLocalPairs: accumulate * pairs, localSums: localSums)
         self.optimizer = Optimizer(config: optimizer, parameterCount: layout.count,
-                                   embeddingRows: tables?.rowCount ?? 0, embeddingDim: dim)
+                                   embeddingRows: sharding.map { $0.storage.count / dim } ?? tables?.rowCount ?? 0,
+                                   embeddingDim: dim)
         clipNorm = optimizer.clipNorm
     }
+
+    deinit { summary.deallocate() }
 
     /// Bytes of the buffers this step owns, by kind (for the memory accounting).
     public var bufferBytes: (parameters: Int, gradients: Int, optimizerState: Int, activations: Int) {
         let dim = model.embeddings?.dim ?? 1
-        let embedding = (model.embeddings?.rowCount ?? 0) * dim
+        let embedding = hasEmbeddings ? storage.count : 0
+        let working = sharding == nil ? 0 : embeddingTable.count * 4
+        let exchange = sharding.map { $0.bufferBytes - $0.storage.count * 4 } ?? 0
         let slots: Int
         switch optimizer.config.kind {
         case .sgd: slots = 0
@@ -115,9 +141,9 @@ public final class TrainingStep<Model: RecModel> {
         let rowwise = optimizer.config.kind == .rowwiseAdagrad
         return (parameters: (parameterCount + embedding) * 4,
                 gradients: gradients.count * 4 + (sparse.capacity + (accumulated?.capacity ?? 0)) * (dim + 1) * 4
-                    + sync.bufferBytes,
+                    + sync.bufferBytes + exchange,
                 optimizerState: slots * (parameterCount + (rowwise ? embedding / dim : embedding)) * 4,
-                activations: model.activationBytes + dLogits.count * 4)
+                activations: model.activationBytes + dLogits.count * 4 + working)
     }
 
     // MARK: - The whole step
@@ -157,24 +183,32 @@ public final class TrainingStep<Model: RecModel> {
     @inline(__always)
     public func computeGradients(step: Int, micro: Int = 1, globalCount: Int, stop: Bool = false,
                                  checkpoint: Bool = false, batch: (Int) throws -> BatchView) throws {
-        precondition(micro >= 1 && (micro == 1 || accumulated != nil || !hasEmbeddings), "more micro-batches than the step was built for")
+        precondition(micro >= 1 && (micro == 1 || accumulated != nil || sharding != nil || !hasEmbeddings), "more micro-batches than the step was built for")
         stepStart = MonotonicClock.nanoseconds()
         self.globalCount = globalCount
         let g = gradients.pointer
         g.update(repeating: 0, count: gradients.count)
         sparse.count = 0
         accumulated?.count = 0
+        sharding?.beginStep()
         // The extra slots are set first: their bucket may start its allreduce during the last
         // backward pass.
         g[parameterCount + StepSlot.stop] = stop ? 1 : 0
         g[parameterCount + StepSlot.checkpoint] = checkpoint ? 1 : 0
-        let sync = self.sync, sparse = self.sparse, accumulated = self.accumulated
+        let sync = self.sync, sparse = self.sparse, accumulated = self.accumulated, sharding = self.sharding
         for j in 0..<micro {
             let f0 = MonotonicClock.nanoseconds()
-            let view = try batch(j)
+            var view = try batch(j)
             precondition(view.count <= batchSize)
-            let t0 = MonotonicClock.nanoseconds()
+            var t0 = MonotonicClock.nanoseconds()
             phases.dataWait += t0 - f0
+            if let sharding {
+                view = try sharding.gather(view, into: embeddingTable.pointer)
+                let t = MonotonicClock.nanoseconds()
+                phases.embeddingExchange += t - t0
+                phases.exposedCommunication += t - t0
+                t0 = t
+            }
             let isFinal = j == micro - 1
             if isFinal { sync.beginStep(gradients: g) }
             sparse.count = 0
@@ -192,7 +226,17 @@ public final class TrainingStep<Model: RecModel> {
             phases.forward += t1 - t0
             // The dense gradients add up in `gradients`; only the last micro-batch's backward
             // pass starts the collectives.
-            if let accumulated {
+            if let sharding {
+                try model.backward(view, dLogits: dLogits.pointer, parameters: parameters.pointer, gradients: g,
+                                   sparse: sparse) { event in
+                    switch event {
+                    case .denseFinal(let offset): if isFinal { try sync.denseFinal(from: offset) }
+                    case .sparseFinal:
+                        sharding.route(sparse)
+                        if isFinal { try sync.sparseFinal(sharding.replicated) }
+                    }
+                }
+            } else if let accumulated {
                 try model.backward(view, dLogits: dLogits.pointer, parameters: parameters.pointer, gradients: g,
                                    sparse: sparse) { event in
                     switch event {
@@ -230,7 +274,9 @@ public final class TrainingStep<Model: RecModel> {
         phases.communicationMerge += now.merging - before.merging
     }
 
-    /// Waits for the step's communication; returns the global loss sum.
+    /// Waits for the step's communication; returns the global loss sum. With sharding, then sends
+    /// the sharded tables' gradients to their owners and sums, over all ranks, the owners' squares
+    /// and non-finite values (for the finite check and the clipping norm).
     @inline(__always)
     @discardableResult
     public func synchronize() throws -> Double {
@@ -239,6 +285,22 @@ public final class TrainingStep<Model: RecModel> {
         phases.exposedCommunication += sync.timing.exposed - before.exposed
         phases.hiddenCommunication += sync.timing.hidden - before.hidden
         account(since: before)
+        if let sharding {
+            let t0 = MonotonicClock.nanoseconds()
+            try sharding.exchangeGradients()
+            var squares = 0.0, nonFinite = 0.0
+            let v = sharding.ownedValues
+            for i in 0..<(sharding.ownedCount * sharding.dim) {
+                if v[i].isFinite { squares += Double(v[i] * v[i]) } else { nonFinite += 1 }
+            }
+            summary[0] = squares
+            summary[1] = nonFinite
+            try sync.communicator.allreduceSum(summary)
+            (ownedSquares, ownedNonFinite) = (summary[0], summary[1])
+            let t = MonotonicClock.nanoseconds() - t0
+            phases.embeddingExchange += t
+            phases.exposedCommunication += t
+        }
         return Double(gradients.pointer[parameterCount + StepSlot.loss])
     }
 
@@ -269,7 +331,7 @@ public final class TrainingStep<Model: RecModel> {
         for i in 0..<parameterCount { s += g[i] * 0 }
         let v = sync.values.pointer
         for i in 0..<(sync.rowCount * sync.dim) { s += v[i] * 0 }
-        return !s.isNaN
+        return !s.isNaN && ownedNonFinite == 0
     }
 
     /// The first non-finite value of the step, named: the loss, a dense tensor's element, or an
@@ -286,6 +348,7 @@ public final class TrainingStep<Model: RecModel> {
         for i in 0..<(sync.rowCount * sync.dim) where !v[i].isFinite {
             return "the gradient of embedding row \(sync.rows[i / sync.dim])"
         }
+        if ownedNonFinite > 0 { return "the gradient of a sharded embedding row (\(Int(ownedNonFinite)) values on their owners)" }
         return nil
     }
 
@@ -296,17 +359,23 @@ public final class TrainingStep<Model: RecModel> {
     public func update() -> Double? {
         let t0 = MonotonicClock.nanoseconds()
         var norm: Double?
+        let owned = UnsafeMutableBufferPointer(start: sharding?.ownedValues, count: (sharding?.ownedCount ?? 0) * (sharding?.dim ?? 0))
         if let clipNorm {
             norm = GradientClipping.clip(UnsafeMutableBufferPointer(start: gradients.pointer, count: parameterCount),
                                          UnsafeMutableBufferPointer(start: sync.values.pointer, count: hasEmbeddings ? sync.rowCount * sync.dim : 0),
-                                         maxNorm: clipNorm)
+                                         maxNorm: clipNorm, sharded: owned, shardedSquares: ownedSquares)
         }
         optimizer.update(parameters: parameters.buffer,
                          gradients: UnsafeBufferPointer(start: gradients.pointer, count: parameterCount))
         if hasEmbeddings {
-            optimizer.updateRows(embeddings: embeddingTable.buffer,
+            optimizer.updateRows(embeddings: storage.buffer,
                                  rows: UnsafeBufferPointer(start: sync.rows, count: sync.rowCount),
                                  gradients: UnsafeBufferPointer(start: sync.values.pointer, count: sync.rowCount * sync.dim))
+        }
+        if let sharding {
+            optimizer.updateRows(embeddings: storage.buffer,
+                                 rows: UnsafeBufferPointer(start: sharding.ownedRows, count: sharding.ownedCount),
+                                 gradients: UnsafeBufferPointer(owned))
         }
         phases.optimizer += MonotonicClock.nanoseconds() - t0
         return norm
