@@ -127,9 +127,10 @@ public enum CheckpointDirectory {
 
     /// Copies `dir/model.safetensors` into the parameters (by `layout`) and the embedding tables,
     /// after checking that it holds exactly those tensors with those shapes; `cause` says what a
-    /// mismatch means to the caller.
+    /// mismatch means to the caller. Without `embeddingTable` the tables' shapes are checked and
+    /// their values left where they are (a sharded run moves them to their ranks itself).
     public static func readModelTensors(_ dir: String, layout: ParameterLayout, parameters: FloatBuffer, tables: EmbeddingTables?,
-                                        embeddingTable: FloatBuffer, cause: String) throws {
+                                        embeddingTable: FloatBuffer?, cause: String) throws {
         func fail(_ message: String) -> CheckpointError { CheckpointError(path: dir, message: message) }
         let modelFile = try MappedFile(path: dir + "/model.safetensors")
         let (entries, _) = try SafeTensors.parseHeader(modelFile.bytes, path: dir + "/model.safetensors")
@@ -139,7 +140,8 @@ public enum CheckpointDirectory {
         if let t = tables {
             for f in 0..<t.fields {
                 expected.append(("embedding.C\(f + 1)", [t.rows(field: f), t.dim],
-                                 UnsafeMutableBufferPointer(start: embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim)))
+                                 UnsafeMutableBufferPointer(start: embeddingTable.map { $0.pointer + t.firstRow(field: f) * t.dim },
+                                                            count: embeddingTable == nil ? 0 : t.rows(field: f) * t.dim)))
             }
         }
         guard Set(entries.keys) == Set(expected.map(\.name)) else {
@@ -153,7 +155,9 @@ public enum CheckpointDirectory {
                 throw fail("tensor \(name) has shape \(entry.shape), this model needs \(shape); \(cause)")
             }
         }
-        for (name, _, destination) in expected { SafeTensors.copy(entries[name]!, from: modelFile.bytes, into: destination) }
+        for (name, _, destination) in expected where destination.baseAddress != nil {
+            SafeTensors.copy(entries[name]!, from: modelFile.bytes, into: destination)
+        }
     }
 
     /// The model configuration and tensors of verified checkpoint `dir`'s `model.safetensors`.

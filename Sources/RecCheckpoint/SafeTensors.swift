@@ -19,16 +19,30 @@ public enum SafeTensors {
         }
     }
 
-    /// A tensor to write, borrowed from its owner's buffer.
+    /// A tensor to write: borrowed from its owner's buffer, or produced while it is written (a
+    /// sharded table arriving from its ranks a range of rows at a time), `count` values in all.
     public struct Source {
         public var name: String
         public var shape: [Int]
-        public var values: UnsafeBufferPointer<Float>
+        public var count: Int
+        let content: Content
+        enum Content {
+            case values(UnsafeBufferPointer<Float>)
+            case produced((_ write: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void)
+        }
         public init(name: String, shape: [Int], values: UnsafeBufferPointer<Float>) {
             precondition(shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) does not hold \(values.count) values")
             self.name = name
             self.shape = shape
-            self.values = values
+            count = values.count
+            content = .values(values)
+        }
+        /// `produce` hands the tensor's values, in order, to the `write` it is given.
+        public init(name: String, shape: [Int], produce: @escaping (_ write: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void) {
+            self.name = name
+            self.shape = shape
+            count = shape.reduce(1, *)
+            content = .produced(produce)
         }
     }
 
@@ -44,7 +58,7 @@ public enum SafeTensors {
         var header: [String: Any] = ["__metadata__": metadata]
         var offset = 0
         for t in tensors {
-            let bytes = t.values.count * 4
+            let bytes = t.count * 4
             header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
             offset += bytes
         }
@@ -63,7 +77,19 @@ public enum SafeTensors {
         #error("safetensors data is little-endian; add byte swapping for big-endian hosts")
         #endif
         try sink.write(try header(for: tensors, metadata: metadata))
-        for t in tensors { try sink.write(UnsafeRawBufferPointer(t.values)) }
+        for t in tensors {
+            switch t.content {
+            case .values(let values): try sink.write(UnsafeRawBufferPointer(values))
+            case .produced(let produce):
+                var written = 0
+                try produce { part in
+                    written += part.count
+                    precondition(written <= t.count, "tensor \(t.name): more than its \(t.count) values produced")
+                    try sink.write(UnsafeRawBufferPointer(part))
+                }
+                precondition(written == t.count, "tensor \(t.name): \(written) of its \(t.count) values produced")
+            }
+        }
     }
 
     /// Serializes in memory (for small files and tests).
@@ -79,7 +105,7 @@ public enum SafeTensors {
             sources.append(Source(name: t.name, shape: t.shape, values: UnsafeBufferPointer(b)))
         }
         out.append(try header(for: sources, metadata: metadata))
-        for s in sources { out.append(contentsOf: UnsafeRawBufferPointer(s.values)) }
+        for b in keep { out.append(contentsOf: UnsafeRawBufferPointer(b)) }
         return out
     }
 

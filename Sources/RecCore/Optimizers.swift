@@ -319,6 +319,23 @@ public final class Optimizer {
         self.step = step
     }
 
+    /// The state buffers in place, by name (as `stateBuffers()` names them), for code that moves
+    /// them without copying whole (sharded checkpoints): the dense ones, then the embedding ones,
+    /// each with its floats per embedding row (`embeddingDim`, or 1 for row-wise Adagrad).
+    public var stateSlots: (dense: [(name: String, buffer: UnsafeMutableBufferPointer<Float>)],
+                            embedding: [(name: String, buffer: UnsafeMutableBufferPointer<Float>, perRow: Int)]) {
+        let names = Self.slotNames(for: config.kind)
+        let perRow = config.kind == .rowwiseAdagrad ? 1 : embeddingDim
+        return (zip(names, [denseA, denseB]).map { ($0, $1) },
+                zip(names, [embeddingA, embeddingB]).map { ("embedding." + $0, $1, perRow) })
+    }
+
+    /// Sets the step count (resuming with state put in place through `stateSlots`).
+    public func restoreStep(_ step: Int) throws(OptimizerStateError) {
+        guard step >= 0 else { throw .invalidStep(step) }
+        self.step = step
+    }
+
     // MARK: - Kernels
 
     /// Per-step scalars, computed once per call (powers in Double).

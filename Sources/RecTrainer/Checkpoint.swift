@@ -2,6 +2,7 @@ import Foundation
 import RecCheckpoint
 import RecCore
 import RecData
+import RecDistributed
 
 /// Checkpoints of a training run: everything needed to continue it exactly where it stopped.
 ///
@@ -52,9 +53,12 @@ public enum Checkpoint {
     struct Buffers {
         var layout: ParameterLayout
         var parameters: FloatBuffer
+        /// The whole tables (replicated runs; with sharding, the step's working rows, not saved).
         var embeddingTable: FloatBuffer
         var tables: EmbeddingTables?
         var optimizer: Optimizer
+        /// The sharded tables, when the run shards some.
+        var sharding: ShardedEmbeddings? = nil
     }
 
     static func name(step: Int) -> String { CheckpointDirectory.name(step: step) }
@@ -62,31 +66,43 @@ public enum Checkpoint {
     // MARK: - Writing
 
     /// Writes `state`'s checkpoint under `root` and returns its path. On failure the temporary
-    /// directory is removed and the previous checkpoint is untouched.
+    /// directory is removed and the previous checkpoint is untouched. With sharded tables this is
+    /// rank 0's part of a collective (`writeSharded`).
     static func write(root: String, state: State, buffers: Buffers) throws -> String {
+        if buffers.sharding != nil { return try writeSharded(root: root, state: state, buffers: buffers) }
+        let tables = buffers.tables.map { t in
+            (0..<t.fields).map { f in
+                SafeTensors.Source(name: "embedding.C\(f + 1)", shape: [t.rows(field: f), t.dim],
+                                   values: UnsafeBufferPointer(start: buffers.embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim))
+            }
+        } ?? []
+        let embeddingState = buffers.optimizer.stateSlots.embedding.map {
+            SafeTensors.Source(name: $0.name, shape: [$0.buffer.count], values: UnsafeBufferPointer($0.buffer))
+        }
+        return try write(root: root, state: state, buffers: buffers, tables: tables, embeddingState: embeddingState)
+    }
+
+    /// Writes the checkpoint with the given table tensors and embedding optimizer state.
+    static func write(root: String, state: State, buffers: Buffers, tables: [SafeTensors.Source],
+                      embeddingState: [SafeTensors.Source]) throws -> String {
         do {
             return try CheckpointDirectory.write(root: root, name: name(step: state.step)) { open in
-                var model: [SafeTensors.Source] = buffers.layout.entries.map { e in
+                let model = buffers.layout.entries.map { e in
                     SafeTensors.Source(name: e.name, shape: e.shape,
                                        values: UnsafeBufferPointer(start: buffers.parameters.pointer + e.offset, count: e.count))
-                }
-                if let t = buffers.tables {
-                    for f in 0..<t.fields {
-                        model.append(SafeTensors.Source(name: "embedding.C\(f + 1)", shape: [t.rows(field: f), t.dim],
-                            values: UnsafeBufferPointer(start: buffers.embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim)))
-                    }
-                }
+                } + tables
                 let sorted = JSONEncoder()
                 sorted.outputFormatting = [.sortedKeys]   // byte-identical files for identical states
                 let modelJSON = String(decoding: try sorted.encode(state.config.model), as: UTF8.self)
                 try SafeTensors.write(model, metadata: ["format": "rec-dist", "format_version": "\(formatVersion)",
                                                         "step": "\(state.step)", "model": modelJSON],
                                       to: try open("model.safetensors"))
-                let optimizerSink = try open("optimizer.safetensors")
-                try buffers.optimizer.stateBuffers().withSources { sources in
-                    try SafeTensors.write(sources, metadata: ["step": "\(buffers.optimizer.step)",
-                                                              "optimizer": buffers.optimizer.config.kind.rawValue], to: optimizerSink)
+                let dense = buffers.optimizer.stateSlots.dense.map {
+                    SafeTensors.Source(name: $0.name, shape: [$0.buffer.count], values: UnsafeBufferPointer($0.buffer))
                 }
+                try SafeTensors.write(dense + embeddingState, metadata: ["step": "\(buffers.optimizer.step)",
+                                                                         "optimizer": buffers.optimizer.config.kind.rawValue],
+                                      to: try open("optimizer.safetensors"))
                 try open("trainer.json").write(try CheckpointDirectory.jsonEncoder().encode(state))
             }
         } catch {
@@ -152,6 +168,7 @@ public enum Checkpoint {
     /// Loads a validated checkpoint into the trainer's buffers. Every tensor must exist with
     /// exactly the shape this run's model has.
     static func load(_ dir: String, state: State, into buffers: Buffers) throws {
+        if buffers.sharding != nil { return try loadDense(dir, state: state, into: buffers) }
         try reported {
             try CheckpointDirectory.readModelTensors(dir, layout: buffers.layout, parameters: buffers.parameters, tables: buffers.tables,
                                                      embeddingTable: buffers.embeddingTable, cause: "it was written for a different model configuration")
@@ -190,18 +207,5 @@ public enum Checkpoint {
         let dir = try resolve(path)
         _ = try validate(dir)
         return try reported { try CheckpointDirectory.readModel(dir) }
-    }
-}
-
-extension Array where Element == (name: String, values: [Float]) {
-    /// Borrows every buffer as a safetensors source, 1-D.
-    func withSources<R>(_ body: ([SafeTensors.Source]) throws -> R) rethrows -> R {
-        func go(_ i: Int, _ acc: [SafeTensors.Source]) throws -> R {
-            if i == count { return try body(acc) }
-            return try self[i].values.withUnsafeBufferPointer { b in
-                try go(i + 1, acc + [SafeTensors.Source(name: self[i].name, shape: [b.count], values: b)])
-            }
-        }
-        return try go(0, [])
     }
 }

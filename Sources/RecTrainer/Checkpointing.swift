@@ -26,6 +26,8 @@ extension Trainer {
             } catch {
                 failure = error
             }
+        } else if buffers.sharding != nil {
+            do { try Checkpoint.sendShards(buffers: buffers) } catch { failure = error }
         }
         books.checkpointedStep = state.step
         books.lastCheckpointTime = Date()

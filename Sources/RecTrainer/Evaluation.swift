@@ -73,11 +73,10 @@ public struct TrainingResult: Sendable {
 extension Trainer {
     // MARK: - Evaluation (rank 0)
 
-    func evaluate(model: any RecModel, data: TrainingData, parameters: FloatBuffer, embeddingTable: FloatBuffer,
+    /// Rank 0: the evaluation record and line of `predictions` (the probabilities of `data.eval`).
+    func evaluate(predictions: [Float], data: TrainingData,
                   step: Int, epoch: Int, samples: Int, trainLoss: Double?, samplesPerSecond: Double,
                   elapsed: Double) -> EvaluationRecord {
-        let predictions = Trainer.predictions(model: model, rows: data.eval, parameters: parameters.pointer,
-                                              embeddingTable: embeddingTable.pointer)
         var evaluation = BinaryEvaluation()
         predictions.withUnsafeBufferPointer { p in
             evaluation.append(probabilities: p, labels: UnsafeBufferPointer(start: data.eval.labels, count: data.eval.count))
@@ -137,6 +136,36 @@ extension Trainer {
         return out
     }
 
+    /// The probabilities of the evaluation rows, on rank 0 (empty elsewhere). With sharded tables
+    /// every rank takes part: rank 0's batches gather their rows from the owners, the other
+    /// ranks serve them with empty batches, as many as rank 0 has.
+    func scoreEvaluation<Model: RecModel>(_ step: TrainingStep<Model>, data: TrainingData) throws -> [Float] {
+        guard let sharding = step.sharding else {
+            return rank == 0 ? Trainer.predictions(model: step.model, rows: data.eval, parameters: step.parameters.pointer,
+                                                   embeddingTable: step.embeddingTable.pointer) : []
+        }
+        let model = step.model
+        let rows = rank == 0 ? data.eval.count : 0
+        let total = Int(try communicator.allreduceMax([Double(rows)])[0])
+        var out = [Float](repeating: 0, count: rows)
+        let context = model.trainingContext
+        model.trainingContext = nil   // dropout off
+        defer { model.trainingContext = context }
+        var start = 0
+        while start < total {
+            let n = min(model.maxBatch, total - start)
+            var view = data.eval.view(rank == 0 ? start..<(start + n) : 0..<0)
+            view.categoricalWidth = config.model.categoricalFields   // a rank without evaluation rows serves only
+            let working = try sharding.gather(view, into: step.embeddingTable.pointer)
+            if rank == 0 {
+                let logits = model.forward(working, parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer)
+                for i in 0..<n { out[start + i] = Loss.sigmoid(logits[i]) }
+            }
+            start += n
+        }
+        return out
+    }
+
     /// Probabilities for Criteo rows (13 dense, 26 hashed categorical fields).
     public static func predictions(model: any RecModel, rows: CriteoRows, parameters: UnsafePointer<Float>,
                                    embeddingTable: UnsafePointer<Float>) -> [Float] {
@@ -151,10 +180,10 @@ extension Trainer {
     func evaluate<Model: RecModel>(_ step: TrainingStep<Model>, data: TrainingData, state: RunState, books: inout RunBooks,
                                    throughput: inout Throughput, log: FileHandle?, tensorBoard: TensorBoardWriter?) throws {
         var metricsFailure: (any Error)?
+        throughput.pause()
+        let predictions = try scoreEvaluation(step, data: data)
         if rank == 0 {
-            throughput.pause()
-            var record = evaluate(model: step.model, data: data, parameters: step.parameters, embeddingTable: step.embeddingTable,
-                                  step: state.step, epoch: state.completedEpochs, samples: state.samplesSeen,
+            var record = evaluate(predictions: predictions, data: data, step: state.step, epoch: state.completedEpochs, samples: state.samplesSeen,
                                   trainLoss: books.since.meanLoss, samplesPerSecond: throughput.samplesPerSecond,
                                   elapsed: throughput.elapsed)
             record.lr = Double(step.optimizer.learningRate)
@@ -169,8 +198,8 @@ extension Trainer {
             }
             do { try tensorBoard?.write(record) } catch { metricsFailure = error }
             books.lastRecord = record
-            throughput.resume()
         }
+        throughput.resume()
         if config.metricsPath != nil || config.tensorBoardDir != nil {
             try agree(metricsFailure, stage: "writing the metrics log or TensorBoard events")
         }

@@ -37,9 +37,16 @@ public enum ResidentMemory {
         close(fd)
     }
 
-    /// A "Name:   123 kB" field of /proc/self/status, in bytes; 0 when absent.
-    static func statusField(_ name: String) -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    /// The memory the host can give new allocations (MemAvailable of /proc/meminfo), in bytes;
+    /// nil where /proc is absent.
+    public static func availableBytes() -> Int? {
+        let v = statusField("MemAvailable", file: "/proc/meminfo")
+        return v > 0 ? v : nil
+    }
+
+    /// A "Name:   123 kB" field of /proc/self/status (or `file`), in bytes; 0 when absent.
+    static func statusField(_ name: String, file: String = "/proc/self/status") -> Int {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return 0 }
         for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
             let digits = line.split(separator: " ").compactMap { Int($0) }
             return (digits.first ?? 0) * 1024

@@ -55,6 +55,7 @@ extension Trainer {
             throw TrainingError.checkpoint(path: dir, message: "it holds \(saved.optimizer.kind.rawValue) optimizer state, this run asks for --optimizer \(config.optimizer.kind.rawValue)")
         }
         try Checkpoint.load(dir, state: state, into: buffers)
+        resumedDirectory = dir
         let savedGlobal = saved.batchSize * state.worldSize, global = config.batchSize * worldSize
         logger.info("resuming from \(dir): step \(state.step), epoch \(state.epoch + 1), \(state.epochRowOffset) rows into it")
         if saved.optimizer.accumulate != config.optimizer.accumulate || saved.optimizer.schedule != config.optimizer.schedule

@@ -20,6 +20,8 @@ public final class Trainer {
 
     /// How rank 0 shows progress (`ProgressMode.automatic` decides for the command line).
     public var progress = ProgressMode.lines
+    /// Rank 0, after resuming: the checkpoint read (sharded tables are sent from it afterwards).
+    var resumedDirectory: String?
 
     public init(config: TrainingConfig, communicator: any Communicator, logger: Logger) {
         self.config = config
@@ -30,23 +32,24 @@ public final class Trainer {
     /// Runs the whole training: resume or initialize, load, step, evaluate, checkpoint.
     public func run() throws -> TrainingResult {
         Denormals.flushToZero()   // this thread trains: no subnormal slow path in the optimizer state
-        return try train(makeModel(config.model, maxBatch: max(config.batchSize, config.evalBatchSize)))
+        let (model, sharding) = try placeEmbeddings(maxBatch: max(config.batchSize, config.evalBatchSize))
+        return try train(model, sharding: sharding)
     }
 
     /// The loop: set up, then for each step: batch, step, schedule, maybe evaluate / checkpoint / stop.
-    func train<Model: RecModel>(_ model: Model) throws -> TrainingResult {
+    func train<Model: RecModel>(_ model: Model, sharding: ShardedEmbeddings?) throws -> TrainingResult {
         let step = TrainingStep(model: model, communicator: communicator, optimizer: config.optimizer, loss: config.loss,
                                 batchSize: config.batchSize, accumulate: config.optimizer.accumulate,
-                                bucketBytes: config.bucketBytes ?? 1 << 20, seed: config.seed)
+                                bucketBytes: config.bucketBytes ?? 1 << 20, seed: config.seed, sharding: sharding)
         let buffers = Checkpoint.Buffers(layout: model.layout, parameters: step.parameters, embeddingTable: step.embeddingTable,
-                                         tables: model.embeddings, optimizer: step.optimizer)
+                                         tables: sharding?.tables ?? model.embeddings, optimizer: step.optimizer, sharding: sharding)
         StopSignal.install()
         let resumed = try resumeState(into: buffers)
         let data = try loadData(resumeOffset: resumed?.epochRowOffset ?? 0)
         let source = data.source
         defer { source.stop() }
         try checkSelectionMetric(data)
-        try startReplicas(step, resumed: resumed)
+        try startReplicas(step, resumed: resumed, buffers: buffers)
         var state = resumed.map(RunState.init) ?? RunState()
         let plan = RunPlan(config: config, source: source, start: state, worldSize: worldSize)
         if rank == 0 { logStart(step, data: data, plan: plan) }
@@ -80,7 +83,7 @@ public final class Trainer {
                 lastView = view
                 return view
             }
-            if config.debug && state.step == 0 && worldSize == 1 && micro == 1, let lastView {
+            if config.debug && state.step == 0 && worldSize == 1 && micro == 1 && sharding == nil, let lastView {
                 try checkGradients(model: model, batch: lastView, parameters: step.parameters, embeddingTable: step.embeddingTable,
                                    gradients: step.gradients, sparse: step.sparse, globalCount: globalCount)
             }

@@ -85,12 +85,24 @@ extension Trainer {
     }
 
     /// Replicas start identical: rank 0 initializes (or has loaded the checkpoint), everyone
-    /// receives its values, and the optimizer state when resuming.
-    func startReplicas<Model: RecModel>(_ step: TrainingStep<Model>, resumed: Checkpoint.State?) throws {
+    /// receives its values, and the optimizer state when resuming. Sharded tables start where
+    /// they live: each rank draws its own rows of the same initial values, or receives them (and
+    /// their optimizer state) from the checkpoint rank 0 read.
+    func startReplicas<Model: RecModel>(_ step: TrainingStep<Model>, resumed: Checkpoint.State?, buffers: Checkpoint.Buffers) throws {
         if rank == 0 && resumed == nil {
             step.model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer, seed: config.seed)
         }
         try communicator.broadcast(step.parameters.buffer, root: 0)
+        if let sharding = step.sharding {
+            guard let resumed else {
+                sharding.initialize(seed: config.seed, zeroedColumns: config.model.zeroedEmbeddingColumns)
+                return
+            }
+            try Checkpoint.receiveShards(from: rank == 0 ? resumedDirectory : nil, buffers: buffers)
+            for slot in step.optimizer.stateSlots.dense { try communicator.broadcast(slot.buffer, root: 0) }
+            try step.optimizer.restoreStep(resumed.optimizerStep)
+            return
+        }
         if step.model.embeddings != nil { try communicator.broadcast(step.embeddingTable.buffer, root: 0) }
         if let resumed {
             var state = step.optimizer.stateBuffers()
@@ -103,7 +115,7 @@ extension Trainer {
 
     /// Rank 0's opening lines: the model, the data, the steps, the optimization.
     func logStart<Model: RecModel>(_ step: TrainingStep<Model>, data: TrainingData, plan: RunPlan) {
-        let tables = step.model.embeddings, accumulate = plan.accumulate, g = data.source.globalBatchSize
+        let tables = step.sharding?.tables ?? step.model.embeddings, accumulate = plan.accumulate, g = data.source.globalBatchSize
         logger.info("training \(config.model.kind.rawValue) (\(step.model.layout.count) dense parameters\(tables.map { ", \($0.rowCount) x \($0.dim) embedding rows" } ?? "")) on \(worldSize) rank(s): \(data.source.rows) training rows, \(data.eval.count) evaluation rows, global batch \(g)\(accumulate > 1 ? " x \(accumulate) accumulated = \(g * accumulate) per step" : ""), \(plan.lastStep - plan.firstStep) steps (\(plan.stepsPerEpoch) per epoch); OpenBLAS \(GEMM.coreName) kernels")
         var optimization = "optimizer \(config.optimizer.kind.rawValue), lr \(plan.baseRate)"
         if config.optimizer.scaleByWorldSize { optimization += " (\(config.optimizer.learningRate) x \(worldSize) ranks)" }

@@ -65,6 +65,11 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// The dense gradient bucket size in bytes (see `GradientSync`); nil: 1 MiB. It changes
     /// when each bucket's allreduce starts, not the sums.
     public var bucketBytes: Int?
+    /// Where the embedding tables live over the ranks (`--embedding-sharding`); nil: replicated.
+    public var embeddingSharding: EmbeddingSharding?
+    /// The memory each rank may use, in bytes (`--memory-per-rank`); nil: the memory available
+    /// on the host when the run starts, divided by the ranks on it.
+    public var memoryPerRank: Int?
 
     public init(dataPath: String, model: ModelConfig, optimizer: OptimizerConfig) {
         self.dataPath = dataPath

@@ -1,3 +1,5 @@
+import Foundation
+import Logging
 import RecCore
 import RecDistributed
 import RecDistributedTesting
@@ -152,5 +154,74 @@ struct ShardedEmbeddingTests {
         let sharded = try Self.train(kind: .dlrm, optimizer: opt, ranks: ranks, mode: .auto, accumulate: 2, memoryPerRank: budget)
         #expect(Self.worst(reference.dense, sharded.dense) <= 1e-5)
         #expect(Self.worst(reference.tables, sharded.tables) <= 1e-5)
+    }
+}
+
+/// The trainer with sharded tables, through its checkpoints: the same model as replicated
+/// training, and a resume on another number of ranks under another plan equal to a straight run.
+struct ShardedTrainingTests {
+    static func train(data: String, model: ModelKind, ranks: Int, sharding: EmbeddingSharding?, steps: Int,
+                      checkpoint: String, resume: Bool = false) throws -> [String: [Float]] {
+        _ = try InProcessGroup.run(size: ranks) { comm -> Int in
+            var modelConfig = ModelConfig(kind: model)
+            modelConfig.hashBuckets = 97
+            modelConfig.hidden = [16]
+            modelConfig.bottom = [32, 16]
+            modelConfig.top = [32]
+            if model == .twoTower { modelConfig.userFields = [0, 2]; modelConfig.itemFields = [1, 3] }
+            var config = TrainingConfig(dataPath: data, model: modelConfig, optimizer: OptimizerConfig(kind: .adam))
+            config.evalFraction = 0.1
+            config.evalEvery = 5
+            config.batchSize = 12 / ranks
+            config.steps = steps
+            config.checkpointDir = checkpoint
+            config.embeddingSharding = sharding
+            if resume { config.resume = "latest" }
+            var logger = Logger(label: "test")
+            logger.logLevel = .error
+            return try Trainer(config: config, communicator: comm, logger: logger).run().steps
+        }
+        let (_, tensors) = try Checkpoint.readModel(at: checkpoint)
+        return Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0.values) })
+    }
+
+    static func worst(_ a: [String: [Float]], _ b: [String: [Float]]) -> Float {
+        #expect(Set(a.keys) == Set(b.keys))
+        var worst: Float = 0
+        for (name, values) in a {
+            guard let other = b[name], other.count == values.count else { return .infinity }
+            for i in values.indices { worst = max(worst, abs(values[i] - other[i])) }
+        }
+        return worst
+    }
+
+    static func directory() -> String { NSTemporaryDirectory() + "rec-dist-sharded-\(UUID().uuidString.prefix(8))" }
+
+    @Test(arguments: [ModelKind.dlrm, .twoTower])
+    func trainerShardedEqualsReplicated(model: ModelKind) throws {
+        let data = try InProcessTrainingTests.dataset(rows: 150)
+        let reference = try Self.train(data: data, model: model, ranks: 1, sharding: nil, steps: 12, checkpoint: Self.directory())
+        for (ranks, mode) in [(2, EmbeddingSharding.row), (3, .table), (2, .table), (3, .row)] {
+            let sharded = try Self.train(data: data, model: model, ranks: ranks, sharding: mode, steps: 12, checkpoint: Self.directory())
+            let d = Self.worst(reference, sharded)
+            #expect(d <= 1e-5, "\(model) N=\(ranks) \(mode): \(d)")
+        }
+    }
+
+    /// 6 steps row-sharded on 2 ranks, then 6 more table-sharded on 3 ranks from its checkpoint
+    /// (another plan, another number of ranks: the rows and their Adam moments move to their new
+    /// owners), or replicated on one, equal 12 replicated steps on one rank.
+    @Test func resumeReshards() throws {
+        let data = try InProcessTrainingTests.dataset(rows: 150)
+        let reference = try Self.train(data: data, model: .dlrm, ranks: 1, sharding: nil, steps: 12, checkpoint: Self.directory())
+        let dir = Self.directory()
+        _ = try Self.train(data: data, model: .dlrm, ranks: 2, sharding: .row, steps: 6, checkpoint: dir)
+        let resumed = try Self.train(data: data, model: .dlrm, ranks: 3, sharding: .table, steps: 12, checkpoint: dir, resume: true)
+        #expect(Self.worst(reference, resumed) <= 1e-5)
+        // And back to one replicated rank.
+        let other = Self.directory()
+        _ = try Self.train(data: data, model: .dlrm, ranks: 2, sharding: .row, steps: 6, checkpoint: other)
+        let replicatedAgain = try Self.train(data: data, model: .dlrm, ranks: 1, sharding: nil, steps: 12, checkpoint: other, resume: true)
+        #expect(Self.worst(reference, replicatedAgain) <= 1e-5)
     }
 }

@@ -1,0 +1,199 @@
+import Foundation
+import RecCheckpoint
+import RecCore
+import RecData
+import RecDistributed
+
+/// Checkpoints of runs whose tables are sharded (`ShardedEmbeddings`).
+///
+/// They hold the same files as a replicated run's, in the same layout: each table whole as
+/// `embedding.C<k>` and each embedding optimizer slot over all rows, in global row order. So
+/// `predict`, `export` and the other readers read them unchanged (on one machine, when the
+/// tables fit its memory), and a run resumes from one on any number of ranks and under any plan
+/// (each rank takes its own rows of the new plan).
+///
+/// Rank 0 writes and reads the files; the sharded tables' rows travel between it and their
+/// owners a chunk of rows at a time (`ShardedEmbeddings.collect` / `distribute`), so no shared
+/// file system is needed and rank 0 holds one chunk of a sharded table, never the table. The
+/// transfers follow one schedule every rank computes alike (`Checkpoint.ShardSchedule`); if
+/// rank 0's writing fails part-way, it still completes the schedule before reporting, so no rank
+/// is left in a collective.
+extension Checkpoint {
+    /// Rows per transfer: 256 Ki rows of 16 floats are 16 MiB.
+    static let chunkRows = 1 << 18
+
+    /// The transfers of one sharded checkpoint, in file order: each sharded table's values, then
+    /// for each embedding optimizer slot each sharded table's state.
+    struct ShardSchedule {
+        struct Entry: Equatable { var slot: Int?; var table: Int; var rows: Range<Int> }
+        let entries: [Entry]
+        private(set) var next = 0
+
+        init(sharding: ShardedEmbeddings, slots: Int) {
+            var entries: [Entry] = []
+            let sharded = sharding.plan.placements.indices.filter { sharding.plan.placements[$0] != .replicated }
+            for slot in [nil] + (0..<slots).map(Optional.some) {
+                for t in sharded {
+                    for rows in sharding.chunks(table: t, chunk: Checkpoint.chunkRows) { entries.append(Entry(slot: slot, table: t, rows: rows)) }
+                }
+            }
+            self.entries = entries
+        }
+
+        /// Runs the next transfer, which must be `expected`'s.
+        mutating func take(_ expected: Entry) -> Entry {
+            precondition(next < entries.count && entries[next] == expected, "sharded checkpoint transfers out of order")
+            next += 1
+            return expected
+        }
+
+        var remaining: ArraySlice<Entry> { entries[next...] }
+    }
+
+    /// This rank's per-row buffer for a schedule entry: the table storage, or an optimizer slot.
+    static func localBuffer(_ entry: ShardSchedule.Entry, buffers: Buffers) -> (pointer: UnsafeMutablePointer<Float>, width: Int) {
+        let sharding = buffers.sharding!
+        guard let slot = entry.slot else { return (sharding.storage.pointer, sharding.dim) }
+        let state = buffers.optimizer.stateSlots.embedding[slot]
+        return (state.buffer.baseAddress!, state.perRow)
+    }
+
+    /// Rank 0's model tensor for table `t` of a sharded run: from its storage when replicated,
+    /// else collected from the owners while the file is written.
+    static func tableSource(_ t: Int, buffers: Buffers, schedule: UnsafeMutablePointer<ShardSchedule>,
+                            chunk: UnsafeMutablePointer<Float>) -> SafeTensors.Source {
+        let sharding = buffers.sharding!, tables = sharding.tables, dim = tables.dim
+        let shape = [tables.rows(field: t), dim]
+        if sharding.plan.placements[t] == .replicated {
+            let base = sharding.plan.localBase(table: t, rank: 0)
+            return SafeTensors.Source(name: "embedding.C\(t + 1)", shape: shape,
+                                      values: UnsafeBufferPointer(start: sharding.storage.pointer + base * dim, count: shape[0] * dim))
+        }
+        return SafeTensors.Source(name: "embedding.C\(t + 1)", shape: shape) { write in
+            try transfer(table: t, slot: nil, buffers: buffers, schedule: schedule, chunk: chunk, write: write)
+        }
+    }
+
+    /// Rank 0's optimizer tensor for embedding slot `slot` over all tables, in global row order.
+    static func stateSource(_ slot: Int, buffers: Buffers, schedule: UnsafeMutablePointer<ShardSchedule>,
+                            chunk: UnsafeMutablePointer<Float>) -> SafeTensors.Source {
+        let sharding = buffers.sharding!, tables = sharding.tables
+        let state = buffers.optimizer.stateSlots.embedding[slot]
+        return SafeTensors.Source(name: state.name, shape: [tables.rowCount * state.perRow]) { write in
+            for t in 0..<tables.fields {
+                if sharding.plan.placements[t] == .replicated {
+                    let base = sharding.plan.localBase(table: t, rank: 0)
+                    try write(UnsafeBufferPointer(start: state.buffer.baseAddress! + base * state.perRow, count: tables.rows(field: t) * state.perRow))
+                } else {
+                    try transfer(table: t, slot: slot, buffers: buffers, schedule: schedule, chunk: chunk, write: write)
+                }
+            }
+        }
+    }
+
+    /// Rank 0: collects table `t`'s chunks of `slot` (nil: the values) and writes each.
+    private static func transfer(table t: Int, slot: Int?, buffers: Buffers, schedule: UnsafeMutablePointer<ShardSchedule>,
+                                 chunk: UnsafeMutablePointer<Float>, write: (UnsafeBufferPointer<Float>) throws -> Void) throws {
+        let sharding = buffers.sharding!
+        for rows in sharding.chunks(table: t, chunk: chunkRows) {
+            let entry = schedule.pointee.take(ShardSchedule.Entry(slot: slot, table: t, rows: rows))
+            let (local, width) = localBuffer(entry, buffers: buffers)
+            try sharding.collect(table: t, rows: rows, from: local, width: width, into: chunk)
+            try write(UnsafeBufferPointer(start: chunk, count: rows.count * width))
+        }
+    }
+
+    /// Rank 0 writes a sharded run's checkpoint; the other ranks call `sendShards` at the same time.
+    static func writeSharded(root: String, state: State, buffers: Buffers) throws -> String {
+        let sharding = buffers.sharding!
+        var schedule = ShardSchedule(sharding: sharding, slots: buffers.optimizer.stateSlots.embedding.count)
+        let chunk = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * sharding.dim)
+        defer { chunk.deallocate() }
+        let result = Result {
+            try withUnsafeMutablePointer(to: &schedule) { s in
+                try write(root: root, state: state, buffers: buffers,
+                          tables: (0..<sharding.tables.fields).map { tableSource($0, buffers: buffers, schedule: s, chunk: chunk) },
+                          embeddingState: buffers.optimizer.stateSlots.embedding.indices.map { stateSource($0, buffers: buffers, schedule: s, chunk: chunk) })
+            }
+        }
+        // Whatever happened, finish the transfers the other ranks are making.
+        for entry in schedule.remaining {
+            let (local, width) = localBuffer(entry, buffers: buffers)
+            try sharding.collect(table: entry.table, rows: entry.rows, from: local, width: width, into: nil)
+        }
+        return try result.get()
+    }
+
+    /// Ranks other than 0: send this rank's rows and optimizer state while rank 0 writes.
+    static func sendShards(buffers: Buffers) throws {
+        let sharding = buffers.sharding!
+        let schedule = ShardSchedule(sharding: sharding, slots: buffers.optimizer.stateSlots.embedding.count)
+        for entry in schedule.entries {
+            let (local, width) = localBuffer(entry, buffers: buffers)
+            try sharding.collect(table: entry.table, rows: entry.rows, from: local, width: width, into: nil)
+        }
+    }
+
+    // MARK: - Resuming
+
+    /// Every rank: takes its rows of every table and embedding optimizer slot from checkpoint
+    /// `dir` (read by rank 0; nil elsewhere), under this run's plan. Collective.
+    static func receiveShards(from dir: String?, buffers: Buffers) throws {
+        let sharding = buffers.sharding!, tables = sharding.tables
+        var files: [MappedFile] = []
+        var entries: [[String: SafeTensors.Entry]] = []
+        if let dir {
+            for name in ["model.safetensors", "optimizer.safetensors"] {
+                let file = try MappedFile(path: dir + "/" + name)
+                entries.append(try reported { try SafeTensors.parseHeader(file.bytes, path: dir + "/" + name) }.entries)
+                files.append(file)
+            }
+        }
+        /// Rank 0: the floats of tensor `name` in file `k`, from float `offset` on.
+        func source(_ k: Int, _ name: String, offset: Int) -> UnsafePointer<Float>? {
+            guard dir != nil, let entry = entries[k][name] else { return nil }
+            return (files[k].bytes.baseAddress! + entry.range.lowerBound).assumingMemoryBound(to: Float.self) + offset
+        }
+        for t in 0..<tables.fields {
+            for rows in sharding.chunks(table: t, chunk: chunkRows) {
+                try sharding.distribute(table: t, rows: rows, from: source(0, "embedding.C\(t + 1)", offset: rows.lowerBound * tables.dim),
+                                        width: tables.dim, into: sharding.storage.pointer)
+            }
+        }
+        for state in buffers.optimizer.stateSlots.embedding {
+            for t in 0..<tables.fields {
+                for rows in sharding.chunks(table: t, chunk: chunkRows) {
+                    let offset = (tables.firstRow(field: t) + rows.lowerBound) * state.perRow
+                    try sharding.distribute(table: t, rows: rows, from: source(1, state.name, offset: offset),
+                                            width: state.perRow, into: state.buffer.baseAddress!)
+                }
+            }
+        }
+    }
+
+    /// Rank 0: a sharded checkpoint's dense tensors and dense optimizer state, after checking
+    /// that its tables and embedding state have this model's shapes (their rows move with
+    /// `receiveShards`).
+    static func loadDense(_ dir: String, state: State, into buffers: Buffers) throws {
+        let tables = buffers.sharding!.tables
+        try reported {
+            try CheckpointDirectory.readModelTensors(dir, layout: buffers.layout, parameters: buffers.parameters, tables: tables,
+                                                     embeddingTable: nil, cause: "it was written for a different model configuration")
+        }
+        let path = dir + "/optimizer.safetensors"
+        let file = try MappedFile(path: path)
+        let (entries, _) = try reported { try SafeTensors.parseHeader(file.bytes, path: path) }
+        let slots = buffers.optimizer.stateSlots
+        let expected = slots.dense.map { ($0.name, $0.buffer.count) } + slots.embedding.map { ($0.name, tables.rowCount * $0.perRow) }
+        guard Set(entries.keys) == Set(expected.map(\.0)) else {
+            throw TrainingError.checkpoint(path: path, message: "optimizer state: it holds \(entries.keys.sorted()), this run's optimizer needs \(expected.map(\.0).sorted()); was it written with another --optimizer?")
+        }
+        for (name, count) in expected where entries[name]!.range.count != count * 4 {
+            throw TrainingError.checkpoint(path: path, message: "optimizer state: \(name) has \(entries[name]!.range.count / 4) values, this model needs \(count)")
+        }
+        for slot in slots.dense { SafeTensors.copy(entries[slot.name]!, from: file.bytes, into: slot.buffer) }
+        do { try buffers.optimizer.restoreStep(state.optimizerStep) } catch {
+            throw TrainingError.checkpoint(path: dir, message: "optimizer state: \(error)")
+        }
+    }
+}
