@@ -142,7 +142,8 @@ public enum SafeTensors {
             var count = 1
             for d in shape {
                 let (p, o) = count.multipliedReportingOverflow(by: d)
-                guard d >= 0, !o, p <= Int(Int32.max) * 4 else { throw fail("tensor '\(name)' declares an absurd shape \(shape)") }
+                // Elements, each 4 bytes, must fit the file (checked below), so more than 2^60 is absurd.
+                guard d >= 0, !o, p <= 1 << 60 else { throw fail("tensor '\(name)' declares an absurd shape \(shape)") }
                 count = p
             }
             let (begin, end) = (offsets[0], offsets[1])

@@ -99,17 +99,25 @@ public struct EmbeddingPlan: Sendable, Equatable, Codable, CustomStringConvertib
     /// Bytes of embedding values `rank` stores.
     public func localBytes(rank: Int) -> Int { localRows(rank: rank) * dim * 4 }
 
-    /// One line per table ("C3: row over 2 ranks, 1048576 rows") and one per rank with its bytes.
+    /// One line per run of consecutive tables of the same size and placement ("tables 0-12:
+    /// 65536 rows x 16, row-wise over 2 ranks"), then one per rank with its rows and bytes.
     public var description: String {
         var lines: [String] = []
-        for (t, p) in placements.enumerated() {
-            let what: String
+        func what(_ p: Placement) -> String {
             switch p {
-            case .replicated: what = "replicated on every rank"
-            case .table(let owner): what = "table-wise on rank \(owner)"
-            case .row: what = "row-wise over \(worldSize) ranks"
+            case .replicated: return "replicated on every rank"
+            case .table(let owner): return "table-wise on rank \(owner)"
+            case .row: return "row-wise over \(worldSize) ranks"
             }
-            lines.append("  table \(t): \(rowsPerTable[t]) rows x \(dim), \(what)")
+        }
+        var first = 0
+        while first < placements.count {
+            var last = first
+            while last + 1 < placements.count && rowsPerTable[last + 1] == rowsPerTable[first]
+                    && what(placements[last + 1]) == what(placements[first]) { last += 1 }
+            let name = first == last ? "table \(first)" : "tables \(first)-\(last)"
+            lines.append("  \(name): \(rowsPerTable[first]) rows x \(dim), \(what(placements[first]))")
+            first = last + 1
         }
         for r in 0..<worldSize {
             lines.append("  rank \(r): \(localRows(rank: r)) rows, \(ByteCount.format(localBytes(rank: r))) of embedding values")

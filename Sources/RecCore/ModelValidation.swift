@@ -80,8 +80,10 @@ extension ModelConfig {
         }
         if let tables = modelTables {
             let (values, overflow) = tables.rowCount.multipliedReportingOverflow(by: tables.dim)
-            if overflow || values > Int(Int32.max) {
-                throw ModelConfigError(key: "embedding_dim", "the embedding tables (\(tables.rowCount) rows x \(tables.dim)) exceed 2^31 values; lower embedding_dim or hash_buckets")
+            // Row indices are 32-bit in the data-parallel exchange; sharded tables are limited by
+            // memory alone (the run's plan checks it).
+            if overflow || tables.rowCount >= Int(Int32.max) {
+                throw ModelConfigError(key: "hash_buckets", "the embedding tables (\(tables.rowCount) rows x \(tables.dim), \(values) values) have 2^31 rows or more; lower hash_buckets")
             }
         }
     }

@@ -40,8 +40,20 @@ public enum Benchmark {
                 }
                 return config
             }
-            // The model as `train` builds it (an existential opened into the generic step).
-            results.append(try runCase(makeModel(shaped(benchCase.model), maxBatch: benchCase.batchSize), benchCase,
+            // The model as `train` builds it (an existential opened into the generic step); with
+            // sharded tables, its working tables and the sharded storage.
+            let config = shaped(benchCase.model), batch = benchCase.batchSize
+            var sharding: ShardedEmbeddings?
+            if let mode = benchCase.sharding, let tables = config.modelTables {
+                let planner = EmbeddingPlanner(worldSize: communicator.size, fixedBytes: 0, stateFloatsPerRow: 0, memoryPerRank: .max)
+                let plan = try planner.plan(tables, mode: mode)
+                if plan.isSharded {
+                    sharding = ShardedEmbeddings(tables: tables, plan: plan, columns: config.tableFields, width: config.categoricalFields,
+                                                 communicator: communicator, capacity: batch)
+                }
+            }
+            let model = makeModel(sharding == nil ? config : config.withWorkingTables(rows: batch), maxBatch: batch)
+            results.append(try runCase(model, benchCase, replicatedConfig: config, sharding: sharding,
                                        options: options, dataset: dataset, communicator: communicator))
         }
         let formatter = ISO8601DateFormatter()
@@ -63,7 +75,8 @@ public enum Benchmark {
 
     // MARK: - One case
 
-    static func runCase<Model: RecModel>(_ model: Model, _ benchCase: BenchmarkCase, options: BenchmarkOptions,
+    static func runCase<Model: RecModel>(_ model: Model, _ benchCase: BenchmarkCase, replicatedConfig: ModelConfig,
+                                         sharding: ShardedEmbeddings?, options: BenchmarkOptions,
                                          dataset: PreparedDataset?, communicator: any Communicator) throws -> BenchmarkResult {
         let n = communicator.size, rank = communicator.rank, batch = benchCase.batchSize
         try communicator.barrier()
@@ -83,13 +96,17 @@ public enum Benchmark {
         // The step and its data.
         let step = TrainingStep(model: model, communicator: communicator, optimizer: options.optimizer,
                                 loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes,
-                                localSums: options.localSums, seed: options.seed)
+                                localSums: options.localSums, seed: options.seed, sharding: sharding)
         if rank == 0 {
             model.initialize(parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer,
                              seed: options.seed)
         }
         try communicator.broadcast(step.parameters.buffer, root: 0)
-        if model.embeddings != nil { try communicator.broadcast(step.embeddingTable.buffer, root: 0) }
+        if let sharding {
+            sharding.initialize(seed: options.seed, zeroedColumns: replicatedConfig.zeroedEmbeddingColumns)
+        } else if model.embeddings != nil {
+            try communicator.broadcast(step.embeddingTable.buffer, root: 0)
+        }
         let pool = try BenchBatches(dataset: dataset, rank: rank, worldSize: n, batchSize: batch, options: options)
         defer { pool.stop() }
         let globalCount = batch * n
@@ -131,6 +148,8 @@ public enum Benchmark {
             windowSamples[w] = Double(samples)
         }
         let traffic = step.sync.traffic   // the last timed step's
+        let shardedBytes = try communicator.allreduceSum([Double(sharding?.lookupBytesSent ?? 0), Double(sharding?.gradientBytesSent ?? 0)])
+            .map { Int($0) / n }
         let timed = step.phases - before
         let slowest = try communicator.allreduceMax(windowSeconds)
         let throughputs = zip(windowSamples, slowest).map { $0 / $1 }
@@ -144,7 +163,7 @@ public enum Benchmark {
                      Double(timed.communicationWait), Double(timed.optimizer), Double(timed.total),
                      Double(timed.communicationCoalesce), Double(timed.communicationStart),
                      Double(timed.communicationTest), Double(timed.communicationMerge),
-                     Double(timed.communicationCountsWait)]
+                     Double(timed.communicationCountsWait), Double(timed.embeddingExchange)]
             .map { $0 / perStepNs / 1e6 }
         // Each rank's own exposed communication and wait: who waits for whom.
         var perRank = [Double](repeating: 0, count: 2 * n)
@@ -167,7 +186,7 @@ public enum Benchmark {
                 times.append(Double(MonotonicClock.nanoseconds() - t0) / 1e6)
             }
             allreduceAlone = median(try communicator.allreduceMax(times))
-            if model.embeddings != nil {
+            if model.embeddings != nil && sharding == nil {
                 let view = pool.next().batch
                 _ = model.forward(view, parameters: step.parameters.pointer, embeddingTable: step.embeddingTable.pointer)
                 model.backward(view, dLogits: step.dLogits.pointer, parameters: step.parameters.pointer,
@@ -186,12 +205,17 @@ public enum Benchmark {
         // One rank alone against all ranks, in alternating windows.
         var single: Double?, paired: Double?, scaling: Double?, concurrent: Double?, concurrentScaling: Double?
         if n > 1 && options.compareSingleRank {
-            // Every rank has a copy for training alone (rank 0 alone, and all at once).
-            let alone = makeModel(model.config, maxBatch: model.maxBatch) as! Model
+            // Every rank has a copy for training alone (rank 0 alone, and all at once), with
+            // whole tables.
+            let alone = makeModel(replicatedConfig, maxBatch: model.maxBatch) as! Model
             let soloStep = TrainingStep(model: alone, communicator: LocalCommunicator(), optimizer: options.optimizer,
                                         loss: options.loss, batchSize: batch, bucketBytes: options.bucketBytes)
             soloStep.parameters.pointer.update(from: step.parameters.pointer, count: soloStep.parameters.count)
-            soloStep.embeddingTable.pointer.update(from: step.embeddingTable.pointer, count: soloStep.embeddingTable.count)
+            if sharding == nil {
+                soloStep.embeddingTable.pointer.update(from: step.embeddingTable.pointer, count: soloStep.embeddingTable.count)
+            } else {
+                alone.initialize(parameters: soloStep.parameters.pointer, embeddingTable: soloStep.embeddingTable.pointer, seed: options.seed)
+            }
             for _ in 0..<min(stepsPerWindow, 10) { _ = try soloStep.run(pool.next().batch, globalCount: batch) }
             var soloRates = [Double](), allRates = [Double](), ratios = [Double]()
             var concurrentRates = [Double](), concurrentRatios = [Double]()
@@ -251,7 +275,11 @@ public enum Benchmark {
         return BenchmarkResult(
             model: benchCase.model.rawValue, batch_per_rank: batch, ranks: n, global_batch: globalCount,
             optimizer: options.optimizer.kind.rawValue, dense_parameters: model.layout.count,
-            embedding_rows: model.embeddings?.rowCount ?? 0, embedding_exchange: step.sync.embeddingExchange.rawValue,
+            embedding_rows: sharding?.tables.rowCount ?? model.embeddings?.rowCount ?? 0, embedding_exchange: step.sync.embeddingExchange.rawValue,
+            embedding_sharding: sharding.map { s in Set(s.plan.placements.map { p -> String in
+                switch p { case .replicated: "replicated"; case .table: "table"; case .row: "row" } }).sorted().joined(separator: "+") } ?? "replicated",
+            bytes_sharded_lookup_per_step: shardedBytes[0], bytes_sharded_gradients_per_step: shardedBytes[1],
+            comm_sharded_exchange_ms: parts[13],
             dense_buckets: step.sync.buckets.map(\.count),
             flops_per_example: executed, nominal_flops_per_example: model.config.flopsPerExample,
             sgemm_gflops_per_rank: aggregate, sgemm_shapes: rates, steps_per_window: stepsPerWindow,

@@ -7,19 +7,27 @@ import RecDistributed
 public struct BenchmarkCase: Sendable, Codable, Equatable, CustomStringConvertible {
     public var model: ModelKind
     public var batchSize: Int
-    public init(model: ModelKind, batchSize: Int) {
+    /// The tables' placement (nil: replicated, the default).
+    public var sharding: EmbeddingSharding?
+    public init(model: ModelKind, batchSize: Int, sharding: EmbeddingSharding? = nil) {
         self.model = model
         self.batchSize = batchSize
+        self.sharding = sharding
     }
-    /// `mlp:32` style.
+    /// `mlp:32` or, with a placement of the tables, `dlrm:1024:row`.
     public init?(argument: String) {
         let parts = argument.split(separator: ":")
-        guard parts.count == 2, let kind = ModelKind(rawValue: String(parts[0])), let b = Int(parts[1]), b >= 1 else {
+        guard parts.count == 2 || parts.count == 3, let kind = ModelKind(rawValue: String(parts[0])), let b = Int(parts[1]), b >= 1 else {
             return nil
         }
-        self.init(model: kind, batchSize: b)
+        var sharding: EmbeddingSharding?
+        if parts.count == 3 {
+            guard let mode = EmbeddingSharding(rawValue: String(parts[2])), kind != .mlp else { return nil }
+            sharding = mode
+        }
+        self.init(model: kind, batchSize: b, sharding: sharding)
     }
-    public var description: String { "\(model.rawValue):\(batchSize)" }
+    public var description: String { "\(model.rawValue):\(batchSize)" + (sharding.map { ":\($0.rawValue)" } ?? "") }
 
     /// The standard cases: a small and a large batch of the mlp and of dlrm.
     public static let standard = [BenchmarkCase(model: .mlp, batchSize: 32), BenchmarkCase(model: .mlp, batchSize: 512),
@@ -80,6 +88,13 @@ public struct BenchmarkResult: Sendable, Codable {
     public var dense_parameters: Int
     public var embedding_rows: Int
     public var embedding_exchange: String
+    /// The tables' placement ("replicated", or the plan's modes, e.g. "row").
+    public var embedding_sharding: String = "replicated"
+    /// Sharded tables: bytes this rank sent per step fetching the batch's rows, and sending
+    /// their gradients to the owners (mean over ranks); and the time in those exchanges.
+    public var bytes_sharded_lookup_per_step: Int = 0
+    public var bytes_sharded_gradients_per_step: Int = 0
+    public var comm_sharded_exchange_ms: Double = 0
     public var dense_buckets: [Int]
     /// FLOPs per example actually executed: the step's sgemms plus the dot interaction.
     public var flops_per_example: Double

@@ -39,8 +39,8 @@ extension TrainingConfig {
                 throw TrainingError.notEnoughData("'\(dataPath)' has no categorical fields; \(model.kind.rawValue) needs embeddings, use --model mlp")
             }
             config.model = try config.model.withFieldRoles(dataset.manifest.schema, source: "'\(dataPath)'")
-            if let tables = config.model.modelTables, tables.rowCount * tables.dim > Int(Int32.max) {
-                throw TrainingError.notEnoughData("the embedding tables of '\(dataPath)' (\(tables.rowCount) rows x \(tables.dim)) exceed 2^31 values; prepare with a larger --min-count or fewer --hash-buckets, or lower --embedding-dim")
+            if let tables = config.model.modelTables, tables.rowCount >= Int(Int32.max) {
+                throw TrainingError.notEnoughData("the embedding tables of '\(dataPath)' have \(tables.rowCount) rows, 2^31 or more; prepare with a larger --min-count or fewer --hash-buckets")
             }
         }
         if evalPath != nil {

@@ -120,16 +120,19 @@ struct Bench: ParsableCommand {
 /// The human-readable summary of a benchmark report.
 enum BenchmarkTable {
     static func render(_ report: BenchmarkReport) -> String {
+        func label(_ r: BenchmarkResult) -> String {
+            "\(r.model):\(r.batch_per_rank)" + (r.embedding_sharding == "replicated" ? "" : ":" + r.embedding_sharding)
+        }
         func f(_ x: Double, _ d: Int) -> String { String(format: "%.\(d)f", x) }
         func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : String(repeating: " ", count: w - s.count) + s }
         var lines: [String] = []
         lines.append("rec-dist bench: \(report.ranks) rank(s) on \(report.cores) cores, OpenBLAS \(report.openblas_core) x \(report.openblas_threads) thread(s); load average \(report.load_average_start) -> \(report.load_average_end)")
         let header = ["case", "ranks", "samples/s", "step ms", "data", "fwd", "bwd", "comm exp", "comm hid", "optim",
                       "other", "sgemm GF/s", "achv GF/s", "eff", "peak RSS MB", "RSS/acct"]
-        let widths = [11, 5, 11, 8, 6, 7, 7, 8, 8, 6, 6, 10, 9, 5, 11, 8]
+        let widths = [16, 5, 11, 8, 6, 7, 7, 8, 8, 6, 6, 10, 9, 5, 11, 8]
         lines.append(zip(header, widths).map { pad($0, $1) }.joined(separator: " "))
         for r in report.results {
-            let row = ["\(r.model):\(r.batch_per_rank)", "\(r.ranks)", f(r.samples_per_s, 0), f(r.step_ms, 3),
+            let row = [label(r), "\(r.ranks)", f(r.samples_per_s, 0), f(r.step_ms, 3),
                        f(r.data_wait_ms, 3), f(r.forward_ms, 3), f(r.backward_ms, 3), f(r.comm_exposed_ms, 3),
                        f(r.comm_hidden_ms, 3), f(r.optimizer_ms, 3), f(r.other_ms, 3),
                        f(r.sgemm_gflops_per_rank, 1), f(r.achieved_gflops_per_rank, 1), f(r.efficiency * 100, 0) + "%",
@@ -149,8 +152,11 @@ enum BenchmarkTable {
         for r in report.results where r.comm_exposed_ms > 0 {
             lines.append("\(r.model):\(r.batch_per_rank) comm exposed \(f(r.comm_exposed_ms, 3)) ms (\(f(r.comm_exposed_fraction * 100, 1))%): coalesce \(f(r.comm_coalesce_ms, 3)), start \(f(r.comm_start_ms, 3)), test \(f(r.comm_test_ms, 3)), wait \(f(r.comm_wait_ms, 3)) (counts \(f(r.comm_counts_wait_ms, 3))), merge \(f(r.comm_merge_ms, 3)); by rank: exposed \(r.comm_exposed_ms_by_rank.map { f($0, 2) }.joined(separator: "/")), wait \(r.comm_wait_ms_by_rank.map { f($0, 2) }.joined(separator: "/"))")
         }
+        for r in report.results where r.embedding_sharding != "replicated" {
+            lines.append("\(label(r)) sharded tables: exchanges \(f(r.comm_sharded_exchange_ms, 3)) ms per step (of comm exposed); per step and rank \(r.bytes_sharded_lookup_per_step) B sent fetching rows, \(r.bytes_sharded_gradients_per_step) B sending gradients, \(r.bytes_dense_per_step) B dense")
+        }
         for r in report.results {
-            var line = "\(r.model):\(r.batch_per_rank) exchange \(r.embedding_exchange), \(r.dense_buckets.count) dense bucket(s); per step \(r.bytes_dense_per_step) B dense"
+            var line = "\(label(r)) exchange \(r.embedding_exchange), \(r.dense_buckets.count) dense bucket(s); per step \(r.bytes_dense_per_step) B dense"
             if r.embedding_exchange != "none" {
                 line += ", embedding \(r.bytes_embedding_sent_per_step) B sent / \(r.bytes_embedding_received_per_step) B received (\(r.embedding_rows_local) local rows, \(r.embedding_rows_global) global)"
             }

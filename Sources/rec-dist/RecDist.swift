@@ -267,9 +267,6 @@ struct Train: ParsableCommand {
         }
         if !(earlyStopMinDelta >= 0 && earlyStopMinDelta.isFinite) { throw bad("--early-stop-min-delta", earlyStopMinDelta, "use 0 or a small positive value") }
         if k < 1 { throw bad("--k", k, "use a positive cut-off, e.g. 10") }
-        if model == .dlrm && Int64(hashBuckets ?? 65_536) * 26 * Int64(embeddingDim ?? 16) > Int64(Int32.max) {
-            throw ValidationError("--hash-buckets \(hashBuckets ?? 65_536) x 26 fields x --embedding-dim \(embeddingDim ?? 16) exceeds 2^31 embedding values; lower one of them.")
-        }
     }
 
     /// The model: the preset of --model (or of the config file's `model`), then the config
@@ -346,6 +343,8 @@ struct Train: ParsableCommand {
         config.continueOnCheckpointFailure = continueOnCheckpointFailure
         config.preparedData = preparedData.options
         config.bucketBytes = bucketKib == 1024 ? nil : bucketKib * 1024
+        config.embeddingSharding = step.embeddingSharding == .replicated ? nil : step.embeddingSharding
+        config.memoryPerRank = step.memoryPerRank?.bytes
         return config
     }
 

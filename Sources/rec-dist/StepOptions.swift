@@ -11,6 +11,10 @@ struct StepOptions: ParsableArguments {
     var bucketKib: Int = 1024
     @Option(help: "OpenBLAS threads per rank (default 1: one rank per core).")
     var blasThreads: Int = 1
+    @Option(help: "Where the embedding tables live: replicated (every rank holds every table), table (each table whole on one rank), row (every table's rows dealt over all ranks), auto (replicate what fits --memory-per-rank, shard the largest tables until every rank fits). Rank 0 prints the plan.")
+    var embeddingSharding: EmbeddingSharding = .replicated
+    @Option(help: "Memory each rank may use, e.g. 8G or 1536M (K, M, G, T: powers of 1024); the plan must fit it. Default: the host's available memory divided by its ranks.")
+    var memoryPerRank: ByteCountArgument?
 
     func validate() throws {
         func bad(_ flag: String, _ value: Any, _ allowed: String) -> ValidationError {
@@ -19,5 +23,30 @@ struct StepOptions: ParsableArguments {
         if let hashBuckets, hashBuckets < 2 || hashBuckets > 1 << 26 { throw bad("--hash-buckets", hashBuckets, "use 2 to 67108864") }
         if blasThreads < 1 { throw bad("--blas-threads", blasThreads, "use 1 or more") }
         if bucketKib < 1 || bucketKib > 1 << 20 { throw bad("--bucket-kib", bucketKib, "use 1 to 1048576, e.g. 1024 (1 MiB)") }
+        if let memoryPerRank, memoryPerRank.bytes < 1 << 20 || memoryPerRank.bytes > 1 << 50 {
+            throw bad("--memory-per-rank", memoryPerRank.text, "use 1M to 1024T, e.g. 8G")
+        }
+    }
+}
+
+extension EmbeddingSharding: ExpressibleByArgument {}
+
+/// A byte count with an optional binary suffix: `1048576`, `512M`, `8G`, `1.5T`.
+struct ByteCountArgument: ExpressibleByArgument {
+    let bytes: Int
+    let text: String
+
+    init?(argument: String) {
+        let units: [Character: Double] = ["K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024, "T": 1024 * 1024 * 1024 * 1024]
+        var digits = Substring(argument.uppercased())
+        if digits.hasSuffix("IB") { digits = digits.dropLast(2) } else if digits.hasSuffix("B") { digits = digits.dropLast() }
+        var scale = 1.0
+        if let last = digits.last, let unit = units[last] {
+            scale = unit
+            digits = digits.dropLast()
+        }
+        guard let value = Double(digits), value.isFinite, value >= 0, value * scale < 0x1p62 else { return nil }
+        bytes = Int(value * scale)
+        text = argument
     }
 }
