@@ -208,7 +208,7 @@ struct Train: ParsableCommand {
     var debug = false
     @Option(help: "With --debug under mpirun: compare replica checksums every this many steps.")
     var debugCheckEvery: Int = 10
-    @Option(help: "Progress on rank 0: bar (redrawn in place), lines (plain periodic lines), off, or auto: the bar when a person watches a terminal (launch.sh tells its ranks; under plain mpirun, lines), else lines.")
+    @Option(help: "Progress on rank 0: bar (redrawn in place), lines (plain periodic lines; every log line starts with its UTC time), off, or auto: the bar when a person watches a terminal (launch.sh tells its ranks; under plain mpirun, lines), else lines.")
     var progress: ProgressChoice = .auto
     @Option(help: "Abort the job when a collective waits this many seconds for the other ranks, naming the missing ranks (0: off). Set it above the longest evaluation, checkpoint or data-loading skew.")
     var collectiveTimeout: Double = 0
@@ -360,7 +360,9 @@ struct Train: ParsableCommand {
             throw ExitCode.failure
         }
         let rank = communicator.rank
-        bootstrapLogging(logging, rank: rank)
+        let progressMode = progressMode()
+        // Plain progress lines go to log files: every line says when.
+        bootstrapLogging(logging, rank: rank, timestamps: progressMode == .lines)
         if debug && rank == 0 {
             logger.info("debug mode: \(communicator.size) rank(s) on \(communicator.processorName), OpenBLAS \(GEMM.coreName) with \(GEMM.threads) thread(s)")
         }
@@ -379,7 +381,7 @@ struct Train: ParsableCommand {
             throw ExitCode(code)
         }
         let trainer = Trainer(config: config, communicator: communicator, logger: logger)
-        trainer.progress = progressMode()
+        trainer.progress = progressMode
         do {
             let result = try trainer.run()
             if rank == 0 { printSummary(result, config: config, worldSize: communicator.size) }
