@@ -89,12 +89,15 @@ public struct ModelConfigFile: Sendable {
                 throw fail(key, "expected field names or indices, found \(Self.describe(e))")
             }
         }
-        if let m = try string("model") {
-            guard let kind = ModelKind(rawValue: m) else {
-                throw fail("model", "unknown model '\(m)'; use \(ModelKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        /// One of a string enumeration's values, by name.
+        func choice<T: RawRepresentable & CaseIterable>(_ key: String, _ what: String) throws -> T? where T.RawValue == String {
+            guard let s = try string(key) else { return nil }
+            guard let value = T(rawValue: s) else {
+                throw fail(key, "unknown \(what) '\(s)'; use \(T.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            model = kind
+            return value
         }
+        model = try choice("model", "model")
         hidden = try ints("hidden")
         denseFeatures = try int("dense_features")
         hashBuckets = try int("hash_buckets")
@@ -102,12 +105,7 @@ public struct ModelConfigFile: Sendable {
         bottom = try ints("bottom")
         bottomOutput = try int("bottom_output")
         top = try ints("top")
-        if let s = try string("initializer") {
-            guard let i = Initializer(rawValue: s) else {
-                throw fail("initializer", "unknown initializer '\(s)'; use \(Initializer.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            initializer = i
-        }
+        initializer = try choice("initializer", "initializer")
         factors = try int("factors")
         userFields = try fields("user_fields")
         itemFields = try fields("item_fields")
