@@ -298,14 +298,7 @@ struct Train: ParsableCommand {
             config = try makeConfig().resolvingPreparedData()   // a prepared dataset shapes the model, checked
         } catch {
             // Every rank reads the same manifest, but if only this one failed the others must not wait.
-            printError("\(error)", rank: rank)
-            // A model configuration that cannot be read or does not fit the data is a usage error.
-            var code: Int32 = 1
-            if error is ValidationError { code = ExitCode.validationFailure.rawValue }
-            if case TrainingError.modelConfig = error { code = ExitCode.validationFailure.rawValue }
-            if communicator.size > 1 { communicator.abort(code: code) }
-            communicator.finalize()
-            throw ExitCode(code)
+            throw failedAlone(error, communicator: communicator)
         }
         let trainer = Trainer(config: config, communicator: communicator, logger: logger)
         trainer.progress = progressMode
@@ -332,16 +325,22 @@ struct Train: ParsableCommand {
             communicator.finalize()
             throw ExitCode.failure
         } catch {
-            // A failure on this rank alone: the others may be waiting in a collective, so end the job.
-            printError("\(error)", rank: rank)
-            // A model configuration that cannot be read or does not fit the data is a usage error.
-            var code: Int32 = 1
-            if error is ValidationError { code = ExitCode.validationFailure.rawValue }
-            if case TrainingError.modelConfig = error { code = ExitCode.validationFailure.rawValue }
-            if communicator.size > 1 { communicator.abort(code: code) }
-            communicator.finalize()
-            throw ExitCode(code)
+            throw failedAlone(error, communicator: communicator)
         }
+    }
+
+    /// Ends the job after a failure on this rank alone (the others may be waiting in a
+    /// collective): prints it, aborts the other ranks, and returns the exit status. A model
+    /// configuration that cannot be read or does not fit the data is a usage error, like a
+    /// rejected flag; anything else is a failed run.
+    func failedAlone(_ error: any Error, communicator: MPICommunicator) -> ExitCode {
+        printError("\(error)", rank: communicator.rank)
+        var code: Int32 = 1
+        if error is ValidationError { code = ExitCode.validationFailure.rawValue }
+        if case TrainingError.modelConfig = error { code = ExitCode.validationFailure.rawValue }
+        if communicator.size > 1 { communicator.abort(code: code) }
+        communicator.finalize()
+        return ExitCode(code)
     }
 
     /// The progress display: as asked, or decided from the environment (never the bar with --debug,
