@@ -279,13 +279,7 @@ struct Train: ParsableCommand {
     func run() throws {
         BLASKernels.reexecWithNativeKernelsIfNeeded()
         GEMM.setThreads(blasThreads)
-        let communicator: MPICommunicator
-        do {
-            communicator = try MPICommunicator(collectiveTimeout: collectiveTimeout)
-        } catch {
-            printError("cannot start MPI: \(error). Is Open MPI installed (./launch.sh setup)?")
-            throw ExitCode.failure
-        }
+        let communicator = try MPIJob.start(collectiveTimeout: collectiveTimeout)
         let rank = communicator.rank
         let progressMode = progressMode()
         // Plain progress lines go to log files: every line says when.
@@ -298,7 +292,7 @@ struct Train: ParsableCommand {
             config = try makeConfig().resolvingPreparedData()   // a prepared dataset shapes the model, checked
         } catch {
             // Every rank reads the same manifest, but if only this one failed the others must not wait.
-            throw failedAlone(error, communicator: communicator)
+            throw MPIJob.failedAlone(error, communicator: communicator)
         }
         let trainer = Trainer(config: config, communicator: communicator, logger: logger)
         trainer.progress = progressMode
@@ -325,22 +319,8 @@ struct Train: ParsableCommand {
             communicator.finalize()
             throw ExitCode.failure
         } catch {
-            throw failedAlone(error, communicator: communicator)
+            throw MPIJob.failedAlone(error, communicator: communicator)
         }
-    }
-
-    /// Ends the job after a failure on this rank alone (the others may be waiting in a
-    /// collective): prints it, aborts the other ranks, and returns the exit status. A model
-    /// configuration that cannot be read or does not fit the data is a usage error, like a
-    /// rejected flag; anything else is a failed run.
-    func failedAlone(_ error: any Error, communicator: MPICommunicator) -> ExitCode {
-        printError("\(error)", rank: communicator.rank)
-        var code: Int32 = 1
-        if error is ValidationError { code = ExitCode.validationFailure.rawValue }
-        if case TrainingError.modelConfig = error { code = ExitCode.validationFailure.rawValue }
-        if communicator.size > 1 { communicator.abort(code: code) }
-        communicator.finalize()
-        return ExitCode(code)
     }
 
     /// The progress display: as asked, or decided from the environment (never the bar with --debug,
