@@ -36,10 +36,8 @@ public final class SparseGradient {
     public init(capacity: Int, dim: Int) {
         self.capacity = capacity
         self.dim = dim
-        rows = .allocate(capacity: max(capacity, 1))
-        rows.initialize(repeating: 0, count: max(capacity, 1))
-        values = .allocate(capacity: max(capacity * dim, 1))
-        values.initialize(repeating: 0, count: max(capacity * dim, 1))
+        rows = .allocateZeroed(capacity)
+        values = .allocateZeroed(capacity * dim)
     }
 
     deinit {

@@ -51,8 +51,7 @@ public final class NCFModel: RecModel {
         dz = FloatBuffer(count: maxBatch * (f + config.hidden.last!))
         logits = FloatBuffer(count: maxBatch)
         gmfInputs = FloatBuffer(count: maxBatch * 2 * f)
-        rows = .allocate(capacity: max(maxBatch * 2, 1))
-        rows.initialize(repeating: 0, count: max(maxBatch * 2, 1))
+        rows = .allocateZeroed(maxBatch * 2)
     }
 
     deinit { rows.deallocate() }
@@ -176,8 +175,7 @@ public final class TwoTowerModel: RecModel {
         xi = FloatBuffer(count: maxBatch * item.count * e)
         dxi = FloatBuffer(count: maxBatch * item.count * e)
         logits = FloatBuffer(count: maxBatch)
-        rows = .allocate(capacity: max(maxBatch * columns.count, 1))
-        rows.initialize(repeating: 0, count: max(maxBatch * columns.count, 1))
+        rows = .allocateZeroed(maxBatch * columns.count)
     }
 
     deinit { rows.deallocate() }

@@ -141,19 +141,11 @@ public enum Activation: String, CaseIterable, Sendable, Codable {
                 while j < columns { let v = row[j] + bias[j]; row[j] = v < 0 ? 0 : v; j += 1 }
             }
         case .linear:
-            for r in 0..<rows {
-                let row = y + r * columns
-                var j = 0
-                while j < wide {
-                    SIMDAccess.store8(SIMDAccess.load8(row + j) + SIMDAccess.load8(bias + j), row + j)
-                    j += 8
-                }
-                while j < columns { row[j] += bias[j]; j += 1 }
-            }
+            for r in 0..<rows { Self.add(bias, into: y + r * columns, count: columns) }
         case .sigmoid, .tanh:
             for r in 0..<rows {
                 let row = y + r * columns
-                for j in 0..<columns { row[j] += bias[j] }
+                Self.add(bias, into: row, count: columns)
                 forward(row, count: columns)
             }
         }
@@ -186,21 +178,25 @@ public enum Activation: String, CaseIterable, Sendable, Codable {
                 }
             }
         case .linear:
-            for r in 0..<rows {
-                let d = dy + r * columns
-                var j = 0
-                while j < wide {
-                    SIMDAccess.store8(SIMDAccess.load8(db + j) + SIMDAccess.load8(d + j), db + j)
-                    j += 8
-                }
-                while j < columns { db[j] += d[j]; j += 1 }
-            }
+            for r in 0..<rows { Self.add(dy + r * columns, into: db, count: columns) }
         case .sigmoid, .tanh:
             for r in 0..<rows {
                 let d = dy + r * columns
                 backward(y: y! + r * columns, dy: d, count: columns)
-                for j in 0..<columns { db[j] += d[j] }
+                Self.add(d, into: db, count: columns)
             }
         }
+    }
+
+    /// target[j] += source[j] for j < count, eight lanes at a time.
+    @inline(__always)
+    static func add(_ source: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, count: Int) {
+        let wide = count & ~7
+        var j = 0
+        while j < wide {
+            SIMDAccess.store8(SIMDAccess.load8(target + j) + SIMDAccess.load8(source + j), target + j)
+            j += 8
+        }
+        while j < count { target[j] += source[j]; j += 1 }
     }
 }

@@ -39,8 +39,7 @@ public final class LogisticRegressionModel: RecModel {
         self.layout = layout
         denseInput = FloatBuffer(count: maxBatch * config.denseInputs)
         logits = FloatBuffer(count: maxBatch)
-        rows = .allocate(capacity: max(maxBatch * config.categoricalFields, 1))
-        rows.initialize(repeating: 0, count: max(maxBatch * config.categoricalFields, 1))
+        rows = .allocateZeroed(maxBatch * config.categoricalFields)
     }
 
     deinit { rows.deallocate() }
@@ -138,8 +137,7 @@ public final class WideDeepModel: RecModel {
         x = FloatBuffer(count: maxBatch * width)
         dx = FloatBuffer(count: maxBatch * width)
         logits = FloatBuffer(count: maxBatch)
-        rows = .allocate(capacity: max(maxBatch * config.categoricalFields, 1))
-        rows.initialize(repeating: 0, count: max(maxBatch * config.categoricalFields, 1))
+        rows = .allocateZeroed(maxBatch * config.categoricalFields)
     }
 
     deinit { rows.deallocate() }

@@ -285,8 +285,7 @@ public final class DLRMModel: RecModel {
         interOut = FloatBuffer(count: maxBatch * interaction.outputSize)
         dInterOut = FloatBuffer(count: maxBatch * interaction.outputSize)
         interScratch = FloatBuffer(count: interaction.scratchCount)
-        rows = .allocate(capacity: max(maxBatch * fields, 1))
-        rows.initialize(repeating: 0, count: max(maxBatch * fields, 1))
+        rows = .allocateZeroed(maxBatch * fields)
     }
 
     deinit { rows.deallocate() }

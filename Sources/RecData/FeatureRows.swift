@@ -19,12 +19,9 @@ public final class FeatureRowsBuffer: @unchecked Sendable {
         self.capacity = capacity
         self.denseWidth = denseWidth
         self.categoricalWidth = categoricalWidth
-        labels = .allocate(capacity: max(capacity, 1))
-        labels.initialize(repeating: 0, count: max(capacity, 1))
-        dense = .allocate(capacity: max(capacity * denseWidth, 1))
-        dense.initialize(repeating: 0, count: max(capacity * denseWidth, 1))
-        categorical = .allocate(capacity: max(capacity * categoricalWidth, 1))
-        categorical.initialize(repeating: 0, count: max(capacity * categoricalWidth, 1))
+        labels = .allocateZeroed(capacity)
+        dense = .allocateZeroed(capacity * denseWidth)
+        categorical = .allocateZeroed(capacity * categoricalWidth)
     }
 
     /// A copy of Criteo rows (13 dense, 26 categorical hashes).

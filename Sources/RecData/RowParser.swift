@@ -54,10 +54,8 @@ final class RowParser {
         splitter = FieldSplitter(separator: layout.separator, quotes: layout.quotes, capacity: layout.columnCount + 1)
         denseCount = layout.denseNames.count
         categoricalCount = layout.categoricalNames.count
-        dense = .allocate(capacity: max(denseCount, 1))
-        dense.initialize(repeating: 0, count: max(denseCount, 1))
-        keys = .allocate(capacity: max(categoricalCount, 1))
-        keys.initialize(repeating: 0, count: max(categoricalCount, 1))
+        dense = .allocateZeroed(denseCount)
+        keys = .allocateZeroed(categoricalCount)
         missing = layout.missingMarkers.map { Array($0.utf8) }
         knownBehaviors = layout.format == .taobao ? Self.behaviorNames.map { RowParser.key64(Array($0.utf8)) } : nil
     }

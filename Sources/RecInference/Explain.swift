@@ -125,7 +125,7 @@ public enum PermutationImportance {
     /// table, and the results as JSON (`<script type="application/json" id="importance">`).
     public static func html(_ ranked: [Result], metric: Metric, baseline: Double, title: String, subtitle: String,
                             details: [(String, String)]) throws -> String {
-        let esc = Report.escape
+        let esc = HTMLPage.escape
         let rowHeight = 24.0, labelWidth = 170.0, valueWidth = 150.0, width = 1000.0, top = 34.0, bottom = 30.0
         let plotLeft = labelWidth, plotRight = width - valueWidth
         let height = top + bottom + rowHeight * Double(max(ranked.count, 1))
@@ -180,41 +180,21 @@ public enum PermutationImportance {
         let objects: [[String: Any]] = ranked.map {
             ["field": $0.field.name, "kind": $0.field.categorical ? "categorical" : "dense", "mean": $0.mean, "std": $0.std, "drops": $0.drops]
         }
-        let json = String(decoding: try JSONSerialization.data(withJSONObject: ["metric": metric.rawValue, "baseline": baseline, "fields": objects] as [String: Any],
-                                                               options: [.sortedKeys]), as: UTF8.self)
-            .replacingOccurrences(of: "</", with: "<\\/")
-        let cards = details.map { "<div class=\"card\"><div class=\"k\">\(esc($0.0))</div><div class=\"v\">\(esc($0.1))</div></div>" }.joined()
-        return """
-        <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><title>\(esc(title))</title>
-        <style>
-        body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #111827; background: #f9fafb; }
-        main { max-width: 1100px; margin: 0 auto; padding: 24px 32px 48px; }
-        h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 10px; }
-        .sub { color: #6b7280; margin-bottom: 18px; max-width: 900px; }
-        .cards { display: flex; flex-wrap: wrap; gap: 10px; }
-        .card { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 10px 14px; min-width: 110px; }
-        .card .k { color: #6b7280; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
-        .card .v { font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; }
-        .chart { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 14px 16px 8px; margin-top: 18px; }
-        .chart h3 { margin: 0 0 4px; font-size: 14px; } .chart .note { color: #6b7280; font-size: 12px; margin-bottom: 6px; }
-        svg text { font: 12px system-ui, sans-serif; fill: #6b7280; }
-        svg text.name { fill: #111827; font-size: 12.5px; } svg text.value { fill: #374151; font-variant-numeric: tabular-nums; }
-        table { border-collapse: collapse; background: #fff; width: 100%; font-variant-numeric: tabular-nums; font-size: 12.5px; }
-        th, td { border-bottom: 1px solid #e5e7eb; padding: 5px 8px; text-align: right; } .l { text-align: left; }
-        th { background: #f3f4f6; font-weight: 600; }
-        </style></head>
-        <body><main>
-        <h1>\(esc(title))</h1>
-        <div class="sub">\(esc(subtitle))</div>
-        <div class="cards">\(cards)</div>
-        <div class="chart"><h3>Permutation importance: \(what) when the field is shuffled</h3>
-        <div class="note">bars: mean over the repeats; whiskers: ±1 standard deviation; dots: each repeat. Baseline \(metric.rawValue) \(String(format: "%.4f", baseline)).</div>
-        \(svg)</div>
-        <h2>Fields, most important first</h2>
-        \(table)
-        <script type="application/json" id="importance">\(json)</script>
-        </main></body></html>
-        """
+        let json = try JSONSerialization.data(withJSONObject: ["metric": metric.rawValue, "baseline": baseline, "fields": objects] as [String: Any],
+                                              options: [.sortedKeys])
+        return HTMLPage.render(title: title, subtitle: subtitle, cards: details, width: 1100, style: """
+            .sub { max-width: 900px; } .l { text-align: left; }
+            .chart { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 14px 16px 8px; margin-top: 18px; }
+            .chart h3 { margin: 0 0 4px; font-size: 14px; } .chart .note { color: #6b7280; font-size: 12px; margin-bottom: 6px; }
+            svg text { font: 12px system-ui, sans-serif; fill: #6b7280; }
+            svg text.name { fill: #111827; font-size: 12.5px; } svg text.value { fill: #374151; font-variant-numeric: tabular-nums; }
+            """, body: """
+            <div class="chart"><h3>Permutation importance: \(what) when the field is shuffled</h3>
+            <div class="note">bars: mean over the repeats; whiskers: ±1 standard deviation; dots: each repeat. Baseline \(metric.rawValue) \(String(format: "%.4f", baseline)).</div>
+            \(svg)</div>
+            <h2>Fields, most important first</h2>
+            \(table)
+            \(HTMLPage.embedded(json, id: "importance"))
+            """)
     }
 }

@@ -69,7 +69,7 @@ public enum Report {
 
         let columns = ["step", "epoch", "samples", "train_loss", "auc", "logloss", "accuracy", "mean_prediction",
                        "mean_label", "samples_per_s", "step_ms", "world_size"]
-        var table = "<table><thead><tr>" + columns.map { "<th>\(escape($0))</th>" }.joined() + "</tr></thead><tbody>"
+        var table = "<table><thead><tr>" + columns.map { "<th>\(HTMLPage.escape($0))</th>" }.joined() + "</tr></thead><tbody>"
         for r in records {
             table += "<tr>" + columns.map { key -> String in
                 guard let v = number(r, key) else { return "<td>-</td>" }
@@ -79,44 +79,24 @@ public enum Report {
         }
         table += "</tbody></table>"
 
-        let json = String(decoding: try JSONSerialization.data(withJSONObject: records, options: [.sortedKeys]), as: UTF8.self)
-            .replacingOccurrences(of: "</", with: "<\\/")
-        let cardHTML = cards.map { "<div class=\"card\"><div class=\"k\">\(escape($0.0))</div><div class=\"v\">\(escape($0.1))</div></div>" }.joined()
-        let configHTML = configuration.map { "<h2>Configuration</h2><pre>\(escape($0))</pre>" } ?? ""
-        return """
-        <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
-        <style>
-        body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #111827; background: #f9fafb; }
-        main { max-width: 1180px; margin: 0 auto; padding: 24px 32px 48px; }
-        h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 10px; }
-        .sub { color: #6b7280; margin-bottom: 18px; }
-        .cards { display: flex; flex-wrap: wrap; gap: 10px; }
-        .card { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 10px 14px; min-width: 110px; }
-        .card .k { color: #6b7280; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
-        .card .v { font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; }
-        .charts { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 16px; margin-top: 18px; }
-        .chart { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 12px 14px 8px; }
-        .chart h3 { margin: 0 0 6px; font-size: 14px; }
-        .legend { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 12px; color: #374151; margin-top: 2px; }
-        .legend i { display: inline-block; width: 14px; height: 3px; margin-right: 5px; vertical-align: middle; }
-        svg text { font: 11px system-ui, sans-serif; fill: #6b7280; }
-        table { border-collapse: collapse; background: #fff; width: 100%; font-variant-numeric: tabular-nums; font-size: 12.5px; }
-        th, td { border-bottom: 1px solid #e5e7eb; padding: 5px 8px; text-align: right; }
-        th { background: #f3f4f6; font-weight: 600; }
-        pre { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 12px; overflow-x: auto; font-size: 12px; }
-        </style></head>
-        <body><main>
-        <h1>\(escape(title))</h1>
-        <div class="sub">rec-dist training report: \(records.count) evaluation(s)</div>
-        <div class="cards">\(cardHTML)</div>
-        <div class="charts">\(charts.joined())</div>
-        <h2>Evaluations</h2>
-        \(table)
-        \(configHTML)
-        <script type="application/json" id="metrics">\(json)</script>
-        </main></body></html>
-        """
+        let json = try JSONSerialization.data(withJSONObject: records, options: [.sortedKeys])
+        let configHTML = configuration.map { "<h2>Configuration</h2><pre>\(HTMLPage.escape($0))</pre>" } ?? ""
+        return HTMLPage.render(title: title, subtitle: "rec-dist training report: \(records.count) evaluation(s)", cards: cards,
+                               width: 1180, style: """
+            .charts { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 16px; margin-top: 18px; }
+            .chart { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 12px 14px 8px; }
+            .chart h3 { margin: 0 0 6px; font-size: 14px; }
+            .legend { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 12px; color: #374151; margin-top: 2px; }
+            .legend i { display: inline-block; width: 14px; height: 3px; margin-right: 5px; vertical-align: middle; }
+            svg text { font: 11px system-ui, sans-serif; fill: #6b7280; }
+            pre { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 12px; overflow-x: auto; font-size: 12px; }
+            """, body: """
+            <div class="charts">\(charts.joined())</div>
+            <h2>Evaluations</h2>
+            \(table)
+            \(configHTML)
+            \(HTMLPage.embedded(json, id: "metrics"))
+            """)
     }
 
     /// A line chart as inline SVG with axes, ticks and a legend.
@@ -124,7 +104,7 @@ public enum Report {
         let width = 540.0, height = 250.0, left = 56.0, right = 14.0, top = 10.0, bottom = 30.0
         let all = series.flatMap(\.points)
         guard !all.isEmpty else {
-            return "<div class=\"chart\"><h3>\(escape(title))</h3><p>no data</p></div>"
+            return "<div class=\"chart\"><h3>\(HTMLPage.escape(title))</h3><p>no data</p></div>"
         }
         var (x0, x1) = (all.map(\.x).min()!, all.map(\.x).max()!)
         var (y0, y1) = (all.map(\.y).min()!, all.map(\.y).max()!)
@@ -134,7 +114,7 @@ public enum Report {
         y0 -= pad; y1 += pad
         func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * (width - left - right) }
         func py(_ y: Double) -> Double { top + (1 - (y - y0) / (y1 - y0)) * (height - top - bottom) }
-        var svg = "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"100%\" role=\"img\" aria-label=\"\(escape(title))\">"
+        var svg = "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" width=\"100%\" role=\"img\" aria-label=\"\(HTMLPage.escape(title))\">"
         for t in ticks(y0, y1) {
             svg += "<line x1=\"\(left)\" x2=\"\(width - right)\" y1=\"\(py(t))\" y2=\"\(py(t))\" stroke=\"#eef0f3\"/>"
             svg += "<text x=\"\(left - 6)\" y=\"\(py(t) + 4)\" text-anchor=\"end\">\(label(t))</text>"
@@ -147,7 +127,7 @@ public enum Report {
         svg += "<text x=\"\(width - right)\" y=\"\(height - 10)\" text-anchor=\"end\" style=\"font-weight:600\">step</text>"
         for s in series where !s.points.isEmpty {
             let points = s.points.map { String(format: "%.1f,%.1f", px($0.x), py($0.y)) }.joined(separator: " ")
-            svg += "<polyline fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"2\"\(s.dashed ? " stroke-dasharray=\"5 4\"" : "") points=\"\(points)\"><title>\(escape(s.name))</title></polyline>"
+            svg += "<polyline fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"2\"\(s.dashed ? " stroke-dasharray=\"5 4\"" : "") points=\"\(points)\"><title>\(HTMLPage.escape(s.name))</title></polyline>"
             if s.points.count <= 60 {
                 for p in s.points {
                     svg += "<circle cx=\"\(String(format: "%.1f", px(p.x)))\" cy=\"\(String(format: "%.1f", py(p.y)))\" r=\"2.5\" fill=\"\(s.color)\"/>"
@@ -156,9 +136,9 @@ public enum Report {
         }
         svg += "</svg>"
         let legend = series.filter { !$0.points.isEmpty }.map {
-            "<span><i style=\"background:\($0.color)\"></i>\(escape($0.name))</span>"
+            "<span><i style=\"background:\($0.color)\"></i>\(HTMLPage.escape($0.name))</span>"
         }.joined()
-        return "<div class=\"chart\"><h3>\(escape(title))\(yLabel.isEmpty ? "" : " <span style=\"color:#9ca3af;font-weight:400\">(\(escape(yLabel)))</span>")</h3>\(svg)<div class=\"legend\">\(legend)</div></div>"
+        return "<div class=\"chart\"><h3>\(HTMLPage.escape(title))\(yLabel.isEmpty ? "" : " <span style=\"color:#9ca3af;font-weight:400\">(\(HTMLPage.escape(yLabel)))</span>")</h3>\(svg)<div class=\"legend\">\(legend)</div></div>"
     }
 
     /// About five round tick values covering [lo, hi].
@@ -179,8 +159,4 @@ public enum Report {
         return String(format: "%.3g", v)
     }
 
-    static func escape(_ s: String) -> String {
-        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
-    }
 }

@@ -89,12 +89,15 @@ public struct ModelConfigFile: Sendable {
                 throw fail(key, "expected field names or indices, found \(Self.describe(e))")
             }
         }
-        if let m = try string("model") {
-            guard let kind = ModelKind(rawValue: m) else {
-                throw fail("model", "unknown model '\(m)'; use \(ModelKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        /// One of a string enumeration's values, by name.
+        func choice<T: RawRepresentable & CaseIterable>(_ key: String, _ what: String) throws -> T? where T.RawValue == String {
+            guard let s = try string(key) else { return nil }
+            guard let value = T(rawValue: s) else {
+                throw fail(key, "unknown \(what) '\(s)'; use \(T.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            model = kind
+            return value
         }
+        model = try choice("model", "model")
         hidden = try ints("hidden")
         denseFeatures = try int("dense_features")
         hashBuckets = try int("hash_buckets")
@@ -102,12 +105,7 @@ public struct ModelConfigFile: Sendable {
         bottom = try ints("bottom")
         bottomOutput = try int("bottom_output")
         top = try ints("top")
-        if let s = try string("initializer") {
-            guard let i = Initializer(rawValue: s) else {
-                throw fail("initializer", "unknown initializer '\(s)'; use \(Initializer.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            initializer = i
-        }
+        initializer = try choice("initializer", "initializer")
         factors = try int("factors")
         userFields = try fields("user_fields")
         itemFields = try fields("item_fields")
@@ -125,20 +123,16 @@ public struct ModelConfigFile: Sendable {
             guard r >= 0 && r < 1 else { throw fail(key, "rate \(r) is outside [0, 1)") }
             return r
         }
-        if let v = dict["activation"] {
-            if let per = v as? [String: Any] {
-                for (name, a) in per { activation[name] = try activationValue("activation.\(name)", a) }
-            } else {
-                activation[nil] = try activationValue("activation", v)
-            }
+        /// A setting for every MLP (a value; nil key) or per MLP (an object by MLP name).
+        func perMLP<T>(_ key: String, _ value: (String, Any) throws -> T) throws -> [String?: T] {
+            guard let v = dict[key] else { return [:] }
+            guard let per = v as? [String: Any] else { return [nil: try value(key, v)] }
+            var values: [String?: T] = [:]
+            for (name, x) in per { values[name] = try value("\(key).\(name)", x) }
+            return values
         }
-        if let v = dict["dropout"] {
-            if let per = v as? [String: Any] {
-                for (name, r) in per { dropout[name] = try rateValue("dropout.\(name)", r) }
-            } else {
-                dropout[nil] = try rateValue("dropout", v)
-            }
-        }
+        activation = try perMLP("activation", activationValue)
+        dropout = try perMLP("dropout", rateValue)
     }
 
     /// Whether a decoded JSON number was `true` or `false`.
@@ -195,21 +189,18 @@ public struct ModelConfigFile: Sendable {
         if (userFields != nil || itemFields != nil) && config.kind != .ncf && config.kind != .twoTower {
             throw fail(userFields != nil ? "user_fields" : "item_fields", "applies to ncf and two-tower only, this is \(config.kind.rawValue)")
         }
-        for (name, a) in activation {
-            if let name {
-                guard stacks.contains(name) else { throw fail("activation.\(name)", "\(config.kind.rawValue) has no MLP named '\(name)'; its MLPs: \(stacks.isEmpty ? "none" : stacks.joined(separator: ", "))") }
-                config.activations[name] = a
-            } else {
-                for s in stacks where activation[s] == nil { config.activations[s] = a }
+        /// Per-MLP settings into `target`: a named MLP's own, else the one for every MLP.
+        func apply<T>(_ key: String, _ values: [String?: T], to target: inout [String: T]) throws {
+            for (name, value) in values {
+                if let name {
+                    guard stacks.contains(name) else { throw fail("\(key).\(name)", "\(config.kind.rawValue) has no MLP named '\(name)'; its MLPs: \(stacks.isEmpty ? "none" : stacks.joined(separator: ", "))") }
+                    target[name] = value
+                } else {
+                    for s in stacks where values[s] == nil { target[s] = value }
+                }
             }
         }
-        for (name, r) in dropout {
-            if let name {
-                guard stacks.contains(name) else { throw fail("dropout.\(name)", "\(config.kind.rawValue) has no MLP named '\(name)'; its MLPs: \(stacks.isEmpty ? "none" : stacks.joined(separator: ", "))") }
-                config.dropout[name] = r
-            } else {
-                for s in stacks where dropout[s] == nil { config.dropout[s] = r }
-            }
-        }
+        try apply("activation", activation, to: &config.activations)
+        try apply("dropout", dropout, to: &config.dropout)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import RecData
 
 /// The console of rank 0: plain lines, and a live status line (the progress bar) at the bottom,
 /// redrawn in place with `\r`. A line printed while the bar shows clears it, prints, and draws
@@ -45,14 +46,9 @@ public final class Console: @unchecked Sendable {
         status = nil
     }
 
+    /// Writes `text` whole (a console that fails to take it is not worth failing the run for).
     private func raw(_ text: String, fd: Int32) {
-        var bytes = Array(text.utf8)
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 { if errno == EINTR { continue }; return }
-            done += n
-        }
+        _ = Array(text.utf8).withUnsafeBytes { writeFully(fd, $0) }
     }
 }
 

@@ -1,38 +1,31 @@
 /// When to evaluate: every `every` steps (0: never on the way) and after the last step.
-public struct EvaluationPolicy: Sendable, Equatable {
-    public var every: Int
-    public init(every: Int) { self.every = every }
+struct EvaluationPolicy: Sendable, Equatable {
+    var every: Int
 
-    public func isDue(step: Int, isLast: Bool) -> Bool { (every > 0 && step % every == 0) || isLast }
+    func isDue(step: Int, isLast: Bool) -> Bool { (every > 0 && step % every == 0) || isLast }
 }
 
 /// When to write a checkpoint, and which one is the best.
-public struct CheckpointPolicy: Sendable, Equatable {
+struct CheckpointPolicy: Sendable, Equatable {
     /// Every this many steps (0: off), and every this many seconds (0: off).
-    public var everySteps: Int
-    public var everySeconds: Double
+    var everySteps: Int
+    var everySeconds: Double
     /// The metric that picks the best checkpoint.
-    public var metric: SelectionMetric
-
-    public init(everySteps: Int, everySeconds: Double, metric: SelectionMetric) {
-        self.everySteps = everySteps
-        self.everySeconds = everySeconds
-        self.metric = metric
-    }
+    var metric: SelectionMetric
 
     /// Whether the timer asks for a checkpoint, `elapsed` seconds after the last one.
-    public func timerExpired(elapsed: Double) -> Bool { everySeconds > 0 && elapsed >= everySeconds }
+    func timerExpired(elapsed: Double) -> Bool { everySeconds > 0 && elapsed >= everySeconds }
 
     /// Whether the step ends with a checkpoint: on the step grid, on request (rank 0's timer, a
     /// stop signal), at the end, at a new best evaluation (with early stopping, so `best` is it)
     /// and when the run stops early.
-    public func isDue(step: Int, requested: Bool, isLast: Bool, newBest: Bool, stopping: Bool) -> Bool {
+    func isDue(step: Int, requested: Bool, isLast: Bool, newBest: Bool, stopping: Bool) -> Bool {
         (everySteps > 0 && step % everySteps == 0) || requested || isLast || newBest || stopping
     }
 
     /// Records `name` as the best checkpoint in `state` when `record` (this step's evaluation,
     /// if any) has a finite selection metric better than the best so far.
-    public func noteCandidate(_ name: String, record: EvaluationRecord?, in state: inout RunState) {
+    func noteCandidate(_ name: String, record: EvaluationRecord?, in state: inout RunState) {
         guard let record, let v = metric.value(of: record), v.isFinite,
               state.bestMetric.map({ metric.isBetter(v, than: $0) }) ?? true else { return }
         state.bestMetric = v
@@ -42,31 +35,25 @@ public struct CheckpointPolicy: Sendable, Equatable {
 
 /// Early stopping: stop when the selection metric has not improved (by more than `minDelta`) for
 /// `patience` evaluations in a row.
-public struct EarlyStopPolicy: Sendable, Equatable {
-    public var metric: SelectionMetric
-    public var patience: Int
-    public var minDelta: Double
-
-    public init(metric: SelectionMetric, patience: Int, minDelta: Double) {
-        self.metric = metric
-        self.patience = patience
-        self.minDelta = minDelta
-    }
+struct EarlyStopPolicy: Sendable, Equatable {
+    var metric: SelectionMetric
+    var patience: Int
+    var minDelta: Double
 
     /// What one evaluation decided.
-    public struct Verdict: Sendable, Equatable {
+    struct Verdict: Sendable, Equatable {
         /// Patience ran out.
-        public var stop: Bool
+        var stop: Bool
         /// The evaluation beats the best checkpoint's metric (no min-delta there): the caller
         /// checkpoints it, so that `best` points to it.
-        public var improved: Bool
+        var improved: Bool
         /// The evaluation had no finite value of the metric (it counts as one without improvement).
-        public var missing: Bool
+        var missing: Bool
     }
 
     /// Judges `value` (the evaluation's selection metric, nil or non-finite when missing) and
     /// updates the counters in `state`.
-    public func judge(_ value: Double?, state: inout RunState) -> Verdict {
+    func judge(_ value: Double?, state: inout RunState) -> Verdict {
         var improved = false, missing = false
         if let v = value, v.isFinite {
             improved = state.bestMetric.map { metric.isBetter(v, than: $0) } ?? true

@@ -60,13 +60,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         BLASKernels.reexecWithNativeKernelsIfNeeded()
         GEMM.setThreads(step.blasThreads)
-        let communicator: MPICommunicator
-        do {
-            communicator = try MPICommunicator()
-        } catch {
-            printError("cannot start MPI: \(error). Is Open MPI installed (./launch.sh setup)?")
-            throw ExitCode.failure
-        }
+        let communicator = try MPIJob.start()
         var options = BenchmarkOptions()
         if !cases.isEmpty { options.cases = cases }
         options.warmupSteps = warmupSteps
@@ -90,10 +84,7 @@ struct Bench: ParsableCommand {
                 if rank == 0 && !quiet { FileHandle.standardError.write(Data((line + "\n").utf8)) }
             }
         } catch {
-            printError("\(error)", rank: rank)
-            if communicator.size > 1 { communicator.abort(code: 1) }
-            communicator.finalize()
-            throw ExitCode.failure
+            throw MPIJob.failedAlone(error, communicator: communicator)
         }
         if rank == 0 {
             print(BenchmarkTable.render(report))

@@ -26,8 +26,7 @@ struct Explain: ParsableCommand {
           rec-dist explain --checkpoint runs/default/checkpoints --data data/synth-1m.tsv --max-rows 20000
         """)
 
-    @Option(help: "A checkpoint (a step directory, or a --checkpoint-dir: its latest).")
-    var checkpoint: String
+    @OptionGroup var model: TrainedModelOptions
     @Option(help: "The evaluation data: the prepared dataset the model was trained on, or Criteo TSV.")
     var data: String
     @Option(help: "Prepared dataset: the split to explain on, valid or test (an empty or absent valid split falls back to test).")
@@ -53,11 +52,9 @@ struct Explain: ParsableCommand {
     }
 
     func run() throws {
-        BLASKernels.reexecWithNativeKernelsIfNeeded()
-        GEMM.setThreads(1)
-        bootstrapLogging(logging)
+        model.startScoring(logging)
         try exitingOnError {
-            let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: 1024)
+            let trained = try model.load(maxBatch: 1024)
             let (rows, fields, source) = try loadRows(trained)
             logger.info("explaining \(trained.config.kind.rawValue) on \(rows.count) rows of \(source): \(fields.count) fields x \(repeats) repeats")
             let start = Date()
@@ -97,8 +94,7 @@ struct Explain: ParsableCommand {
         let rows: FeatureRowsBuffer
         let source: String
         if PreparedDataset.isDirectory(data) {
-            let dataset = try PreparedDataset(directory: data)
-            try trained.checkCompatible(with: dataset)
+            let dataset = try trained.openDataset(data)
             var name = split
             if name == "valid", (dataset.manifest.split("valid")?.rows ?? 0) == 0, (dataset.manifest.split("test")?.rows ?? 0) > 0 {
                 logger.info("the valid split is empty or absent (rows prepared with --like): explaining on the test split")

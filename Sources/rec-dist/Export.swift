@@ -32,8 +32,7 @@ struct Export: ParsableCommand {
         case safetensors, onnx
     }
 
-    @Option(help: "A checkpoint (a step directory, or a --checkpoint-dir: its latest).")
-    var checkpoint: String
+    @OptionGroup var model: TrainedModelOptions
     @Option(help: "Output directory (created if needed).")
     var out: String
     @Option(help: "The prepared dataset the model was trained on (default: the path recorded in the checkpoint).")
@@ -45,15 +44,14 @@ struct Export: ParsableCommand {
     func run() throws {
         bootstrapLogging(logging)
         try exitingOnError {
-            let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: 1)
+            let trained = try model.load(maxBatch: 1)
             var dataset: PreparedDataset?
             let path = data ?? trained.training.dataPath
             if trained.config.vocabularySizes != nil || trained.config.denseTransform == .identity {
                 guard PreparedDataset.isDirectory(path) else {
                     throw ValidationError("the checkpoint was trained on the prepared dataset '\(trained.training.dataPath)', which is not there any more: pass its current location with --data DIR.")
                 }
-                dataset = try PreparedDataset(directory: path)
-                try trained.checkCompatible(with: dataset!)
+                dataset = try trained.openDataset(path)
             }
             switch format {
             case .safetensors: try ModelExport.write(trained, dataset: dataset, to: out)

@@ -28,8 +28,7 @@ struct Predict: ParsableCommand {
           rec-dist predict --checkpoint runs/b/checkpoints --input data/synth.tsv --limit 1000
         """)
 
-    @Option(help: "A checkpoint: a step-NNNNNNNN directory, or a --checkpoint-dir (its latest).")
-    var checkpoint: String
+    @OptionGroup var model: TrainedModelOptions
     @Option(help: "Rows to score: a prepared dataset directory, or a raw file (the label column is carried through).")
     var input: String
     @Option(help: "Raw rows: their format (default: that of the dataset the checkpoint was trained on, which is the only one accepted).")
@@ -60,13 +59,11 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
-        BLASKernels.reexecWithNativeKernelsIfNeeded()
-        GEMM.setThreads(1)
-        bootstrapLogging(logging, allToStandardError: true)
+        model.startScoring(logging, allToStandardError: true)
         let start = Date()
         var rows = 0
         try exitingOnError {
-            let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: batchSize)
+            let trained = try model.load(maxBatch: batchSize)
             let writer = try LineWriter(path: out)
             if PreparedDataset.isDirectory(input) {
                 rows = try scorePrepared(trained, writer: writer, directory: input, raw: false)
@@ -107,8 +104,7 @@ struct Predict: ParsableCommand {
     /// A prepared dataset: the rows of the chosen split(s), streamed in batches. `raw`: the one
     /// split of rows encoded from a raw file, written without the split column.
     func scorePrepared(_ trained: Checkpoint.TrainedModel, writer: LineWriter, directory: String, raw: Bool) throws -> Int {
-        let dataset = try PreparedDataset(directory: directory)
-        try trained.checkCompatible(with: dataset)
+        let dataset = try trained.openDataset(directory)
         let names = raw ? ["test"] : split == "all" ? PreparedManifest.splitNames.filter { dataset.manifest.split($0) != nil } : [split]
         let schema = dataset.manifest.schema
         var idColumns: [Int] = []

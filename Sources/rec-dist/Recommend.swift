@@ -24,8 +24,7 @@ struct Recommend: ParsableCommand {
           rec-dist recommend --checkpoint runs/ml/checkpoints --data data/ml100k --all-users --out top10.csv
         """)
 
-    @Option(help: "A checkpoint (a step directory, or a --checkpoint-dir: its latest) trained on --data.")
-    var checkpoint: String
+    @OptionGroup var model: TrainedModelOptions
     @Option(help: "The prepared dataset the model was trained on (its catalog and user features).")
     var data: String
     @Option(help: "The user: its id in the input files (MovieLens user id), or #ID for a prepared id.")
@@ -50,16 +49,13 @@ struct Recommend: ParsableCommand {
     }
 
     func run() throws {
-        BLASKernels.reexecWithNativeKernelsIfNeeded()
-        GEMM.setThreads(1)
-        bootstrapLogging(logging, allToStandardError: true)
+        model.startScoring(logging, allToStandardError: true)
         try exitingOnError {
-            let trained = try Checkpoint.TrainedModel(path: checkpoint, maxBatch: 1024)
+            let trained = try model.load(maxBatch: 1024)
             guard PreparedDataset.isDirectory(data) else {
                 throw ValidationError("--data \(data) is not a directory: recommend needs the prepared dataset the model was trained on (`rec-dist prepare`).")
             }
-            let dataset = try PreparedDataset(directory: data)
-            try trained.checkCompatible(with: dataset)
+            let dataset = try trained.openDataset(data)
             let catalog = try Catalog(dataset: dataset)
             let recommender = Recommender(catalog: catalog, trained: trained)
             var k = self.k

@@ -228,9 +228,10 @@ struct PredictRawTests {
 struct ProgressTests {
     @Test func plainProgressLinesWhenNotATerminal() throws {
         let data = try RecDist.synthData(rows: 2000)
+        let started = Date()
         let out = try RecDist.single(["train", "--data", data, "--steps", "40", "--log-every", "10", "--batch-size", "16"])
         #expect(out.status == 0, "\(out.all)")
-        let lines = out.stdout.split(separator: "\n").filter { $0.hasPrefix("step ") && !$0.hasPrefix("step time") }
+        let lines = try ProgressLines.progress(out.stdout, from: started, to: Date())
         #expect(lines.count == 4, "\(out.stdout)")
         for (k, line) in lines.enumerated() {
             #expect(line.hasPrefix("step \((k + 1) * 10)/40  epoch 1/1  loss 0."), "\(line)")

@@ -65,7 +65,7 @@ struct StepAllocationTests {
         return (UInt64(rd_allocation_counter_stop()), step.sync.embeddingExchange)
     }
 
-    /// The optimizers and options added with issue 4: AdamW, row-wise Adagrad, weight decay on
+    /// The later optimizers and options: AdamW, row-wise Adagrad, weight decay on
     /// each kind, warmup + cosine / step schedules, clipping. On 1 rank and on 2 in-process ranks.
     static let optimizationConfigs: [OptimizerConfig] = {
         func make(_ kind: OptimizerKind, wd: Float, _ decay: LearningRateDecay, clip: Float?) -> OptimizerConfig {
