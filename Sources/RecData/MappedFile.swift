@@ -22,13 +22,22 @@ public final class MappedFile: @unchecked Sendable {
 
     /// Opens and maps (or reads) the file at `path`.
     ///
+    /// This is where rec-dist opens every input file for reading, so it is where non-regular
+    /// files are refused: the file is opened non-blocking (opening a FIFO would otherwise wait
+    /// for a writer forever) and checked with `fstat` before any byte is read, so a FIFO, a
+    /// device such as `/dev/zero`, a socket or a directory is refused at once, by name.
+    ///
     /// - Throws: `DataError` when the file does not exist, cannot be read, is a directory or is
     ///   not a regular file, or reading it fails.
     public init(path: String) throws(DataError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 {
             let code = errno
+            if code == ENOENT && path.unicodeScalars.contains("\u{FFFD}") {
+                throw DataError(file: path, message: "cannot open '\(path)': the path holds bytes that are not UTF-8 (shown as \u{FFFD}), which rec-dist cannot pass on to the file system",
+                                hint: "rename the file (or the directory holding it) to a UTF-8 name, e.g. with `convmv -f latin1 -t utf8`")
+            }
             throw DataError(file: path, message: "cannot open '\(path)': \(DataError.systemMessage(code))",
                             hint: code == ENOENT ? "check the path; relative paths are resolved from the current directory"
                                                  : "check the file's permissions")
@@ -46,9 +55,12 @@ public final class MappedFile: @unchecked Sendable {
                             hint: "pass the path of a data file, not of the folder that holds it")
         }
         if kind != S_IFREG {
-            throw DataError(file: path, message: "cannot open '\(path)': not a regular file",
-                            hint: "data must come from a regular file (pipes and devices cannot be mapped)")
+            let what = kind == S_IFIFO ? "a FIFO (named pipe)" : kind == S_IFCHR || kind == S_IFBLK ? "a device" : kind == S_IFSOCK ? "a socket" : "a special file"
+            throw DataError(file: path, message: "cannot read '\(path)': it is \(what), not a regular file",
+                            hint: "input must be a regular file: rec-dist reads files more than once and by offset, so write the stream to a file first")
         }
+        // Reads from here on block normally (the flag only matters for FIFOs and devices).
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         let size = Int(info.st_size)
         if size == 0 {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -88,6 +100,13 @@ public final class MappedFile: @unchecked Sendable {
         buffer.bindMemory(to: UInt8.self, capacity: size)
         bytes = UnsafeRawBufferPointer(start: buffer, count: size)
         isMapped = false
+    }
+
+    /// The whole contents of the small file at `path` (a manifest, a schema, a configuration),
+    /// with the same checks as `init(path:)`.
+    public static func contents(of path: String) throws(DataError) -> [UInt8] {
+        let file = try MappedFile(path: path)
+        return withExtendedLifetime(file) { Array(file.bytes) }   // copy before the unmapping
     }
 
     /// Drops the pages of `range` (bytes) from the process's resident set, if the file is mapped;
