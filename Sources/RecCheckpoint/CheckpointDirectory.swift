@@ -61,15 +61,32 @@ public enum CheckpointDirectory {
         do { try replaceFile(at: root + "/" + file, with: Array((target + "\n").utf8)) } catch { throw CheckpointError(error) }
     }
 
-    /// Removes all but the newest `keep` checkpoints, never removing `protected` (the best).
+    /// Removes all but the newest `keep` of the checkpoints `isOwn` accepts (the run's own
+    /// lineage), never removing `protected` (the best) or a checkpoint `isOwn` refuses.
     /// Returns the names removed.
     @discardableResult
-    public static func prune(root: String, keep: Int, protected: String?) -> [String] {
-        let all = list(root: root)
-        guard all.count > keep else { return [] }
+    public static func prune(root: String, keep: Int, protected: String?, isOwn: (String) -> Bool) -> [String] {
+        let own = list(root: root).filter(isOwn)
+        guard own.count > keep else { return [] }
         var removed: [String] = []
-        for name in all.dropLast(keep) where name != protected {
+        for name in own.dropLast(keep) where name != protected {
             if (try? FileManager.default.removeItem(atPath: root + "/" + name)) != nil { removed.append(name) }
+        }
+        return removed
+    }
+
+    /// Removes what interrupted writes left under `root`: the hidden `.step-NNNNNNNN.tmp-PID`
+    /// (and `.old-PID`) directories of processes that no longer run on this host. Call it while
+    /// holding the directory's `CheckpointLock`. Returns the names removed.
+    @discardableResult
+    public static func removeStaleTemporaries(root: String) -> [String] {
+        var removed: [String] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where entry.hasPrefix(".step-") {
+            let parts = entry.split(separator: ".")   // ["step-NNNNNNNN", "tmp-PID"]
+            guard parts.count == 2, let dash = parts[1].lastIndex(of: "-"),
+                  ["tmp", "old"].contains(parts[1][..<dash]), let pid = Int32(parts[1][parts[1].index(after: dash)...]),
+                  pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            if (try? FileManager.default.removeItem(atPath: root + "/" + entry)) != nil { removed.append(entry) }
         }
         return removed
     }

@@ -46,6 +46,12 @@ public enum Checkpoint {
         /// evaluations since it (absent in checkpoints written without early stopping).
         public var earlyStopBest: Double?
         public var evaluationsSinceBest: Int?
+        /// The run this checkpoint belongs to: set when a run starts from scratch, kept by every
+        /// resume; pruning removes only checkpoints of the run's own lineage (absent in older
+        /// checkpoints, which are never pruned).
+        public var lineage: String?
+        /// The data it was trained on (absent in older checkpoints).
+        public var data: DataIdentity?
     }
 
     /// The tensors a checkpoint holds, borrowed from the trainer's buffers.
@@ -101,13 +107,6 @@ public enum Checkpoint {
     /// Replaces `root/file` with a line naming `target`, atomically.
     static func writePointer(root: String, file: String, to target: String) throws {
         try reported { try CheckpointDirectory.writePointer(root: root, file: file, to: target) }
-    }
-
-    /// Removes all but the newest `keep` checkpoints, never removing `protected` (the best).
-    /// Returns the names removed.
-    @discardableResult
-    static func prune(root: String, keep: Int, protected: String?) -> [String] {
-        CheckpointDirectory.prune(root: root, keep: keep, protected: protected)
     }
 
     /// The checkpoint directories under `root`, oldest first.

@@ -25,7 +25,13 @@ extension Trainer {
         try bytes.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
         // Non-finite metrics (a NaN logloss without evaluation rows, an infinite calibration
         // when every evaluation label is 0) travel as strings, as in trainer.json.
-        return try Checkpoint.jsonDecoder().decode(Checkpoint.State.self, from: Data(bytes))
+        var state = try Checkpoint.jsonDecoder().decode(Checkpoint.State.self, from: Data(bytes))
+        if config.restartData == true {
+            // --restart-data: the model, optimizer and step go on; the data starts at its first row.
+            if rank == 0 { logger.info("--restart-data: the data starts from its first row (epoch 1), the model and optimizer continue from step \(state.step)") }
+            (state.epoch, state.epochRowOffset, state.data) = (0, 0, nil)
+        }
+        return state
     }
 
     private func findAndLoad(into buffers: Checkpoint.Buffers) throws -> Checkpoint.State? {

@@ -23,6 +23,9 @@ struct RecDist: ParsableCommand {
     /// Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
     /// "try again later"; `--auto-resume` continues it).
     static let interruptedExitCode: Int32 = 75
+    /// Exit status of a run stopped by SIGTERM/SIGINT with nothing saved (no --checkpoint-dir):
+    /// the work is lost, there is nothing to resume.
+    static let interruptedUnsavedExitCode: Int32 = 76
 }
 
 /// Logging flags shared by every subcommand.
@@ -200,6 +203,8 @@ struct Train: ParsableCommand {
     var resume: String?
     @Flag(help: "Resume from the newest valid checkpoint in --checkpoint-dir if there is one (damaged ones are skipped with a warning); start fresh otherwise.")
     var autoResume = false
+    @Flag(help: "Resuming on data other than the checkpoint's (which is refused otherwise): keep the model, optimizer and step, and read the new --data from its first row.")
+    var restartData = false
     @Flag(help: "Skip a step whose loss or gradient is NaN/Inf (on all ranks alike) instead of stopping.")
     var skipNonfinite = false
     @Flag(help: "Keep training when a checkpoint cannot be written (default: stop; the previous checkpoint stays intact).")
@@ -246,6 +251,7 @@ struct Train: ParsableCommand {
             throw ValidationError("--auto-resume, --resume latest and --checkpoint-every(-seconds) need --checkpoint-dir.")
         }
         if autoResume && resume != nil { throw ValidationError("use either --resume or --auto-resume, not both.") }
+        if restartData && resume == nil && !autoResume { throw ValidationError("--restart-data applies when resuming: add --resume or --auto-resume.") }
         if !(collectiveTimeout >= 0 && collectiveTimeout.isFinite) { throw bad("--collective-timeout", collectiveTimeout, "use 0 (off) or a number of seconds, e.g. 60") }
         if nesterov && optimizer != .momentum { throw ValidationError("--nesterov applies to --optimizer momentum only.") }
         if let weightDecay, !(weightDecay >= 0 && weightDecay.isFinite) { throw bad("--weight-decay", weightDecay, "use 0 (off) or a small positive value, e.g. 0.0001") }
@@ -342,6 +348,7 @@ struct Train: ParsableCommand {
         config.rankingK = k
         config.resume = resume
         config.autoResume = autoResume
+        config.restartData = restartData ? true : nil
         config.skipNonFinite = skipNonfinite
         config.continueOnCheckpointFailure = continueOnCheckpointFailure
         config.preparedData = preparedData.options
@@ -388,14 +395,16 @@ struct Train: ParsableCommand {
         } catch let error as TrainingError {
             // These errors were agreed by every rank in a collective: all ranks stop cleanly, and
             // rank 0 speaks for them.
-            if case .interrupted = error {
+            if case let .interrupted(_, _, checkpoint) = error {
                 communicator.finalize()
                 if rank == 0 { print("\n\(error)") }
-                throw ExitCode(RecDist.interruptedExitCode)
+                throw ExitCode(checkpoint == nil ? RecDist.interruptedUnsavedExitCode : RecDist.interruptedExitCode)
             }
             // Before finalize: if only rank 0 saw the error after all, finalize aborts the job.
             if rank == 0 { printError("\(error)", rank: rank) }
             communicator.finalize()
+            // Another run's --checkpoint-dir, or a checkpoint of other data: a usage error.
+            if case .checkpointConflict = error { throw ExitCode.validationFailure }
             throw ExitCode.failure
         } catch let error as DataError {
             // Data errors are raised before the agreement allreduce, so every rank reaches it.
