@@ -1,0 +1,100 @@
+import Foundation
+import Testing
+
+/// Faults a hostile user or a failing machine brings, through the real binary: two runs on one
+/// checkpoint directory, a resume on other data, a stop with nothing saved, a full disk under
+/// --continue-on-checkpoint-failure. Each ends with a documented exit code and a message naming
+/// what to fix, and loses no checkpoint.
+@Suite(.serialized)
+struct FaultTests {
+    /// Waits until `path` exists (or `job` ended, or 60 s passed).
+    static func waitFor(_ path: String, _ job: RecDist.Job) {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, job.process.isRunning, !FileManager.default.fileExists(atPath: path) { usleep(20_000) }
+    }
+
+    /// A second run on a checkpoint directory in use is refused (exit 64) naming the process that
+    /// holds it, and leaves the first run's checkpoints alone; the first run goes on.
+    @Test func aSecondWriterIsRefused() throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let root = try RecDist.scratch("two-writers") + "/ck"
+        let common = ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "300", "--batch-size", "8",
+                      "--checkpoint-dir", root, "--checkpoint-every", "10"]
+        let first = try RecDist.start(RecDist.binary, common + ["--steps", "100000", "--seed", "1"])
+        Self.waitFor(root + "/latest", first)
+        let second = try RecDist.single(common + ["--steps", "20", "--seed", "2"])
+        #expect(second.status == 64, "\(second.all)")
+        #expect(second.stderr.contains("the checkpoint directory is in use: process \(first.process.processIdentifier) on "), "\(second.all)")
+        #expect(first.process.isRunning, "the first run goes on")
+        kill(first.process.processIdentifier, SIGTERM)
+        let stopped = first.wait(timeout: 60)
+        #expect(stopped.status == 75, "\(stopped.all)")
+        // Every checkpoint left is the first run's (seed 1), and `latest` names its newest.
+        let names = try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.hasPrefix("step-") }.sorted()
+        #expect(!names.isEmpty)
+        for name in names {
+            let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(root)/\(name)/trainer.json"))) as! [String: Any]
+            #expect((state["config"] as? [String: Any])?["seed"] as? Int == 1, "\(name)")
+        }
+        let latest = try String(contentsOfFile: root + "/latest", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(latest == names.last)
+    }
+
+    /// Resuming on other data is refused with exit 64, naming what differs.
+    @Test func resumeOnOtherDataIsRefused() throws {
+        let data = try RecDist.synthData(rows: 2000), other = try RecDist.synthData(rows: 1500)
+        let root = try RecDist.scratch("other-data") + "/ck"
+        let model = ["--model", "dlrm", "--hash-buckets", "300"]
+        var out = try RecDist.single(["train", "--data", data, "--steps", "5", "--checkpoint-dir", root] + model)
+        try #require(out.status == 0, "\(out.all)")
+        out = try RecDist.single(["train", "--data", other, "--steps", "10", "--checkpoint-dir", root, "--auto-resume"] + model)
+        #expect(out.status == 64, "\(out.all)")
+        #expect(out.stderr.contains("it was trained on other data") && out.stderr.contains("1800 training rows, now 1350"), "\(out.all)")
+        out = try RecDist.single(["train", "--data", other, "--steps", "10", "--checkpoint-dir", root, "--auto-resume", "--restart-data"] + model)
+        #expect(out.status == 0, "\(out.all)")
+    }
+
+    /// SIGTERM without --checkpoint-dir: the run stops at a step boundary and says nothing was
+    /// saved, with its own exit code (76), not the "checkpoint written" 75.
+    @Test func sigtermWithNothingSaved() throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let dir = try RecDist.scratch("sigterm-unsaved")
+        let job = try RecDist.start(RecDist.binary, ["train", "--data", data, "--steps", "1000000", "--eval-every", "5",
+                                                     "--metrics-out", dir + "/m.jsonl"])
+        Self.waitFor(dir + "/m.jsonl", job)
+        kill(job.process.processIdentifier, SIGTERM)
+        let out = job.wait(timeout: 60)
+        #expect(out.status == 76, "\(out.all)")
+        #expect(out.all.contains("nothing was saved"), "\(out.all)")
+    }
+
+    /// With --continue-on-checkpoint-failure on a full disk, `best` and the summary name only a
+    /// checkpoint that was written: never one whose write failed.
+    @Test func bestNamesOnlyAWrittenCheckpoint() throws {
+        guard getuid() == 0 else {
+            Issue.record("this test mounts a small tmpfs and needs root")
+            return
+        }
+        let data = try RecDist.synthData(rows: 2000)
+        let dir = try RecDist.scratch("best-full"), mountPoint = dir + "/tiny"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        // One dlrm checkpoint with 300 buckets and Adam is about 7.4 MB: room for one, not two.
+        let mount = try RecDist.run("/bin/mount", ["-t", "tmpfs", "-o", "size=10m", "tmpfs", mountPoint])
+        try #require(mount.status == 0, "cannot mount a tmpfs: \(mount.all)")
+        defer { _ = try? RecDist.run("/bin/umount", ["-l", mountPoint]) }
+        let out = try RecDist.single(["train", "--data", data, "--model", "dlrm", "--hash-buckets", "300", "--steps", "60",
+                                      "--eval-every", "10", "--checkpoint-every", "10", "--select-metric", "logloss", "--keep", "5",
+                                      "--checkpoint-dir", mountPoint + "/ck", "--continue-on-checkpoint-failure",
+                                      "--metrics-out", dir + "/m.jsonl"], timeout: 180)
+        #expect(out.status == 0, "\(out.all)")
+        #expect(out.all.contains("No space left on device") && out.all.contains("training continues"), "\(out.all)")
+        // The test means something only if an evaluation after the first checkpoint was better.
+        let losses = try RecDist.metrics(dir + "/m.jsonl").compactMap { $0["logloss"] as? Double }
+        try #require(losses.count == 6 && losses.dropFirst().contains { $0 < losses[0] }, "\(losses)")
+        let best = try String(contentsOfFile: mountPoint + "/ck/best", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(best == "step-00000010", "best names \(best)")
+        #expect(FileManager.default.fileExists(atPath: mountPoint + "/ck/" + best + "/CHECKSUMS"))
+        let summary = out.stdout.split(separator: "\n").first { $0.hasPrefix("best checkpoint") }.map(String.init) ?? ""
+        #expect(summary.hasSuffix("/ck/step-00000010"), "\(summary)")
+    }
+}
