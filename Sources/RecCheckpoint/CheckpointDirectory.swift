@@ -170,7 +170,17 @@ public enum CheckpointDirectory {
                 throw fail("tensor \(name) has shape \(entry.shape), this model needs \(shape); \(cause)")
             }
         }
-        for (name, _, destination) in expected { SafeTensors.copy(entries[name]!, from: modelFile.bytes, into: destination) }
+        for (name, _, destination) in expected {
+            SafeTensors.copy(entries[name]!, from: modelFile.bytes, into: destination)
+            try requireFinite(UnsafeBufferPointer(destination), tensor: name, file: dir + "/model.safetensors")
+        }
+    }
+
+    /// Refuses a tensor holding NaN or an infinity, naming it: its checksums may be valid (a run
+    /// that diverged, a hand edit), but no prediction or export made from it would be.
+    public static func requireFinite(_ values: UnsafeBufferPointer<Float>, tensor: String, file: String) throws(CheckpointError) {
+        guard let i = values.firstIndex(where: { !$0.isFinite }) else { return }
+        throw CheckpointError(path: file, message: "tensor \(tensor) holds \(values[i]) at index \(i): its values must be finite (the run diverged before this checkpoint, or the file was edited); use an earlier checkpoint")
     }
 
     /// The model configuration and tensors of verified checkpoint `dir`'s `model.safetensors`.
@@ -182,6 +192,7 @@ public enum CheckpointDirectory {
               let model = try? JSONDecoder().decode(ModelConfig.self, from: Data(json.utf8)) else {
             throw CheckpointError(path: file, message: "no rec-dist model description in the metadata")
         }
+        for tensor in tensors { try tensor.values.withUnsafeBufferPointer { try requireFinite($0, tensor: tensor.name, file: file) } }
         return (model, tensors)
     }
 

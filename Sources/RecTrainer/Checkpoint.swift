@@ -145,6 +145,8 @@ public enum Checkpoint {
         guard state.formatVersion == formatVersion else {
             throw TrainingError.checkpoint(path: dir, message: "format version \(state.formatVersion), this rec-dist reads version \(formatVersion); use the rec-dist that wrote it")
         }
+        var info = stat()
+        try state.check(dir, modelBytes: stat(dir + "/model.safetensors", &info) == 0 ? Int(info.st_size) : 0)
         return state
     }
 
@@ -160,7 +162,10 @@ public enum Checkpoint {
         var loaded: [(name: String, values: [Float])] = []
         for (name, entry) in stateEntries.sorted(by: { $0.key < $1.key }) {
             var values = [Float](repeating: 0, count: entry.range.count / 4)
-            values.withUnsafeMutableBufferPointer { SafeTensors.copy(entry, from: optimizerFile.bytes, into: $0) }
+            try values.withUnsafeMutableBufferPointer { buffer in
+                SafeTensors.copy(entry, from: optimizerFile.bytes, into: buffer)
+                try reported { try CheckpointDirectory.requireFinite(UnsafeBufferPointer(buffer), tensor: name, file: dir + "/optimizer.safetensors") }
+            }
             loaded.append((name, values))
         }
         do {
