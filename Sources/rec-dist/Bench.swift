@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RecCore
+import RecData
 import RecDistributed
 import RecMPI
 import RecTrainer
@@ -104,7 +105,7 @@ struct Bench: ParsableCommand {
                     let url = URL(fileURLWithPath: path)
                     try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(),
                                                              withIntermediateDirectories: true)
-                    try encoder.encode(report).write(to: url)
+                    try replaceFile(at: path, with: Array(try encoder.encode(report)))
                     print("report: \(path)")
                 } catch {
                     printError("cannot write --json-out '\(path)': \(error)")

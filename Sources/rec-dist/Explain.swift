@@ -76,7 +76,7 @@ struct Explain: ParsableCommand {
                 details: [("model", trained.config.kind.rawValue), ("rows", "\(rows.count)"),
                           ("baseline \(metric.rawValue)", String(format: "%.4f", baseline)), ("repeats", "\(repeats)"),
                           ("fields", "\(fields.count)"), ("most important", ranked.first?.field.name ?? "-")])
-            try html.write(toFile: out, atomically: true, encoding: .utf8)
+            try replaceFile(at: out, with: Array(html.utf8))
             logger.info("wrote \(out)")
             if let jsonOut {
                 let objects: [[String: Any]] = ranked.map {
@@ -85,7 +85,7 @@ struct Explain: ParsableCommand {
                 let data = try JSONSerialization.data(withJSONObject: ["metric": metric.rawValue, "baseline": baseline, "rows": rows.count,
                                                                        "repeats": repeats, "seed": seed, "fields": objects] as [String: Any],
                                                       options: [.prettyPrinted, .sortedKeys])
-                try data.write(to: URL(fileURLWithPath: jsonOut))
+                try replaceFile(at: jsonOut, with: Array(data))
             }
         }
     }

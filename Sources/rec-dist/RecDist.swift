@@ -440,7 +440,9 @@ struct Train: ParsableCommand {
 
     func printSummary(_ result: TrainingResult, config: TrainingConfig, worldSize: Int) {
         var lines = ["", "done: \(result.steps) steps, \(result.samples) samples on \(worldSize) rank(s), \(Int(result.samplesPerSecond)) samples/s"]
-        if let e = result.finalEvaluation {
+        if let e = result.finalEvaluation, e.eval_rows == 0 {
+            lines.append("final evaluation: none (no evaluation rows: --eval-fraction 0, or an empty evaluation split)")
+        } else if let e = result.finalEvaluation {
             lines.append("final evaluation (\(e.eval_rows) rows): auc \(e.auc.map { String(format: "%.4f", $0) } ?? "n/a"), logloss \(String(format: "%.4f", e.logloss)), accuracy \(String(format: "%.4f", e.accuracy))" + (e.calibration.map { String(format: ", calibration %.4f", $0) } ?? "") + (e.rmse.map { String(format: ", rmse %.4f", $0) } ?? "") + (e.mae.map { String(format: ", mae %.4f", $0) } ?? "") + (e.oracle_auc.map { String(format: ", oracle auc %.4f", $0) } ?? ""))
             if let k = e.k, let protocolText = e.ranking_protocol, let hr = e.hit_rate_at_k, let ndcg = e.ndcg_at_k,
                let recall = e.recall_at_k, let mrr = e.mrr {

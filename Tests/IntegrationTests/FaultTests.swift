@@ -97,4 +97,67 @@ struct FaultTests {
         let summary = out.stdout.split(separator: "\n").first { $0.hasPrefix("best checkpoint") }.map(String.init) ?? ""
         #expect(summary.hasSuffix("/ck/step-00000010"), "\(summary)")
     }
+
+    /// An evaluation without rows prints "n/a", writes null into the metrics log (never "NaN"
+    /// strings or -nan), and the summary says there was no evaluation.
+    @Test func evaluationWithoutRows() throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let dir = try RecDist.scratch("no-eval-rows")
+        let out = try RecDist.single(["train", "--data", data, "--steps", "4", "--eval-every", "2", "--eval-fraction", "0",
+                                      "--metrics-out", dir + "/m.jsonl"])
+        #expect(out.status == 0, "\(out.all)")
+        #expect(!out.all.lowercased().contains("nan"), "\(out.all)")
+        #expect(out.stdout.contains("final evaluation: none (no evaluation rows"), "\(out.all)")
+        let text = try String(contentsOfFile: dir + "/m.jsonl", encoding: .utf8)
+        #expect(!text.contains("NaN") && !text.contains("Infinity"), "\(text)")
+        let records = try RecDist.metrics(dir + "/m.jsonl")
+        #expect(records.count == 2 && records.allSatisfy { $0["logloss"] is NSNull && $0["train_loss"] is Double }, "\(text)")
+    }
+
+    /// Every writer on a full disk: a sentence naming the path and "No space left on device",
+    /// exit 1, and nothing partial left behind (no file, no half line, no half export).
+    @Test func fullDiskForEveryWriter() throws {
+        guard getuid() == 0 else {
+            Issue.record("this test mounts a small tmpfs and needs root")
+            return
+        }
+        let data = try RecDist.synthData(rows: 2000)
+        let dir = try RecDist.scratch("full-writers"), tiny = dir + "/tiny"
+        var out = try RecDist.single(["train", "--data", data, "--model", "dlrm", "--hash-buckets", "300", "--steps", "5",
+                                      "--checkpoint-dir", dir + "/ck", "--metrics-out", dir + "/m.jsonl"])
+        try #require(out.status == 0, "\(out.all)")
+        try FileManager.default.createDirectory(atPath: tiny, withIntermediateDirectories: true)
+        let mount = try RecDist.run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", tiny])
+        try #require(mount.status == 0, "cannot mount a tmpfs: \(mount.all)")
+        defer { _ = try? RecDist.run("/bin/umount", ["-l", tiny]) }
+        func expectFull(_ out: RecDist.Output, _ path: String, _ what: String) {
+            #expect(out.status == 1, "\(what): \(out.all)")
+            #expect(out.stderr.contains(path) && out.stderr.contains("No space left on device"), "\(what): \(out.all)")
+            #expect(!out.stderr.contains("NSCocoaErrorDomain"), "\(what): \(out.all)")
+        }
+        out = try RecDist.single(["export", "--checkpoint", dir + "/ck", "--out", tiny + "/serving"])
+        expectFull(out, tiny + "/serving/model.safetensors", "export")
+        out = try RecDist.single(["export", "--checkpoint", dir + "/ck", "--out", tiny + "/onnx", "--format", "onnx"])
+        expectFull(out, tiny + "/onnx/model.onnx", "export --format onnx")
+        // 8 KiB left: less than the scores and the report take.
+        let filler = tiny + "/filler"
+        try Data(count: 56 * 1024).write(to: URL(fileURLWithPath: filler))
+        out = try RecDist.single(["predict", "--checkpoint", dir + "/ck", "--input", data, "--out", tiny + "/scores.csv"])
+        expectFull(out, tiny + "/scores.csv", "predict")
+        out = try RecDist.single(["report", "--metrics", dir + "/m.jsonl", "--out", tiny + "/report.html"])
+        expectFull(out, tiny + "/report.html", "report")
+        try FileManager.default.removeItem(atPath: filler)
+        let left = try FileManager.default.contentsOfDirectory(atPath: tiny)
+        #expect(left.isEmpty, "partial files left: \(left)")
+        _ = filler
+
+        // The metrics log fills up during training: the run stops naming it, and the log ends
+        // with a whole line.
+        out = try RecDist.single(["train", "--data", data, "--steps", "100000", "--eval-every", "1", "--metrics-out", tiny + "/m.jsonl"],
+                                 timeout: 120)
+        #expect(out.status == 1, "\(out.all)")
+        #expect(out.stderr.contains("metrics log '\(tiny)/m.jsonl': cannot append: No space left on device"), "\(out.all)")
+        let log = try Data(contentsOf: URL(fileURLWithPath: tiny + "/m.jsonl"))
+        #expect(log.count > 1000 && log.last == 0x0A, "\(log.count) bytes, last \(String(describing: log.last))")
+    }
 }
