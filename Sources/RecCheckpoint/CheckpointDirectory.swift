@@ -108,7 +108,14 @@ public enum CheckpointDirectory {
     /// Resolves what `--resume` names: a checkpoint directory, or a root holding `latest`.
     public static func resolve(_ path: String) throws(CheckpointError) -> String {
         if FileManager.default.fileExists(atPath: path + "/CHECKSUMS") { return path }
-        if let name = latest(in: path) { return path + "/" + name }
+        if let name = latest(in: path) {
+            guard FileManager.default.fileExists(atPath: path + "/" + name) else {
+                let newest = list(root: path).last
+                throw CheckpointError(path: path, message: "'latest' names \(name), which does not exist (removed by hand, or the disk lost it); "
+                                      + (newest.map { "the newest checkpoint there is \($0): pass --resume/--checkpoint \(path)/\($0)" } ?? "no checkpoint is left there"))
+            }
+            return path + "/" + name
+        }
         throw CheckpointError(path: path, message: "not a checkpoint (no CHECKSUMS) and no 'latest' inside; pass a step-NNNNNNNN directory or the --checkpoint-dir of a previous run")
     }
 

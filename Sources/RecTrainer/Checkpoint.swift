@@ -137,7 +137,10 @@ public enum Checkpoint {
     /// anything truncated, flipped or edited with an error saying what is wrong.
     public static func validate(_ dir: String) throws -> State {
         try reported { try CheckpointDirectory.verify(dir) }
-        let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/trainer.json"))
+        let data: Data
+        do { data = Data(try MappedFile.contents(of: dir + "/trainer.json")) } catch {
+            throw TrainingError.checkpoint(path: error.file, message: error.message)
+        }
         guard let state = try? jsonDecoder().decode(State.self, from: data) else {
             let error = CheckpointDirectory.damaged(dir, "trainer.json cannot be decoded")
             throw TrainingError.checkpoint(path: error.path, message: error.message)

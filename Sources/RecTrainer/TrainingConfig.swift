@@ -205,7 +205,7 @@ public enum TrainingError: Error, CustomStringConvertible {
         case let .gradientCheckFailed(details):
             return "finite-difference gradient check failed: \(details)"
         case let .interrupted(signal, step, checkpoint):
-            let name = signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : signal == SIGUSR1 ? "SIGUSR1" : "signal \(signal)"
+            let name = StopSignal.name(signal)
             if let checkpoint {
                 return "stopped by \(name) after step \(step); checkpoint written to \(checkpoint). Continue with --auto-resume (or --resume \(checkpoint))."
             }

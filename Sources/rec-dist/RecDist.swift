@@ -20,11 +20,11 @@ struct RecDist: ParsableCommand {
         subcommands: [Synth.self, Prepare.self, Train.self, Predict.self, Recommend.self, Explain.self, Export.self,
                       ReportCommand.self, Bench.self, Baseline.self])
 
-    /// Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
+    /// Exit status of a run with --checkpoint-dir stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
     /// "try again later"; `--auto-resume` continues it).
     static let interruptedExitCode: Int32 = 75
-    /// Exit status of a run stopped by SIGTERM/SIGINT with nothing saved (no --checkpoint-dir):
-    /// the work is lost, there is nothing to resume.
+    /// Exit status of a run stopped by SIGTERM/SIGINT without --checkpoint-dir: nothing was
+    /// saved, there is nothing to resume.
     static let interruptedUnsavedExitCode: Int32 = 76
 }
 
@@ -395,10 +395,12 @@ struct Train: ParsableCommand {
         } catch let error as TrainingError {
             // These errors were agreed by every rank in a collective: all ranks stop cleanly, and
             // rank 0 speaks for them.
-            if case let .interrupted(_, _, checkpoint) = error {
+            if case .interrupted = error {
                 communicator.finalize()
                 if rank == 0 { print("\n\(error)") }
-                throw ExitCode(checkpoint == nil ? RecDist.interruptedUnsavedExitCode : RecDist.interruptedExitCode)
+                // Every rank exits alike (mpirun reports any rank's status): by the flag, not by
+                // what only rank 0 knows.
+                throw ExitCode(config.checkpointDir == nil ? RecDist.interruptedUnsavedExitCode : RecDist.interruptedExitCode)
             }
             // Before finalize: if only rank 0 saw the error after all, finalize aborts the job.
             if rank == 0 { printError("\(error)", rank: rank) }

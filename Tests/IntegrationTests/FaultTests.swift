@@ -160,4 +160,58 @@ struct FaultTests {
         let log = try Data(contentsOf: URL(fileURLWithPath: tiny + "/m.jsonl"))
         #expect(log.count > 1000 && log.last == 0x0A, "\(log.count) bytes, last \(String(describing: log.last))")
     }
+
+    /// Ctrl-C to launch.sh (SIGINT) checkpoints and stops like SIGTERM, and is named as SIGINT;
+    /// under plain mpirun, SIGUSR1 to mpirun does the same (mpirun forwards it; a SIGTERM or
+    /// SIGINT of its own kills the ranks, as the README says).
+    @Test(arguments: ["launch.sh", "mpirun"])
+    func stopSignalsCheckpoint(launcher: String) throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let dir = try RecDist.scratch("stop-\(launcher)")
+        let train = ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "300", "--batch-size", "8", "--steps", "100000",
+                     "--eval-every", "5", "--metrics-out", dir + "/m.jsonl", "--checkpoint-dir", dir + "/ck"]
+        let job = launcher == "launch.sh"
+            ? try RecDist.start("/bin/bash", [RecDist.packageRoot + "/launch.sh", "-np", "2", "--"] + train)
+            : try RecDist.start("/usr/bin/env", ["mpirun"] + (getuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe", "-np", "2", RecDist.binary] + train)
+        Self.waitFor(dir + "/m.jsonl", job)
+        kill(job.process.processIdentifier, launcher == "launch.sh" ? SIGINT : SIGUSR1)
+        let out = job.wait(timeout: 60)
+        #expect(out.status == 75, "\(out.all)")
+        let expected = launcher == "launch.sh" ? "stopped by SIGINT (relayed by launch.sh as SIGUSR2)" : "stopped by SIGUSR1"
+        #expect(out.stdout.contains(expected) && out.stdout.contains("checkpoint written to \(dir)/ck/step-"), "\(out.all)")
+    }
+
+    /// `latest` naming a checkpoint that is gone says so (and names the newest one left), instead
+    /// of calling a checkpoint damaged.
+    @Test func latestNamingAMissingCheckpoint() throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let root = try RecDist.scratch("latest-missing") + "/ck"
+        var out = try RecDist.single(["train", "--data", data, "--steps", "4", "--checkpoint-every", "2", "--checkpoint-dir", root])
+        try #require(out.status == 0, "\(out.all)")
+        try FileManager.default.removeItem(atPath: root + "/step-00000004")
+        out = try RecDist.single(["predict", "--checkpoint", root, "--input", data, "--limit", "3"])
+        #expect(out.status == 1, "\(out.all)")
+        #expect(out.stderr.contains("'latest' names step-00000004, which does not exist") && out.stderr.contains("the newest checkpoint there is step-00000002"), "\(out.all)")
+        #expect(!out.stderr.contains("damaged"), "\(out.all)")
+    }
+
+    /// predict on a checkpoint directory while training writes and prunes it (a checkpoint every
+    /// step, one kept): every read loads the checkpoint `latest` names, retrying once when it was
+    /// pruned underneath.
+    @Test func predictWhileTrainingPrunes() throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let root = try RecDist.scratch("predict-pruning") + "/ck"
+        let job = try RecDist.start(RecDist.binary, ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "2000", "--batch-size", "16",
+                                                     "--steps", "100000", "--checkpoint-every", "1", "--keep", "1", "--checkpoint-dir", root])
+        Self.waitFor(root + "/latest", job)
+        var failures: [String] = []
+        for _ in 0..<25 where job.process.isRunning {
+            let out = try RecDist.single(["predict", "--checkpoint", root, "--input", data, "--limit", "2"])
+            if out.status != 0 { failures.append(out.stderr) }
+        }
+        kill(job.process.processIdentifier, SIGTERM)
+        let stopped = job.wait(timeout: 60)
+        #expect(stopped.status == 75, "\(stopped.all)")
+        #expect(failures.isEmpty, "\(failures.count) of 25 failed: \(failures.prefix(3))")
+    }
 }
