@@ -10,8 +10,9 @@ import Darwin
 /// The bytes stay valid for the lifetime of the object. An empty file opens fine and has an
 /// empty `bytes`; deciding whether that is acceptable is up to the reader of the format.
 ///
-/// The contents are never written through this object, so sharing it between threads is safe
-/// (as long as no one else truncates the file underneath a mapping, which is true of any mmap).
+/// The contents are never written through this object, so sharing it between threads is safe.
+/// If another process truncates the file underneath a mapping, reading past the new end stops
+/// the process with an error naming the file and status 74 (`MappingGuard`), not a crash.
 public final class MappedFile: @unchecked Sendable {
     /// The path the file was opened with, as given; used in error messages.
     public let path: String
@@ -19,6 +20,9 @@ public final class MappedFile: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     /// True when `bytes` is a memory mapping, false when the file was read into a heap buffer.
     public let isMapped: Bool
+    /// The mapping's slot in `MappingGuard`, which turns a SIGBUS from reading past the end of
+    /// a file truncated underneath the mapping into an error naming the file.
+    private var guardSlot: Int?
 
     /// Opens and maps (or reads) the file at `path`.
     ///
@@ -76,6 +80,7 @@ public final class MappedFile: @unchecked Sendable {
             address.bindMemory(to: UInt8.self, capacity: size)
             bytes = UnsafeRawBufferPointer(start: address, count: size)
             isMapped = true
+            guardSlot = MappingGuard.register(base: address, count: size, path: path)
             return
         }
 
@@ -124,6 +129,7 @@ public final class MappedFile: @unchecked Sendable {
     deinit {
         guard let base = bytes.baseAddress else { return }
         if isMapped {
+            if let guardSlot { MappingGuard.unregister(guardSlot) }
             munmap(UnsafeMutableRawPointer(mutating: base), bytes.count)
         } else {
             UnsafeMutableRawPointer(mutating: base).deallocate()

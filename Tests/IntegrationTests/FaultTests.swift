@@ -214,4 +214,21 @@ struct FaultTests {
         #expect(stopped.status == 75, "\(stopped.all)")
         #expect(failures.isEmpty, "\(failures.count) of 25 failed: \(failures.prefix(3))")
     }
+
+    /// A prepared split truncated by another process during training ends the run with one line
+    /// naming the file and status 74, not a SIGBUS crash.
+    @Test func fileTruncatedUnderTheMap() throws {
+        let data = try RecDist.synthData(rows: 2000)
+        let dir = try RecDist.scratch("truncated")
+        var out = try RecDist.single(["prepare", "--format", "criteo", "--input", data, "--out", dir + "/prepared"])
+        try #require(out.status == 0, "\(out.all)")
+        let job = try RecDist.start(RecDist.binary, ["train", "--data", dir + "/prepared", "--steps", "10000000", "--batch-size", "16",
+                                                     "--eval-every", "20", "--metrics-out", dir + "/m.jsonl"])
+        Self.waitFor(dir + "/m.jsonl", job)
+        usleep(300_000)
+        #expect(truncate(dir + "/prepared/train.rdp", 4096) == 0)
+        out = job.wait(timeout: 60)
+        #expect(out.status == 74, "\(out.all)")
+        #expect(out.stderr.contains("error: \(dir)/prepared/train.rdp: the file shrank while rec-dist was reading it"), "\(out.all)")
+    }
 }
