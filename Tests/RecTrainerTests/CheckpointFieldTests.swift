@@ -69,4 +69,16 @@ struct CheckpointFieldTests {
         let error = try #require(CheckpointCorruptionTests.load(dir), "a NaN in \(file) was accepted")
         #expect("\(error)".contains("tensor \(name) holds nan at index 3") && "\(error)".contains(file), "\(error)")
     }
+
+    /// A resume refused for another model names the keys that differ, also those the short
+    /// description does not show (the data's vocabulary sizes, its dense fields).
+    @Test func modelMismatchNamesTheDifference() {
+        var saved = ModelConfig(kind: .dlrm)
+        saved.categoricalFields = 2
+        saved.vocabularySizes = [10, 20]
+        var current = saved
+        current.vocabularySizes = [10, 21]
+        current.denseInputs = 4
+        #expect(Trainer.differences(saved, current) == "denseInputs: checkpoint 13, this run 4; vocabularySizes: checkpoint [10,20], this run [10,21]")
+    }
 }
