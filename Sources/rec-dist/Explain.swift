@@ -32,13 +32,13 @@ struct Explain: ParsableCommand {
     var data: String
     @Option(help: "Prepared dataset: the split to explain on, valid or test (an empty or absent valid split falls back to test).")
     var split: String = "valid"
-    @Option(help: "Shuffles per field (different seeds), for the spread.")
+    @Option(parsing: .unconditional, help: "Shuffles per field (different seeds), for the spread.")
     var repeats: Int = 5
-    @Option(help: "Seed of the permutations.")
+    @Option(parsing: .unconditional, help: "Seed of the permutations.")
     var seed: UInt64 = 1
     @Option(help: "The metric: auc (importance = baseline AUC - shuffled AUC) or logloss (shuffled - baseline).")
     var metric: PermutationImportance.Metric = .auc
-    @Option(help: "Use at most this many evaluation rows (the first ones).")
+    @Option(parsing: .unconditional, help: "Use at most this many evaluation rows (the first ones).")
     var maxRows: Int = 50_000
     @Option(help: "Write the chart as a self-contained HTML page here.")
     var out: String = "explain.html"

@@ -231,4 +231,23 @@ struct FaultTests {
         #expect(out.status == 74, "\(out.all)")
         #expect(out.stderr.contains("error: \(dir)/prepared/train.rdp: the file shrank while rec-dist was reading it"), "\(out.all)")
     }
+
+    /// A negative number for any numeric flag is a range error naming the flag (exit 64), never
+    /// "Missing value" (the parser used to read "-1" as another option).
+    @Test func negativeNumbersAreRangeErrors() throws {
+        let flags = ["--batch-size", "--epochs", "--steps", "--eval-every", "--log-every", "--keep", "--lr", "--hash-buckets",
+                     "--embedding-dim", "--factors", "--dropout", "--momentum", "--accumulate", "--collective-timeout",
+                     "--checkpoint-every", "--checkpoint-every-seconds", "--early-stop-patience", "--early-stop-min-delta", "--k",
+                     "--debug-check-every", "--eval-fraction", "--dense-features", "--warmup-steps", "--clip-norm", "--weight-decay",
+                     "--seed", "--bucket-kib", "--blas-threads", "--hidden", "--bottom", "--top", "--prefetch", "--resident-data",
+                     "--shuffle-window"]
+        for flag in flags {
+            let out = try RecDist.single(["train", "--data", "x.tsv", flag, "-1"])
+            #expect(out.status == 64 && out.stderr.contains(flag) && !out.stderr.contains("Missing value"), "\(flag): \(out.all)")
+        }
+        for args in [["predict", "--checkpoint", "ck", "--input", "x", "--limit", "-1"], ["bench", "--batch-size", "-1"]] {
+            let out = try RecDist.single(args)
+            #expect(out.status == 64 && !out.stderr.contains("Missing value"), "\(args): \(out.all)")
+        }
+    }
 }
