@@ -124,18 +124,20 @@ run_ranks() {
     cmd+=("$bin" "$@")
     if [ "$dry" -eq 1 ]; then printf '%q ' "${cmd[@]}"; echo; return 0; fi
     [ -x "$bin" ] || build
-    # SIGTERM (a scheduler's time limit, kill) and SIGINT (Ctrl-C) become SIGUSR1 for mpirun,
-    # which forwards it to every rank: they stop at the next step and rank 0 writes a checkpoint
-    # (exit status 75). mpirun would turn a SIGTERM or SIGINT of its own into a kill of the ranks
-    # a second later, so it runs in its own session, out of reach of the terminal's Ctrl-C.
+    # SIGTERM (a scheduler's time limit, kill) becomes SIGUSR1 and SIGINT (Ctrl-C) SIGUSR2 for
+    # mpirun, which forwards them to every rank: they stop at the next step and rank 0 writes a
+    # checkpoint (exit status 75). mpirun would turn a SIGTERM or SIGINT of its own into a kill of
+    # the ranks a second later, so it runs in its own session, out of reach of the terminal's
+    # Ctrl-C. REC_DIST_SIGNAL_RELAY tells the ranks to name the signal launch.sh received.
     # Whether a person watches this launch (the ranks cannot tell: Open MPI gives each one a
     # pseudo-terminal even when mpirun's output goes to a file): train's progress bar or lines.
     local terminal=0
     [ -t 1 ] && terminal=1
-    cmd=("${cmd[0]}" -x REC_DIST_TERMINAL "${cmd[@]:1}")
-    REC_DIST_TERMINAL="${REC_DIST_TERMINAL:-$terminal}" setsid "${cmd[@]}" < /dev/null &
+    cmd=("${cmd[0]}" -x REC_DIST_TERMINAL -x REC_DIST_SIGNAL_RELAY "${cmd[@]:1}")
+    REC_DIST_TERMINAL="${REC_DIST_TERMINAL:-$terminal}" REC_DIST_SIGNAL_RELAY=launch.sh setsid "${cmd[@]}" < /dev/null &
     local pid=$! status=0
-    trap 'kill -USR1 "$pid" 2>/dev/null' TERM INT
+    trap 'kill -USR1 "$pid" 2>/dev/null' TERM
+    trap 'kill -USR2 "$pid" 2>/dev/null' INT
     while true; do
         wait "$pid" && status=0 || status=$?
         kill -0 "$pid" 2>/dev/null || break

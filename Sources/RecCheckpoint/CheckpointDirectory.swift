@@ -61,15 +61,32 @@ public enum CheckpointDirectory {
         do { try replaceFile(at: root + "/" + file, with: Array((target + "\n").utf8)) } catch { throw CheckpointError(error) }
     }
 
-    /// Removes all but the newest `keep` checkpoints, never removing `protected` (the best).
+    /// Removes all but the newest `keep` of the checkpoints `isOwn` accepts (the run's own
+    /// lineage), never removing `protected` (the best) or a checkpoint `isOwn` refuses.
     /// Returns the names removed.
     @discardableResult
-    public static func prune(root: String, keep: Int, protected: String?) -> [String] {
-        let all = list(root: root)
-        guard all.count > keep else { return [] }
+    public static func prune(root: String, keep: Int, protected: String?, isOwn: (String) -> Bool) -> [String] {
+        let own = list(root: root).filter(isOwn)
+        guard own.count > keep else { return [] }
         var removed: [String] = []
-        for name in all.dropLast(keep) where name != protected {
+        for name in own.dropLast(keep) where name != protected {
             if (try? FileManager.default.removeItem(atPath: root + "/" + name)) != nil { removed.append(name) }
+        }
+        return removed
+    }
+
+    /// Removes what interrupted writes left under `root`: the hidden `.step-NNNNNNNN.tmp-PID`
+    /// (and `.old-PID`) directories of processes that no longer run on this host. Call it while
+    /// holding the directory's `CheckpointLock`. Returns the names removed.
+    @discardableResult
+    public static func removeStaleTemporaries(root: String) -> [String] {
+        var removed: [String] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where entry.hasPrefix(".step-") {
+            let parts = entry.split(separator: ".")   // ["step-NNNNNNNN", "tmp-PID"]
+            guard parts.count == 2, let dash = parts[1].lastIndex(of: "-"),
+                  ["tmp", "old"].contains(parts[1][..<dash]), let pid = Int32(parts[1][parts[1].index(after: dash)...]),
+                  pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            if (try? FileManager.default.removeItem(atPath: root + "/" + entry)) != nil { removed.append(entry) }
         }
         return removed
     }
@@ -91,7 +108,14 @@ public enum CheckpointDirectory {
     /// Resolves what `--resume` names: a checkpoint directory, or a root holding `latest`.
     public static func resolve(_ path: String) throws(CheckpointError) -> String {
         if FileManager.default.fileExists(atPath: path + "/CHECKSUMS") { return path }
-        if let name = latest(in: path) { return path + "/" + name }
+        if let name = latest(in: path) {
+            guard FileManager.default.fileExists(atPath: path + "/" + name) else {
+                let newest = list(root: path).last
+                throw CheckpointError(path: path, message: "'latest' names \(name), which does not exist (removed by hand, or the disk lost it); "
+                                      + (newest.map { "the newest checkpoint there is \($0): pass --resume/--checkpoint \(path)/\($0)" } ?? "no checkpoint is left there"))
+            }
+            return path + "/" + name
+        }
         throw CheckpointError(path: path, message: "not a checkpoint (no CHECKSUMS) and no 'latest' inside; pass a step-NNNNNNNN directory or the --checkpoint-dir of a previous run")
     }
 
@@ -157,7 +181,15 @@ public enum CheckpointDirectory {
         }
         for (name, _, destination) in expected where destination.baseAddress != nil {
             SafeTensors.copy(entries[name]!, from: modelFile.bytes, into: destination)
+            try requireFinite(UnsafeBufferPointer(destination), tensor: name, file: dir + "/model.safetensors")
         }
+    }
+
+    /// Refuses a tensor holding NaN or an infinity, naming it: its checksums may be valid (a run
+    /// that diverged, a hand edit), but no prediction or export made from it would be.
+    public static func requireFinite(_ values: UnsafeBufferPointer<Float>, tensor: String, file: String) throws(CheckpointError) {
+        guard let i = values.firstIndex(where: { !$0.isFinite }) else { return }
+        throw CheckpointError(path: file, message: "tensor \(tensor) holds \(values[i]) at index \(i): its values must be finite (the run diverged before this checkpoint, or the file was edited); use an earlier checkpoint")
     }
 
     /// The model configuration and tensors of verified checkpoint `dir`'s `model.safetensors`.
@@ -169,6 +201,7 @@ public enum CheckpointDirectory {
               let model = try? JSONDecoder().decode(ModelConfig.self, from: Data(json.utf8)) else {
             throw CheckpointError(path: file, message: "no rec-dist model description in the metadata")
         }
+        for tensor in tensors { try tensor.values.withUnsafeBufferPointer { try requireFinite($0, tensor: tensor.name, file: file) } }
         return (model, tensors)
     }
 

@@ -93,7 +93,9 @@ public func replaceFile(at path: String, with bytes: [UInt8]) throws(DataError) 
         try file.close()
     } catch {
         unlink(temporary)
-        throw error
+        var named = error   // the path the user asked for, not the temporary's
+        named.file = path
+        throw named
     }
     guard rename(temporary, path) == 0 else {
         let code = errno
@@ -109,4 +111,55 @@ public func syncPath(_ path: String) {
     guard fd >= 0 else { return }
     _ = fsync(fd)
     close(fd)
+}
+
+/// Files that appear together or not at all (an export's weights and description): each is
+/// written to a hidden temporary beside its path (`.NAME.tmp-PID`), and `commit()` renames them
+/// all into place once every one is complete. Until then, and after a failure (a full disk),
+/// files already at those paths are untouched and the temporaries are removed.
+public final class StagedFiles {
+    private var staged: [(temporary: String, path: String)] = []
+
+    public init() {}
+
+    deinit { abandon() }
+
+    /// Writes `bytes` as the future contents of `path`.
+    public func stage(_ path: String, _ bytes: UnsafeRawBufferPointer) throws(DataError) {
+        let url = URL(fileURLWithPath: path)
+        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
+        staged.append((temporary, path))
+        do throws(DataError) {
+            let file = try OutputFile(path: temporary)
+            try file.write(bytes)
+            try file.close()
+        } catch {
+            var named = error   // the path the user asked for, not the temporary's
+            named.file = path
+            throw named
+        }
+    }
+
+    /// Writes `bytes` as the future contents of `path`.
+    public func stage(_ path: String, _ bytes: [UInt8]) throws(DataError) {
+        let result = bytes.withUnsafeBytes { raw in Result { () throws(DataError) in try stage(path, raw) } }
+        try result.get()
+    }
+
+    /// Renames every staged file into place.
+    public func commit() throws(DataError) {
+        for (temporary, path) in staged {
+            guard rename(temporary, path) == 0 else {
+                throw DataError(file: path, message: "cannot rename '\(temporary)' to '\(path)': \(DataError.systemMessage(errno))")
+            }
+        }
+        for directory in Set(staged.map { ($0.path as NSString).deletingLastPathComponent }) { syncPath(directory.isEmpty ? "." : directory) }
+        staged = []
+    }
+
+    /// Removes the temporaries not yet committed.
+    public func abandon() {
+        for (temporary, _) in staged { unlink(temporary) }
+        staged = []
+    }
 }

@@ -20,7 +20,7 @@ public enum CriteoTSV {
     /// The number of rows in `file`: the number of lines, where a last line without `\n` counts
     /// and nothing after the final `\n` does. One `memchr` pass over the bytes.
     public static func countRows(_ file: MappedFile) -> Int {
-        countLines(file.bytes)
+        countLines(file.text)
     }
 
     /// Counts lines as `countRows` does.
@@ -55,7 +55,7 @@ public enum CriteoTSV {
     /// - Throws: `DataError` naming the file, line and field of the first malformed selected row,
     ///   or "no rows" for an empty file.
     public static func parse(_ file: MappedFile, selecting: (Int) -> Bool) throws(DataError) -> CriteoRows {
-        let bytes = file.bytes
+        let bytes = file.text
         guard let base = bytes.baseAddress, !bytes.isEmpty else {
             throw DataError(file: file.path, message: "no rows: the file is empty",
                             hint: "expected Criteo TSV lines: label, I1..I13, C1..C26 separated by tabs")

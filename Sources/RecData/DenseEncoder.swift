@@ -45,8 +45,8 @@ struct DenseStatistics: Sendable {
 /// model's own transform of its dense inputs is RecCore's `DenseTransform`.)
 struct DenseEncoder: Sendable {
     let kind: DenseTransformKind
-    let mean: [Float]
-    let inverseStd: [Float]
+    let mean: [Double]
+    let inverseStd: [Double]
     /// `logTransform(i)` for the small non-negative integers (most of Criteo's counts): the same
     /// values, without a log1pf call each.
     let logTable: [Float]
@@ -58,14 +58,17 @@ struct DenseEncoder: Sendable {
     /// With the training split's mean and standard deviation per field (as the manifest records them).
     init(kind: DenseTransformKind, mean: [Double], std: [Double]) {
         self.kind = kind
-        self.mean = mean.map(Float.init)
-        inverseStd = std.map { $0 > 0 ? Float(1 / $0) : 1 }
+        self.mean = mean
+        inverseStd = std.map { $0 > 0 ? 1 / $0 : 1 }
         logTable = kind == .log1p ? (0..<4096).map { logTransform(Float($0)) } : []
     }
 
-    /// raw: (fields) -> out: (fields).
+    /// raw: (fields) -> out: (fields). Returns nil, or the index of the first field whose
+    /// transformed value is outside the float32 range (`out` is then incomplete): standardizing
+    /// is computed in double precision, but a value far from the training split's mean, or a
+    /// field whose training values hardly vary, can still leave float32.
     @inline(__always)
-    func apply(_ raw: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count: Int) {
+    func apply(_ raw: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count: Int) -> Int? {
         switch kind {
         case .log1p:
             logTable.withUnsafeBufferPointer { table in
@@ -78,8 +81,21 @@ struct DenseEncoder: Sendable {
                     }
                 }
             }
-        case .standardize: for j in 0..<count { out[j] = (raw[j] - mean[j]) * inverseStd[j] }
+        case .standardize:
+            for j in 0..<count {
+                let z = Float((Double(raw[j]) - mean[j]) * inverseStd[j])
+                if !z.isFinite { return j }
+                out[j] = z
+            }
         case .none: out.update(from: raw, count: count)
         }
+        return nil
+    }
+
+    /// Why field `j` (named `name`) with raw value `value` could not be transformed by `apply`.
+    func problem(field j: Int, name: String, value: Float) -> LineProblem {
+        LineProblem(field: name,
+                    message: "\(value) standardizes to a value outside the float32 range ((x - mean) / std with the training split's mean \(mean[j]) and std \(1 / inverseStd[j]))",
+                    hint: "the value is far outside the training rows' range: correct or remove the row, or use --dense-transform log1p or none")
     }
 }

@@ -260,8 +260,9 @@ public struct GenericSchema: Codable, Sendable, Equatable {
     /// Reads and checks a schema file.
     public static func load(path: String) throws(DataError) -> GenericSchema {
         let hint = "the schema is a JSON object; see `rec-dist prepare --help` or the README's \"generic CSV\" section"
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw DataError(file: path, message: "cannot read the schema file", hint: "check the --schema path")
+        let data: Data
+        do { data = Data(try MappedFile.contents(of: path)) } catch {
+            throw DataError(file: path, message: "cannot read the schema file: \(error.message)", hint: "check the --schema path")
         }
         do {
             return try JSONDecoder().decode(GenericSchema.self, from: data)

@@ -29,6 +29,17 @@ extension DataError {
     }
 }
 
+/// Appends `bytes` to the log file open at `fd` (`path` names it in errors) as one record: if
+/// the write fails (a full disk), the file is cut back to where it was, so it never ends in a
+/// partial record, and the error says what the system said ("No space left on device").
+public func appendRecord(_ fd: Int32, _ bytes: [UInt8], path: String) throws(DataError) {
+    let end = lseek(fd, 0, SEEK_END)
+    if let code = bytes.withUnsafeBytes({ writeFully(fd, $0) }) {
+        if end >= 0 { _ = ftruncate(fd, end) }
+        throw DataError.writeFailed(path, code: code, what: "cannot append")
+    }
+}
+
 /// A new file written straight through its descriptor (no buffering), fsynced when closed: how
 /// rec-dist writes the files of a prepared dataset's manifest and of checkpoints, inside an
 /// `AtomicDirectory`. Errors name the file and what the system said (for example "No space left

@@ -30,7 +30,7 @@ public enum Preparer {
             try adjustLabel(&layout, options)
             let files = try options.inputs.map { (path: String) throws(DataError) -> MappedFile in
                 let file = try MappedFile(path: path)
-                if file.bytes.isEmpty {
+                if file.text.isEmpty {
                     throw DataError(file: path, message: "no rows: the file is empty",
                                     hint: "every --input must hold at least one row")
                 }
@@ -95,7 +95,7 @@ public enum Preparer {
         var headerLine: String?
         if schema.header {
             let first = try MappedFile(path: options.inputs[0])
-            let bytes = first.bytes
+            let bytes = first.text
             if let base = bytes.baseAddress, !bytes.isEmpty {
                 let end = memchr(base, 0x0A, bytes.count).map { UnsafeRawPointer($0) - base } ?? bytes.count
                 var line = Array(UnsafeRawBufferPointer(start: base, count: end))

@@ -161,15 +161,22 @@ final class InteractionPreparer {
             try dense.withUnsafeBufferPointer { (denseBuffer: UnsafeBufferPointer<Float>) throws(DataError) in
                 let keyBase = keyBuffer.baseAddress ?? UnsafePointer(negativeKeys)
                 let denseBase = denseBuffer.baseAddress ?? UnsafePointer(negativeDense)
-                func emit(split s: Int, label: Float, keys rowKeys: UnsafePointer<UInt64>, dense rowDense: UnsafePointer<Float>) throws(DataError) {
+                /// `origin` is the input row the values come from; `itemOrigin` the one the item-side
+                /// dense values come from (another row for a sampled negative).
+                func emit(split s: Int, label: Float, keys rowKeys: UnsafePointer<UInt64>, dense rowDense: UnsafePointer<Float>,
+                          origin: Int, itemOrigin: Int) throws(DataError) {
                     mapper.map(rowKeys, into: ids)
-                    if d > 0 { transformer.apply(rowDense, transformed, count: d) }
+                    if d > 0, let j = transformer.apply(rowDense, transformed, count: d) {
+                        let r = layout.denseRoles[j].isItemSide ? itemOrigin : origin
+                        throw transformer.problem(field: j, name: layout.denseNames[j], value: rowDense[j])
+                            .dataError(file: options.inputs[Int(fileOf[r])], line: Int(lineOf[r]))
+                    }
                     try writers[s].append(label: label, dense: transformed, categorical: ids)
                     if label == 1 { positives[s] += 1 }
                 }
                 for r in 0..<count {
                     let s = split[r]
-                    try emit(split: s, label: labels[r], keys: keyBase + r * c, dense: denseBase + r * d)
+                    try emit(split: s, label: labels[r], keys: keyBase + r * c, dense: denseBase + r * d, origin: r, itemOrigin: r)
                     guard labels[r] == 1, let u, let it else { continue }
                     let k = s == 0 || options.split != .leaveLastOut ? options.negatives : options.evalNegatives
                     if k == 0 { continue }
@@ -187,7 +194,7 @@ final class InteractionPreparer {
                         negativeKeys[it] = universe[choice]
                         for f in itemSideCategorical { negativeKeys[f] = keyBase[source * c + f] }
                         for j in itemSideDense { negativeDense[j] = denseBase[source * d + j] }
-                        try emit(split: s, label: 0, keys: negativeKeys, dense: negativeDense)
+                        try emit(split: s, label: 0, keys: negativeKeys, dense: negativeDense, origin: r, itemOrigin: source)
                         sampled += 1
                     }
                 }

@@ -37,11 +37,11 @@ enum VocabularyFile {
     /// Reads and checks the file against the manifest's schema (field count and table sizes).
     static func read(_ path: String, schema: PreparedManifest.Schema, rerun: String) throws(DataError) -> [FieldVocabulary] {
         func fail(_ message: String) -> DataError { DataError(file: path, message: message, hint: rerun) }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw DataError(file: path, message: FileManager.default.fileExists(atPath: path) ? "cannot read" : "no such file: the dataset's vocabularies were not stored (prepared by an older rec-dist?)",
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw DataError(file: path, message: "no such file: the dataset's vocabularies were not stored (prepared by an older rec-dist?)",
                             hint: rerun)
         }
-        let bytes = [UInt8](data)
+        let bytes = try MappedFile.contents(of: path)
         guard bytes.count >= magic.count + 16, (bytes.count - magic.count) % 8 == 0, Array(bytes.prefix(magic.count)) == magic else {
             throw fail("not a rec-dist vocabulary file")
         }

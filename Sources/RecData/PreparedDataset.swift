@@ -148,12 +148,13 @@ public final class PreparedDataset: Sendable {
         self.directory = directory
         let path = (directory as NSString).appendingPathComponent(Self.manifestName)
         let rerun = "re-run `rec-dist prepare --out \(directory)` (with --force to replace it)"
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard FileManager.default.fileExists(atPath: path) else {
             throw DataError(file: path, message: FileManager.default.fileExists(atPath: directory)
                                 ? "no manifest: '\(directory)' is not a prepared dataset (or its preparation did not finish)"
                                 : "no such directory",
                             hint: "--data takes a Criteo TSV file or a directory written by `rec-dist prepare`; " + rerun)
         }
+        let data = Data(try MappedFile.contents(of: path))
         let manifest: PreparedManifest
         do {
             manifest = try PreparedManifest.decoder().decode(PreparedManifest.self, from: data)

@@ -185,6 +185,10 @@ final class RowParser {
                     dense[j] = 0
                 } else if let v = TextInput.parseDecimal(text) {
                     dense[j] = Float(v)
+                } else if TextInput.isDecimalOutOfFloatRange(text) {
+                    return LineProblem(field: layout.columnNames[k],
+                                       message: "\(DataError.quote(text)) is out of float32 range (largest magnitude \(Float.greatestFiniteMagnitude))",
+                                       hint: "dense values are stored as 32-bit floats; rescale the column, or leave the field empty (read as 0)")
                 } else {
                     return LineProblem(field: layout.columnNames[k], message: "expected a number, found \(DataError.quote(text))",
                                        hint: "dense fields hold decimal numbers like 3, -0.5 or 1e-3, or nothing (read as 0)")
@@ -208,7 +212,10 @@ final class RowParser {
                 }
             case .rating:
                 guard let v = TextInput.parseDecimal(text) else {
-                    return LineProblem(field: layout.columnNames[k], message: "expected a rating (a number), found \(DataError.quote(text))",
+                    return LineProblem(field: layout.columnNames[k],
+                                       message: TextInput.isDecimalOutOfFloatRange(text)
+                                           ? "rating \(DataError.quote(text)) is out of float32 range"
+                                           : "expected a rating (a number), found \(DataError.quote(text))",
                                        hint: "ratings are numbers like 4 or 3.5")
                 }
                 rating = v

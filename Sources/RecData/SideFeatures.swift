@@ -62,7 +62,7 @@ extension InteractionPreparer {
     func readSide(_ path: String, separator: UInt8, quotes: Bool, columns: Int, utf8: Bool, header: String?,
                   _ body: (FieldSplitter) -> LineProblem?) throws(DataError) -> (bytes: Int, lines: Int, headers: Int) {
         let file = try MappedFile(path: path)
-        guard !file.bytes.isEmpty else {
+        guard !file.text.isEmpty else {
             throw DataError(file: path, message: "no rows: the file is empty", hint: "remove it, or restore it from the dataset's archive")
         }
         let chunk = TextInput.chunks(of: file, fileIndex: 0, targetBytes: Int.max / 4, threads: 1)[0]

@@ -321,11 +321,15 @@ final class StreamingPreparer {
                 case .implicit: y = 1
                 }
                 let n = rows.counts[split]
-                rows.labels[split][n] = y
                 if d > 0 {
+                    if let j = transformer!.apply(parser.dense, rows.dense[split] + n * d, count: d) {
+                        let problem = transformer!.problem(field: j, name: layout.denseNames[j], value: parser.dense[j])
+                        slot.bad.append(BadRow(file: chunk.fileIndex, line: line, problem: problem, text: Array(text)))
+                        return slot.bad.count <= limit
+                    }
                     if split == 0 { slot.statistics.add(parser.dense) }
-                    transformer!.apply(parser.dense, rows.dense[split] + n * d, count: d)
                 }
+                rows.labels[split][n] = y
                 if c > 0 { mapper!.map(parser.keys, into: rows.categorical[split] + n * c) }
                 rows.counts[split] = n + 1
                 if y == 1 { rows.positives[split] += 1 }

@@ -19,14 +19,24 @@ struct TextChunk: Sendable {
     var endsWithoutNewline: Bool
 }
 
+extension MappedFile {
+    /// The file's contents as text: without a leading UTF-8 byte-order mark (EF BB BF), which
+    /// some editors and exporters write at the start of a file. Line 1 starts after it.
+    public var text: UnsafeRawBufferPointer {
+        let mark: [UInt8] = [0xEF, 0xBB, 0xBF]
+        guard bytes.count >= 3, bytes[0] == mark[0], bytes[1] == mark[1], bytes[2] == mark[2] else { return bytes }
+        return UnsafeRawBufferPointer(rebasing: bytes[3...])
+    }
+}
+
 enum TextInput {
-    /// Cuts `file` into chunks of about `targetBytes`, each ending after a `\n`, and counts their
-    /// lines (in parallel over `threads`).
+    /// Cuts `file`'s text (after any byte-order mark) into chunks of about `targetBytes`, each
+    /// ending after a `\n`, and counts their lines (in parallel over `threads`).
     static func chunks(of file: MappedFile, fileIndex: Int, targetBytes: Int, threads: Int) -> [TextChunk] {
         let bytes = file.bytes
-        guard let base = bytes.baseAddress, !bytes.isEmpty else { return [] }
+        guard let base = bytes.baseAddress, !file.text.isEmpty else { return [] }
         var bounds: [Range<Int>] = []
-        var start = 0
+        var start = bytes.count - file.text.count
         while start < bytes.count {
             var end = min(start + targetBytes, bytes.count)
             if end < bytes.count {
@@ -207,6 +217,26 @@ enum TextInput {
         }
         guard value.isFinite, abs(value) <= Double(Float.greatestFiniteMagnitude) else { return nil }
         return value
+    }
+
+    /// Whether `text`, which `parseDecimal` refused, is a well-formed decimal number whose value
+    /// is beyond the float32 range (`1e39`, `-4e38`, `1e400`): for the error message only.
+    static func isDecimalOutOfFloatRange(_ text: UnsafeRawBufferPointer) -> Bool {
+        guard !text.isEmpty, text.count < 64 else { return false }
+        // Only signs, digits, '.', and 'e'/'E': strtod would also accept "inf", "nan" and hex.
+        let allowed = text.allSatisfy {
+            $0 &- UInt8(ascii: "0") <= 9 || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E")
+                || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "+")
+        }
+        guard allowed else { return false }
+        var buffer = [CChar](repeating: 0, count: text.count + 1)
+        for i in 0..<text.count { buffer[i] = CChar(bitPattern: text[i]) }
+        return buffer.withUnsafeBufferPointer { c -> Bool in
+            var end: UnsafeMutablePointer<CChar>?
+            let value = strtod(c.baseAddress!, &end)
+            guard let end, end - UnsafeMutablePointer(mutating: c.baseAddress!) == text.count else { return false }
+            return !value.isFinite || abs(value) > Double(Float.greatestFiniteMagnitude)
+        }
     }
 }
 

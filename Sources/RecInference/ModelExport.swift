@@ -189,27 +189,40 @@ public enum ModelExport {
 
     /// Writes `model.safetensors` and `model.json` into `directory` (created if needed).
     public static func write(_ trained: Checkpoint.TrainedModel, dataset: PreparedDataset?, to directory: String) throws {
-        try createDirectory(directory)
         let description = try describe(trained, dataset: dataset)
-        let weights = directory + "/model.safetensors"
-        let fm = FileManager.default
-        try? fm.removeItem(atPath: weights)
-        try fm.copyItem(atPath: trained.directory + "/model.safetensors", toPath: weights)
-        try writeJSON(description, to: directory + "/model.json")
+        let weights = try MappedFile(path: trained.directory + "/model.safetensors")
+        try writeAll(to: directory) { files throws(DataError) in
+            try withExtendedLifetime(weights) { () throws(DataError) in try files.stage(directory + "/model.safetensors", weights.bytes) }
+            try files.stage(directory + "/model.json", try json(description))
+        }
     }
 
-    /// Creates the export directory, saying which flag to change when it cannot.
-    static func createDirectory(_ directory: String) throws {
+    /// Creates `directory` if needed and writes the files `body` stages into it, all or none: on
+    /// a failure (a full disk) nothing new is left, and a directory this call created is removed.
+    static func writeAll(to directory: String, _ body: (StagedFiles) throws(DataError) -> Void) throws {
+        let created = !FileManager.default.fileExists(atPath: directory)
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
             throw TrainingError.checkpoint(path: directory, message: "cannot create the export directory (\(error.localizedDescription)); choose a writable --out")
         }
+        let files = StagedFiles()
+        do {
+            try body(files)
+            try files.commit()
+        } catch {
+            files.abandon()
+            if created { try? FileManager.default.removeItem(atPath: directory) }
+            throw error
+        }
     }
 
-    /// `description` as pretty-printed JSON with sorted keys, atomically.
-    static func writeJSON(_ description: [String: Any], to path: String) throws {
-        let json = try JSONSerialization.data(withJSONObject: description, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-        try (json + Data("\n".utf8)).write(to: URL(fileURLWithPath: path), options: .atomic)
+    /// `description` as pretty-printed JSON with sorted keys.
+    static func json(_ description: [String: Any]) throws(DataError) -> [UInt8] {
+        do {
+            return Array(try JSONSerialization.data(withJSONObject: description, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) + [0x0A]
+        } catch {
+            throw DataError(file: "model.json", message: "cannot encode the description: \(error.localizedDescription)")
+        }
     }
 }

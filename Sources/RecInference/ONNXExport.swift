@@ -25,7 +25,6 @@ public enum ONNXExport {
 
     /// Writes `model.onnx` and `model.json` into `directory` (created if needed).
     public static func write(_ trained: Checkpoint.TrainedModel, dataset: PreparedDataset?, to directory: String) throws {
-        try ModelExport.createDirectory(directory)
         var description = try ModelExport.describe(trained, dataset: dataset)
         let model = try self.model(description: description, tensors: trained.tensor(named:))
         description["weights"] = "model.onnx"
@@ -36,12 +35,15 @@ public enum ONNXExport {
         guard weightBytes < Int(Int32.max) - (1 << 20) else {
             throw TrainingError.checkpoint(path: path, message: "the weights take \(weightBytes / (1 << 20)) MiB, over the 2 GiB an ONNX file holds; export --format safetensors, or train with fewer --hash-buckets or a smaller --embedding-dim")
         }
-        do {
-            try (model.serializedBytes() as Data).write(to: URL(fileURLWithPath: path), options: .atomic)
-        } catch {
-            throw TrainingError.checkpoint(path: path, message: "cannot write the ONNX model (\(error)); choose a writable --out with room for it")
+        let bytes: [UInt8]
+        do { bytes = try model.serializedBytes() } catch {
+            throw TrainingError.checkpoint(path: path, message: "cannot encode the ONNX model (\(error))")
         }
-        try ModelExport.writeJSON(description, to: directory + "/model.json")
+        let json = try ModelExport.json(description)
+        try ModelExport.writeAll(to: directory) { files throws(DataError) in
+            try files.stage(path, bytes)
+            try files.stage(directory + "/model.json", json)
+        }
     }
 
     /// The ONNX model computing `description`'s graph; `tensors` gives each weight by name.

@@ -80,20 +80,28 @@ extension Checkpoint.TrainedModel {
 
 /// A buffered writer of text lines to a file or standard output: one `write` per 1 MB.
 public final class LineWriter {
-    private let fd: Int32
+    private var fd: Int32
     private let path: String
+    /// The file written until `close()` renames it to `path` (nil for standard output).
+    private var temporary: String?
     private let ownsDescriptor: Bool
     private var buffer: [UInt8] = []
     private let scratch = UnsafeMutablePointer<CChar>.allocate(capacity: 64)
 
-    /// Writes to `path`, or standard output for "-".
+    /// Writes to `path`, or standard output for "-". A file is written as a hidden temporary
+    /// beside `path` and renamed into place by `close()`: a failure (a full disk) leaves no
+    /// partial file, and an older file at `path` untouched.
     public init(path: String) throws {
         self.path = path
         if path == "-" {
             fd = STDOUT_FILENO
             ownsDescriptor = false
+            temporary = nil
         } else {
-            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            let url = URL(fileURLWithPath: path)
+            let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
+            self.temporary = temporary
+            fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             guard fd >= 0 else {
                 throw DataError(file: path, message: "cannot create the output file: \(String(cString: strerror(errno)))",
                                 hint: "check that its directory exists and is writable (--out)")
@@ -105,7 +113,8 @@ public final class LineWriter {
 
     deinit {
         scratch.deallocate()
-        if ownsDescriptor { Glibc.close(fd) }
+        if ownsDescriptor && fd >= 0 { Glibc.close(fd) }
+        if let temporary { unlink(temporary) }
     }
 
     public func write(_ text: String) throws {
@@ -145,6 +154,18 @@ public final class LineWriter {
         buffer.removeAll(keepingCapacity: true)
     }
 
-    /// Flushes and (for a file) fsyncs nothing more: the data is in the file.
-    public func close() throws { try flush() }
+    /// Flushes; a file is then fsynced, closed and renamed into place.
+    public func close() throws {
+        try flush()
+        guard let temporary else { return }
+        let descriptor = fd
+        fd = -1
+        let synced = fsync(descriptor) == 0 ? nil : errno
+        let closed = Glibc.close(descriptor) == 0 ? nil : errno
+        if let code = synced ?? closed { throw DataError.writeFailed(path, code: code, what: "cannot flush the file to disk") }
+        guard rename(temporary, path) == 0 else {
+            throw DataError(file: path, message: "cannot rename '\(temporary)' into place: \(String(cString: strerror(errno)))")
+        }
+        self.temporary = nil
+    }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import RecCheckpoint
 import RecCore
 import RecData
@@ -16,18 +17,47 @@ extension Checkpoint {
 
         /// Loads the checkpoint at `path` (a step directory, or a root with `latest`) for
         /// scoring batches of up to `maxBatch` rows.
+        ///
+        /// A root may be written to while it is read: a training run moves `latest` on and prunes
+        /// older checkpoints. If the checkpoint `latest` named fails to load and `latest` has
+        /// moved on meanwhile (or the checkpoint is gone), the new `latest` is loaded instead (a
+        /// few times at most: a run writing a checkpoint every step can prune twice in a row).
         public init(path: String, maxBatch: Int = 1024) throws {
-            directory = try Checkpoint.resolve(path)
+            var directory = try Checkpoint.resolve(path)
+            var loaded: Loaded?
+            for attempt in 1...3 {
+                do {
+                    loaded = try Self.load(directory, maxBatch: maxBatch)
+                    break
+                } catch {
+                    let name = (directory as NSString).lastPathComponent
+                    guard attempt < 3, directory != path,
+                          CheckpointDirectory.latest(in: path) != name || !FileManager.default.fileExists(atPath: directory) else {
+                        throw error
+                    }
+                    directory = try Checkpoint.resolve(path)
+                }
+            }
+            guard let loaded else { preconditionFailure("the last attempt returns or throws") }
+            self.directory = directory
+            (training, model, parameters, embeddingTable) = (loaded.training, loaded.model, loaded.parameters, loaded.embeddingTable)
+            config = training.model
+        }
+
+        private typealias Loaded = (training: TrainingConfig, model: any RecModel, parameters: FloatBuffer, embeddingTable: FloatBuffer)
+
+        /// Validates checkpoint `directory` and reads its weights into a model built from the
+        /// configuration it records.
+        private static func load(_ directory: String, maxBatch: Int) throws -> Loaded {
             let state = try Checkpoint.validate(directory)
-            config = state.config.model
-            training = state.config
-            model = makeModel(config, maxBatch: maxBatch)
-            parameters = FloatBuffer(count: model.layout.count)
+            let model = makeModel(state.config.model, maxBatch: maxBatch)
+            let parameters = FloatBuffer(count: model.layout.count)
             let tables = model.embeddings
-            embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * (tables?.dim ?? 1))
+            let embeddingTable = FloatBuffer(count: (tables?.rowCount ?? 0) * (tables?.dim ?? 1))
             try CheckpointDirectory.readModelTensors(directory, layout: model.layout, parameters: parameters, tables: tables,
                                                      embeddingTable: embeddingTable,
                                                      cause: "they do not fit the model configuration the checkpoint itself records (a damaged or hand-edited checkpoint)")
+            return (state.config, model, parameters, embeddingTable)
         }
 
         /// Click probabilities for `rows`.

@@ -47,6 +47,12 @@ public enum Checkpoint {
         /// evaluations since it (absent in checkpoints written without early stopping).
         public var earlyStopBest: Double?
         public var evaluationsSinceBest: Int?
+        /// The run this checkpoint belongs to: set when a run starts from scratch, kept by every
+        /// resume; pruning removes only checkpoints of the run's own lineage (absent in older
+        /// checkpoints, which are never pruned).
+        public var lineage: String?
+        /// The data it was trained on (absent in older checkpoints).
+        public var data: DataIdentity?
     }
 
     /// The tensors a checkpoint holds, borrowed from the trainer's buffers.
@@ -119,13 +125,6 @@ public enum Checkpoint {
         try reported { try CheckpointDirectory.writePointer(root: root, file: file, to: target) }
     }
 
-    /// Removes all but the newest `keep` checkpoints, never removing `protected` (the best).
-    /// Returns the names removed.
-    @discardableResult
-    static func prune(root: String, keep: Int, protected: String?) -> [String] {
-        CheckpointDirectory.prune(root: root, keep: keep, protected: protected)
-    }
-
     /// The checkpoint directories under `root`, oldest first.
     public static func list(root: String) -> [String] { CheckpointDirectory.list(root: root) }
 
@@ -154,7 +153,10 @@ public enum Checkpoint {
     /// anything truncated, flipped or edited with an error saying what is wrong.
     public static func validate(_ dir: String) throws -> State {
         try reported { try CheckpointDirectory.verify(dir) }
-        let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/trainer.json"))
+        let data: Data
+        do { data = Data(try MappedFile.contents(of: dir + "/trainer.json")) } catch {
+            throw TrainingError.checkpoint(path: error.file, message: error.message)
+        }
         guard let state = try? jsonDecoder().decode(State.self, from: data) else {
             let error = CheckpointDirectory.damaged(dir, "trainer.json cannot be decoded")
             throw TrainingError.checkpoint(path: error.path, message: error.message)
@@ -162,6 +164,8 @@ public enum Checkpoint {
         guard state.formatVersion == formatVersion else {
             throw TrainingError.checkpoint(path: dir, message: "format version \(state.formatVersion), this rec-dist reads version \(formatVersion); use the rec-dist that wrote it")
         }
+        var info = stat()
+        try state.check(dir, modelBytes: stat(dir + "/model.safetensors", &info) == 0 ? Int(info.st_size) : 0)
         return state
     }
 
@@ -178,7 +182,10 @@ public enum Checkpoint {
         var loaded: [(name: String, values: [Float])] = []
         for (name, entry) in stateEntries.sorted(by: { $0.key < $1.key }) {
             var values = [Float](repeating: 0, count: entry.range.count / 4)
-            values.withUnsafeMutableBufferPointer { SafeTensors.copy(entry, from: optimizerFile.bytes, into: $0) }
+            try values.withUnsafeMutableBufferPointer { buffer in
+                SafeTensors.copy(entry, from: optimizerFile.bytes, into: buffer)
+                try reported { try CheckpointDirectory.requireFinite(UnsafeBufferPointer(buffer), tensor: name, file: dir + "/optimizer.safetensors") }
+            }
             loaded.append((name, values))
         }
         do {

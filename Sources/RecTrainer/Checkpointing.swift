@@ -1,4 +1,5 @@
 import Foundation
+import RecCheckpoint
 import RecCore
 
 extension Trainer {
@@ -12,15 +13,23 @@ extension Trainer {
             do {
                 let name = Checkpoint.name(step: state.step)
                 let record = books.lastRecord.flatMap { $0.step == state.step ? $0 : nil }
-                policy.noteCandidate(name, record: record, in: &state)
+                // `best` only ever names a checkpoint that was written and verified: a failed
+                // write leaves the previous best in place.
+                var candidate = state
+                policy.noteCandidate(name, record: record, in: &candidate)
                 let saved = Checkpoint.State(
                     formatVersion: Checkpoint.formatVersion, step: state.step, epoch: state.epoch, epochRowOffset: state.offset,
                     samplesSeen: state.samplesSeen, worldSize: worldSize, optimizerStep: buffers.optimizer.step,
-                    evaluation: record, bestMetric: state.bestMetric, bestCheckpoint: state.bestCheckpoint, config: config,
-                    earlyStopBest: state.earlyStopBest, evaluationsSinceBest: state.evaluationsSinceBest)
+                    evaluation: record, bestMetric: candidate.bestMetric, bestCheckpoint: candidate.bestCheckpoint, config: config,
+                    earlyStopBest: state.earlyStopBest, evaluationsSinceBest: state.evaluationsSinceBest,
+                    lineage: books.lineage, data: books.data)
                 let path = try Checkpoint.write(root: root, state: saved, buffers: buffers)
-                if state.bestCheckpoint == name { try Checkpoint.writePointer(root: root, file: "best", to: name) }
-                let removed = Checkpoint.prune(root: root, keep: config.keep, protected: state.bestCheckpoint)
+                if candidate.bestCheckpoint == name {
+                    try Checkpoint.reported { try CheckpointDirectory.verify(path) }
+                    try Checkpoint.writePointer(root: root, file: "best", to: name)
+                }
+                state = candidate
+                let removed = Checkpoint.prune(root: root, keep: config.keep, protected: state.bestCheckpoint, lineage: books.lineage)
                 books.lastCheckpoint = path
                 logger.info("checkpoint written to \(path)\(removed.isEmpty ? "" : " (removed \(removed.joined(separator: ", ")))")")
             } catch {

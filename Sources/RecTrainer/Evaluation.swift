@@ -193,9 +193,7 @@ extension Trainer {
             }
             step.phases.describe(into: &record, since: books.phasesAtEvaluation)
             books.phasesAtEvaluation = step.phases
-            do { try appendMetrics(record, to: log) } catch {
-                metricsFailure = TrainingError.metricsLog(path: config.metricsPath ?? "", message: "cannot append: \(error)")
-            }
+            do { try appendMetrics(record, to: log) } catch { metricsFailure = error }
             do { try tensorBoard?.write(record) } catch { metricsFailure = error }
             books.lastRecord = record
         }
@@ -230,5 +228,5 @@ extension Trainer {
     }
 }
 
-/// `x` with `digits` decimals.
-func fmt(_ x: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", x) }
+/// `x` with `digits` decimals; "n/a" for NaN and infinities (an evaluation without rows).
+func fmt(_ x: Double, _ digits: Int) -> String { x.isFinite ? String(format: "%.\(digits)f", x) : "n/a" }

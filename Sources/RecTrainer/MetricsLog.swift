@@ -1,4 +1,5 @@
 import Foundation
+import RecData
 
 extension Trainer {
     /// Opens (creates, or appends to when resuming) the metrics log of --metrics-out.
@@ -15,15 +16,21 @@ extension Trainer {
         return handle
     }
 
-    /// Appends one evaluation as a JSON line (non-finite values as strings).
+    /// Appends one evaluation as a JSON line, a metric without a value (NaN or an infinity:
+    /// an evaluation without rows, a calibration without positives) as null. A failed write
+    /// (a full disk) leaves no partial line.
     func appendMetrics(_ record: EvaluationRecord, to handle: FileHandle?) throws {
         guard let handle else { return }
+        let path = config.metricsPath ?? ""
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-        var data = try encoder.encode(record)
-        data.append(0x0A)
-        try handle.write(contentsOf: data)
+        let marker = "rec-dist-non-finite"
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: marker, negativeInfinity: marker, nan: marker)
+        var object = try JSONSerialization.jsonObject(with: encoder.encode(record)) as! [String: Any]
+        for (key, value) in object where value as? String == marker { object[key] = NSNull() }
+        let line = Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) + [0x0A]
+        do { try appendRecord(handle.fileDescriptor, line, path: path) } catch {
+            throw TrainingError.metricsLog(path: path, message: error.message + (error.hint.map { "; \($0)" } ?? ""))
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import RecCore
+import RecData
 
 /// A model configuration file (`train --model-config FILE`): one JSON object, snake_case keys,
 /// every key optional. Values start from the preset of `model` (the `--model` defaults); the
@@ -45,8 +46,9 @@ public struct ModelConfigFile: Sendable {
     /// Reads and checks the file (types, known keys, the sizes it can check alone).
     public init(path: String) throws {
         self.path = path
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw TrainingError.modelConfig("model config \(path): cannot read the file (--model-config)")
+        let data: Data
+        do { data = Data(try MappedFile.contents(of: path)) } catch {
+            throw TrainingError.modelConfig("model config \(path): cannot read the file (--model-config): \(error.message)")
         }
         let object: Any
         do { object = try JSONSerialization.jsonObject(with: data) } catch {

@@ -25,7 +25,13 @@ extension Trainer {
         try bytes.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
         // Non-finite metrics (a NaN logloss without evaluation rows, an infinite calibration
         // when every evaluation label is 0) travel as strings, as in trainer.json.
-        return try Checkpoint.jsonDecoder().decode(Checkpoint.State.self, from: Data(bytes))
+        var state = try Checkpoint.jsonDecoder().decode(Checkpoint.State.self, from: Data(bytes))
+        if config.restartData == true {
+            // --restart-data: the model, optimizer and step go on; the data starts at its first row.
+            if rank == 0 { logger.info("--restart-data: the data starts from its first row (epoch 1), the model and optimizer continue from step \(state.step)") }
+            (state.epoch, state.epochRowOffset, state.data) = (0, 0, nil)
+        }
+        return state
     }
 
     private func findAndLoad(into buffers: Checkpoint.Buffers) throws -> Checkpoint.State? {
@@ -49,7 +55,7 @@ extension Trainer {
         guard let (dir, state) = found else { return nil }
         let saved = state.config
         guard saved.model == config.model else {
-            throw TrainingError.checkpoint(path: dir, message: "it was written for a different model (\(describe(saved.model))) than this run asks for (\(describe(config.model))); pass the same model flags or use a new --checkpoint-dir")
+            throw TrainingError.checkpoint(path: dir, message: "it was written for a different model (\(describe(saved.model))) than this run asks for (\(describe(config.model))): \(Self.differences(saved.model, config.model)); pass the same model flags and data, or use a new --checkpoint-dir")
         }
         guard saved.optimizer.kind == config.optimizer.kind else {
             throw TrainingError.checkpoint(path: dir, message: "it holds \(saved.optimizer.kind.rawValue) optimizer state, this run asks for --optimizer \(config.optimizer.kind.rawValue)")
@@ -66,6 +72,26 @@ extension Trainer {
             logger.warning("the checkpoint was trained with a global batch of \(savedGlobal) (\(state.worldSize) x \(saved.batchSize)), this run uses \(global) (\(worldSize) x \(config.batchSize)): training continues from the same data position, but will not match an uninterrupted run")
         }
         return state
+    }
+
+    /// The configuration keys whose values differ, with both values ("hashBuckets: checkpoint
+    /// 400, this run 300"), so that a mismatch the short descriptions do not show (the data's
+    /// field count or vocabulary sizes) is said.
+    static func differences(_ saved: ModelConfig, _ current: ModelConfig) -> String {
+        func object(_ m: ModelConfig) -> [String: Any] {
+            (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(m))) as? [String: Any] ?? [:]
+        }
+        func text(_ value: Any?) -> String {
+            guard let value, !(value is NSNull) else { return "none" }
+            guard JSONSerialization.isValidJSONObject([value]), let data = try? JSONSerialization.data(withJSONObject: [value], options: [.sortedKeys]) else {
+                return "\(value)"
+            }
+            let all = String(decoding: data, as: UTF8.self).dropFirst().dropLast()
+            return all.count > 60 ? String(all.prefix(57)) + "..." : String(all)
+        }
+        let a = object(saved), b = object(current)
+        let keys = Set(a.keys).union(b.keys).sorted().filter { text(a[$0]) != text(b[$0]) }
+        return keys.map { "\($0): checkpoint \(text(a[$0])), this run \(text(b[$0]))" }.joined(separator: "; ")
     }
 
     private func describe(_ m: ModelConfig) -> String {

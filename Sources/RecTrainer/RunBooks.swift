@@ -1,6 +1,7 @@
 import Foundation
 
-/// What the loop keeps besides the run state, for its reports: nothing of it goes into a checkpoint.
+/// What the loop keeps besides the run state, for its reports and for the identity its
+/// checkpoints carry (lineage, data).
 struct RunBooks {
     /// The latest evaluation (rank 0), and the step-time phases at it.
     var lastRecord: EvaluationRecord?
@@ -16,6 +17,9 @@ struct RunBooks {
     var stoppedEarlyAt: Int?
     /// The figures since the latest evaluation.
     var since = SinceEvaluation()
+    /// What this run's checkpoints record of it: its lineage and (rank 0) its data.
+    var lineage = ""
+    var data: DataIdentity?
 }
 
 /// Training figures since the latest evaluation.

@@ -172,8 +172,8 @@ extension Checkpoint {
     }
 
     /// Rank 0: a sharded checkpoint's dense tensors and dense optimizer state, after checking
-    /// that its tables and embedding state have this model's shapes (their rows move with
-    /// `receiveShards`).
+    /// that its tables and embedding state have this model's shapes and that every value is
+    /// finite (their rows move with `receiveShards`).
     static func loadDense(_ dir: String, state: State, into buffers: Buffers) throws {
         let tables = buffers.sharding!.tables
         try reported {
@@ -192,6 +192,16 @@ extension Checkpoint {
             throw TrainingError.checkpoint(path: path, message: "optimizer state: \(name) has \(entries[name]!.range.count / 4) values, this model needs \(count)")
         }
         for slot in slots.dense { SafeTensors.copy(entries[slot.name]!, from: file.bytes, into: slot.buffer) }
+        // Every value is checked here, before the rows travel: a collective cannot stop half-way.
+        let model = try MappedFile(path: dir + "/model.safetensors")
+        let (modelEntries, _) = try reported { try SafeTensors.parseHeader(model.bytes, path: dir + "/model.safetensors") }
+        for (mapped, entries, name) in [(model, modelEntries, "model.safetensors"), (file, entries, "optimizer.safetensors")] {
+            for (tensor, entry) in entries {
+                let values = UnsafeBufferPointer(start: (mapped.bytes.baseAddress! + entry.range.lowerBound).assumingMemoryBound(to: Float.self),
+                                                 count: entry.range.count / 4)
+                try reported { try CheckpointDirectory.requireFinite(values, tensor: tensor, file: dir + "/" + name) }
+            }
+        }
         do { try buffers.optimizer.restoreStep(state.optimizerStep) } catch {
             throw TrainingError.checkpoint(path: dir, message: "optimizer state: \(error)")
         }

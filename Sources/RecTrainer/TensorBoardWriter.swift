@@ -1,4 +1,5 @@
 import Foundation
+import RecData
 import RecCheckpoint
 import RecProtos
 import SwiftProtobuf
@@ -73,9 +74,11 @@ public final class TensorBoardWriter {
     private func append(_ event: Tensorboard_Event) throws {
         do {
             let payload: [UInt8] = try event.serializedBytes()
-            try handle.write(contentsOf: TensorBoardWriter.record(payload))
+            try appendRecord(handle.fileDescriptor, TensorBoardWriter.record(payload), path: path)
+        } catch let error as DataError {
+            throw TrainingError.tensorBoard(path: path, message: error.message + (error.hint.map { "; \($0)" } ?? ""))
         } catch {
-            throw TrainingError.tensorBoard(path: path, message: "cannot append: \(error)")
+            throw TrainingError.tensorBoard(path: path, message: "cannot encode an event: \(error)")
         }
     }
 

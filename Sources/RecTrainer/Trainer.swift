@@ -44,10 +44,13 @@ public final class Trainer {
         let buffers = Checkpoint.Buffers(layout: model.layout, parameters: step.parameters, embeddingTable: step.embeddingTable,
                                          tables: sharding?.tables ?? model.embeddings, optimizer: step.optimizer, sharding: sharding)
         StopSignal.install()
+        let ownership = try claimCheckpointDirectory()
+        defer { ownership?.release() }
         let resumed = try resumeState(into: buffers)
         let data = try loadData(resumeOffset: resumed?.epochRowOffset ?? 0)
         let source = data.source
         defer { source.stop() }
+        let identity = try identifyRun(resumed: resumed, data: data)
         try checkSelectionMetric(data)
         try startReplicas(step, resumed: resumed, buffers: buffers)
         var state = resumed.map(RunState.init) ?? RunState()
@@ -64,6 +67,7 @@ public final class Trainer {
         let checkpoints = CheckpointPolicy(everySteps: config.checkpointEvery, everySeconds: config.checkpointEverySeconds,
                                            metric: config.selectionMetric)
         var books = RunBooks()
+        (books.lineage, books.data) = identity
         var throughput = Throughput()
 
         while state.step < plan.lastStep {

@@ -52,6 +52,9 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var resume: String?
     /// Resume from the newest valid checkpoint in `checkpointDir` if there is one.
     public var autoResume: Bool = false
+    /// Resuming on data other than the checkpoint's: keep the model, optimizer and step, and
+    /// start the new data from its first row (epoch 1); nil or false: such a resume is refused.
+    public var restartData: Bool?
     /// Skip (on every rank) a step whose loss or gradient is NaN or infinite instead of stopping.
     public var skipNonFinite: Bool = false
     /// Keep training when a checkpoint cannot be written (default: stop, the previous checkpoint intact).
@@ -184,6 +187,9 @@ public enum TrainingError: Error, CustomStringConvertible {
     case modelConfig(String)
     /// A checkpoint could not be written or read.
     case checkpoint(path: String, message: String)
+    /// The checkpoint directory or checkpoint is not this run's to use as asked: another run
+    /// holds the directory, or the checkpoint was trained on other data. A usage error.
+    case checkpointConflict(path: String, message: String)
     /// The metrics log (--metrics-out) could not be created or written.
     case metricsLog(path: String, message: String)
     /// The TensorBoard event file (--tensorboard) could not be created or written.
@@ -204,14 +210,14 @@ public enum TrainingError: Error, CustomStringConvertible {
         case let .gradientCheckFailed(details):
             return "finite-difference gradient check failed: \(details)"
         case let .interrupted(signal, step, checkpoint):
-            let name = signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : signal == SIGUSR1 ? "SIGUSR1" : "signal \(signal)"
+            let name = StopSignal.name(signal)
             if let checkpoint {
                 return "stopped by \(name) after step \(step); checkpoint written to \(checkpoint). Continue with --auto-resume (or --resume \(checkpoint))."
             }
             return "stopped by \(name) after step \(step); nothing was saved (no --checkpoint-dir)."
         case let .notEnoughData(message), let .modelConfig(message):
             return message
-        case let .checkpoint(path, message):
+        case let .checkpoint(path, message), let .checkpointConflict(path, message):
             return "checkpoint '\(path)': \(message)"
         case let .metricsLog(path, message):
             return "metrics log '\(path)': \(message)"

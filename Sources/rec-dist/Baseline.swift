@@ -16,7 +16,7 @@ struct Baseline: ParsableCommand {
     var data: String
     @Option(help: "The split to rank: valid or test.")
     var evalSplit: String = "test"
-    @Option(help: "The cut-off K of HR@K and NDCG@K.")
+    @Option(parsing: .unconditional, help: "The cut-off K of HR@K and NDCG@K.")
     var k: Int = 10
 
     func validate() throws {

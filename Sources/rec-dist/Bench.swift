@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RecCore
+import RecData
 import RecDistributed
 import RecMPI
 import RecTrainer
@@ -25,15 +26,15 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("case"),
             help: "A case MODEL:BATCH (batch per rank); repeat for several (default: mlp:32 mlp:512 dlrm:128 dlrm:1024).")
     var cases: [BenchmarkCase] = []
-    @Option(help: "Untimed warm-up steps (at least; warm-up also lasts at least --warmup-seconds).")
+    @Option(parsing: .unconditional, help: "Untimed warm-up steps (at least; warm-up also lasts at least --warmup-seconds).")
     var warmupSteps: Int = 20
-    @Option(help: "Minimum warm-up time, seconds.")
+    @Option(parsing: .unconditional, help: "Minimum warm-up time, seconds.")
     var warmupSeconds: Double = 1
-    @Option(help: "Timed windows per case; the reported throughput is their median.")
+    @Option(parsing: .unconditional, help: "Timed windows per case; the reported throughput is their median.")
     var windows: Int = 7
-    @Option(help: "Target length of one timed window, seconds.")
+    @Option(parsing: .unconditional, help: "Target length of one timed window, seconds.")
     var windowSeconds: Double = 1
-    @Option(help: "Time spent measuring sgemm on each case's layer shapes, seconds.")
+    @Option(parsing: .unconditional, help: "Time spent measuring sgemm on each case's layer shapes, seconds.")
     var sgemmSeconds: Double = 1
     @Flag(inversion: .prefixedNo,
           help: "With several ranks, also alternate windows of rank 0 training alone with windows of all ranks (the scaling ratio).")
@@ -43,7 +44,7 @@ struct Bench: ParsableCommand {
     var localSums = true
     @Option(help: "A prepared dataset directory (rec-dist prepare) to read batches from, memory-mapped and prefetched as train does (default: synthetic rows in memory).")
     var data: String?
-    @Option(help: "With --data: MB of the mapped data a rank keeps resident before dropping pages.")
+    @Option(parsing: .unconditional, help: "With --data: MB of the mapped data a rank keeps resident before dropping pages.")
     var residentDataMb: Int = 64
     @Option(help: "Write the report as JSON to this file (rank 0).")
     var jsonOut: String?
@@ -95,7 +96,7 @@ struct Bench: ParsableCommand {
                     let url = URL(fileURLWithPath: path)
                     try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(),
                                                              withIntermediateDirectories: true)
-                    try encoder.encode(report).write(to: url)
+                    try replaceFile(at: path, with: Array(try encoder.encode(report)))
                     print("report: \(path)")
                 } catch {
                     printError("cannot write --json-out '\(path)': \(error)")

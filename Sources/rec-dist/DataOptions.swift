@@ -6,13 +6,13 @@ import RecTrainer
 struct PreparedDataFlags: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "Prepared data: shuffle each epoch (seeded by --seed; the order does not depend on the number of ranks).")
     var shuffle = true
-    @Option(help: "Prepared data: shuffle within windows of this many consecutive rows, visited in random order (0: the whole split). Keeps reads local for data larger than memory.")
+    @Option(parsing: .unconditional, help: "Prepared data: shuffle within windows of this many consecutive rows, visited in random order (0: the whole split). Keeps reads local for data larger than memory.")
     var shuffleWindow: Int = 0
     @Option(help: "Prepared data: the split rank 0 evaluates, valid or test.")
     var evalSplit: String = "valid"
-    @Option(help: "Prepared data: batches prefetched ahead of the step by a background thread.")
+    @Option(parsing: .unconditional, help: "Prepared data: batches prefetched ahead of the step by a background thread.")
     var prefetch: Int = 4
-    @Option(help: "Prepared data: MB of the mapped dataset a rank keeps resident before dropping those pages (they stay in the page cache).")
+    @Option(parsing: .unconditional, help: "Prepared data: MB of the mapped dataset a rank keeps resident before dropping those pages (they stay in the page cache).")
     var residentData: Int = 256
 
     func validate() throws {

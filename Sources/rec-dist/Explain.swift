@@ -31,13 +31,13 @@ struct Explain: ParsableCommand {
     var data: String
     @Option(help: "Prepared dataset: the split to explain on, valid or test (an empty or absent valid split falls back to test).")
     var split: String = "valid"
-    @Option(help: "Shuffles per field (different seeds), for the spread.")
+    @Option(parsing: .unconditional, help: "Shuffles per field (different seeds), for the spread.")
     var repeats: Int = 5
-    @Option(help: "Seed of the permutations.")
+    @Option(parsing: .unconditional, help: "Seed of the permutations.")
     var seed: UInt64 = 1
     @Option(help: "The metric: auc (importance = baseline AUC - shuffled AUC) or logloss (shuffled - baseline).")
     var metric: PermutationImportance.Metric = .auc
-    @Option(help: "Use at most this many evaluation rows (the first ones).")
+    @Option(parsing: .unconditional, help: "Use at most this many evaluation rows (the first ones).")
     var maxRows: Int = 50_000
     @Option(help: "Write the chart as a self-contained HTML page here.")
     var out: String = "explain.html"
@@ -73,7 +73,7 @@ struct Explain: ParsableCommand {
                 details: [("model", trained.config.kind.rawValue), ("rows", "\(rows.count)"),
                           ("baseline \(metric.rawValue)", String(format: "%.4f", baseline)), ("repeats", "\(repeats)"),
                           ("fields", "\(fields.count)"), ("most important", ranked.first?.field.name ?? "-")])
-            try html.write(toFile: out, atomically: true, encoding: .utf8)
+            try replaceFile(at: out, with: Array(html.utf8))
             logger.info("wrote \(out)")
             if let jsonOut {
                 let objects: [[String: Any]] = ranked.map {
@@ -82,7 +82,7 @@ struct Explain: ParsableCommand {
                 let data = try JSONSerialization.data(withJSONObject: ["metric": metric.rawValue, "baseline": baseline, "rows": rows.count,
                                                                        "repeats": repeats, "seed": seed, "fields": objects] as [String: Any],
                                                       options: [.prettyPrinted, .sortedKeys])
-                try data.write(to: URL(fileURLWithPath: jsonOut))
+                try replaceFile(at: jsonOut, with: Array(data))
             }
         }
     }

@@ -39,11 +39,11 @@ struct Predict: ParsableCommand {
     var split: String = "test"
     @Option(help: "Output CSV path ('-' for standard output).")
     var out: String = "-"
-    @Option(help: "Only score the first N rows (of each split).")
+    @Option(parsing: .unconditional, help: "Only score the first N rows (of each split).")
     var limit: Int?
     @Flag(help: "Prepared interaction data: also write each row's user and item ids (columns user_id,item_id).")
     var ids = false
-    @Option(help: "Rows per forward pass.")
+    @Option(parsing: .unconditional, help: "Rows per forward pass.")
     var batchSize: Int = 1024
     @OptionGroup var logging: LoggingOptions
 

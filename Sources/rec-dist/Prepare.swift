@@ -54,9 +54,9 @@ struct Prepare: ParsableCommand {
     var out: String
     @Option(help: "csv: the schema file (JSON) naming the label, dense, categorical, user, item and timestamp columns.")
     var schema: String?
-    @Option(help: "Vocabulary ids: values seen at least K times in the training split get their own id, rarer ones share one (default for interaction formats: 1).")
+    @Option(parsing: .unconditional, help: "Vocabulary ids: values seen at least K times in the training split get their own id, rarer ones share one (default for interaction formats: 1).")
     var minCount: Int?
-    @Option(help: "Hashed ids: M ids per field, as `train` hashes raw TSV (default for criteo, avazu, csv: 65536).")
+    @Option(parsing: .unconditional, help: "Hashed ids: M ids per field, as `train` hashes raw TSV (default for criteo, avazu, csv: 65536).")
     var hashBuckets: Int?
     @Option(help: "Dense transform: log1p, standardize (training-split mean and std) or none (default: log1p for criteo, else standardize).")
     var denseTransform: DenseTransformKind?
@@ -66,19 +66,19 @@ struct Prepare: ParsableCommand {
     var positive: NameList?
     @Option(help: "Split: random, contiguous (train, then test, then valid: DLRM's), time, leave-last-out, files (default: random for click logs, leave-last-out for interactions).")
     var split: SplitKind?
-    @Option(help: "Fraction of rows for validation (random, contiguous, time; default 0.1, contiguous 1/14).")
+    @Option(parsing: .unconditional, help: "Fraction of rows for validation (random, contiguous, time; default 0.1, contiguous 1/14).")
     var validFraction: Double?
-    @Option(help: "Fraction of rows for test (default 0.1, contiguous 1/14).")
+    @Option(parsing: .unconditional, help: "Fraction of rows for test (default 0.1, contiguous 1/14).")
     var testFraction: Double?
-    @Option(help: "Negatives sampled per positive, never a known positive of the user (default: 4 for amazon and diginetica, else 0).")
+    @Option(parsing: .unconditional, help: "Negatives sampled per positive, never a known positive of the user (default: 4 for amazon and diginetica, else 0).")
     var negatives: Int?
-    @Option(help: "leave-last-out: negatives sampled per held-out positive in valid and test (default: 99).")
+    @Option(parsing: .unconditional, help: "leave-last-out: negatives sampled per held-out positive in valid and test (default: 99).")
     var evalNegatives: Int?
-    @Option(help: "Seed of the random split and the negative sampling (default: 1).")
+    @Option(parsing: .unconditional, help: "Seed of the random split and the negative sampling (default: 1).")
     var seed: UInt64?
-    @Option(help: "Skip up to N bad rows (counted, reported, written to DIR/rejects.txt) instead of failing on the first.")
+    @Option(parsing: .unconditional, help: "Skip up to N bad rows (counted, reported, written to DIR/rejects.txt) instead of failing on the first.")
     var maxBadRows: Int = 0
-    @Option(help: "Parsing threads (default: the number of cores).")
+    @Option(parsing: .unconditional, help: "Parsing threads (default: the number of cores).")
     var threads: Int?
     @Flag(help: "Replace an existing prepared dataset at --out.")
     var force = false
@@ -93,8 +93,8 @@ struct Prepare: ParsableCommand {
         }
         if let negatives, negatives < 0 || negatives > 1000 { throw ValidationError("--negatives \(negatives) is out of range: use 0 to 1000.") }
         if let evalNegatives, evalNegatives < 0 || evalNegatives > 10_000 { throw ValidationError("--eval-negatives \(evalNegatives) is out of range: use 0 to 10000.") }
-        if maxBadRows < 0 { throw ValidationError("--max-bad-rows must be 0 or more.") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be 1 or more.") }
+        if maxBadRows < 0 { throw ValidationError("--max-bad-rows \(maxBadRows) is out of range: use 0 (stop at the first bad row) or more.") }
+        if let threads, threads < 1 { throw ValidationError("--threads \(threads) is out of range: use 1 or more.") }
         if input.isEmpty { throw ValidationError("--input needs at least one file.") }
         if let like {
             let given: [(String, Bool)] = [

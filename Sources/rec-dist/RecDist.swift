@@ -17,9 +17,12 @@ struct RecDist: ParsableCommand {
         subcommands: [Synth.self, Prepare.self, Train.self, Predict.self, Recommend.self, Explain.self, Export.self,
                       ReportCommand.self, Bench.self, Baseline.self])
 
-    /// Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
+    /// Exit status of a run with --checkpoint-dir stopped by SIGTERM/SIGINT after writing its checkpoint (EX_TEMPFAIL:
     /// "try again later"; `--auto-resume` continues it).
     static let interruptedExitCode: Int32 = 75
+    /// Exit status of a run stopped by SIGTERM/SIGINT without --checkpoint-dir: nothing was
+    /// saved, there is nothing to resume.
+    static let interruptedUnsavedExitCode: Int32 = 76
 }
 
 /// Logging flags shared by every subcommand.

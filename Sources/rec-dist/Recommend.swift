@@ -33,7 +33,7 @@ struct Recommend: ParsableCommand {
     var users: String?
     @Flag(help: "Every user of the training split: write the top K of each to --out.")
     var allUsers = false
-    @Option(help: "How many items to return.")
+    @Option(parsing: .unconditional, help: "How many items to return.")
     var k: Int = 10
     @Flag(help: "Leave out the items the user has seen in the training split.")
     var excludeSeen = false

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import RecData
 import RecInference
 import RecTrainer
 
@@ -40,7 +41,7 @@ struct ReportCommand: ParsableCommand {
                 configuration = try String(contentsOfFile: dir + "/trainer.json", encoding: .utf8)
             }
             let html = try Report.html(records: records, title: title, configuration: configuration)
-            try html.write(toFile: out, atomically: true, encoding: .utf8)
+            try replaceFile(at: out, with: Array(html.utf8))
             logger.info("wrote \(out) (\(records.count) evaluations)")
         }
     }

@@ -5,11 +5,11 @@ import RecCore
 struct StepOptions: ParsableArguments {
     @Option(help: "Optimizer: \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
     var optimizer: OptimizerKind = .adam
-    @Option(help: "Rows per embedding table for raw TSV or synthetic rows (hashing modulo this; a missing value is its own id; default 65536).")
+    @Option(parsing: .unconditional, help: "Rows per embedding table for raw TSV or synthetic rows (hashing modulo this; a missing value is its own id; default 65536).")
     var hashBuckets: Int?
-    @Option(help: "Dense gradient bucket size in KiB: each bucket's allreduce starts as soon as the backward pass has finished its layers (buckets end at tensor boundaries).")
+    @Option(parsing: .unconditional, help: "Dense gradient bucket size in KiB: each bucket's allreduce starts as soon as the backward pass has finished its layers (buckets end at tensor boundaries).")
     var bucketKib: Int = 1024
-    @Option(help: "OpenBLAS threads per rank (default 1: one rank per core).")
+    @Option(parsing: .unconditional, help: "OpenBLAS threads per rank (default 1: one rank per core).")
     var blasThreads: Int = 1
     @Option(help: "Where the embedding tables live: replicated (every rank holds every table), table (each table whole on one rank), row (every table's rows dealt over all ranks), auto (replicate what fits --memory-per-rank, shard the largest tables until every rank fits). Rank 0 prints the plan.")
     var embeddingSharding: EmbeddingSharding = .replicated

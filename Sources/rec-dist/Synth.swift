@@ -12,11 +12,11 @@ struct Synth: ParsableCommand {
         file (FILE.probs by default), so `train` can report the oracle AUC of its evaluation split.
         """)
 
-    @Option(help: "Number of rows to write.")
+    @Option(parsing: .unconditional, help: "Number of rows to write.")
     var rows: Int = 1_000_000
     @Option(help: "Output TSV path.")
     var out: String
-    @Option(help: "Seed of the hidden model and the rows.")
+    @Option(parsing: .unconditional, help: "Seed of the hidden model and the rows.")
     var seed: UInt64 = 2026
     @Option(help: "Where to write the true probabilities (default: <out>.probs).")
     var probabilitiesOut: String?

@@ -40,67 +40,67 @@ struct Train: ParsableCommand {
     var data: String
     @Option(help: "A separate evaluation file (default: hold out the last --eval-fraction of --data).")
     var eval: String?
-    @Option(help: "Fraction of --data held out for evaluation, taken from the end of the file.")
+    @Option(parsing: .unconditional, help: "Fraction of --data held out for evaluation, taken from the end of the file.")
     var evalFraction: Double = 0.1
     @Option(help: "Model: \(ModelKind.allCases.map(\.rawValue).joined(separator: ", ")) (default mlp); each name is a preset of the shape flags below, which override it.")
     var model: ModelKind?
     @Option(help: "A model configuration file (JSON, see the README); flags given explicitly override its values.")
     var modelConfig: String?
-    @Option(help: "mlp: hidden widths (128); wide-deep: the deep MLP's (256,128); ncf: the MLP branch's (32,16,8); two-tower: each tower's (64).")
+    @Option(parsing: .unconditional, help: "mlp: hidden widths (128); wide-deep: the deep MLP's (256,128); ncf: the MLP branch's (32,16,8); two-tower: each tower's (64).")
     var hidden: LayerWidths?
-    @Option(help: "mlp: how many leading dense features to use (1-13; default 10).")
+    @Option(parsing: .unconditional, help: "mlp: how many leading dense features to use (1-13; default 10).")
     var denseFeatures: Int?
-    @Option(help: "Embedding dimension: dlrm (also the bottom MLP's output; 16), wide-deep (16), ncf's MLP branch (32), two-tower (32).")
+    @Option(parsing: .unconditional, help: "Embedding dimension: dlrm (also the bottom MLP's output; 16), wide-deep (16), ncf's MLP branch (32), two-tower (32).")
     var embeddingDim: Int?
-    @Option(help: "dlrm: bottom MLP hidden widths (512,256,64).")
+    @Option(parsing: .unconditional, help: "dlrm: bottom MLP hidden widths (512,256,64).")
     var bottom: LayerWidths?
-    @Option(help: "dlrm: top MLP hidden widths (512,256).")
+    @Option(parsing: .unconditional, help: "dlrm: top MLP hidden widths (512,256).")
     var top: LayerWidths?
-    @Option(help: "ncf: GMF predictive factors (8); two-tower: the towers' output width (32).")
+    @Option(parsing: .unconditional, help: "ncf: GMF predictive factors (8); two-tower: the towers' output width (32).")
     var factors: Int?
     @Option(help: "Hidden activation of every MLP: relu (default), sigmoid or tanh.")
     var activation: Activation?
-    @Option(help: "Dropout rate after every hidden layer of every MLP, in [0, 1) (default 0); seeded, off in evaluation.")
+    @Option(parsing: .unconditional, help: "Dropout rate after every hidden layer of every MLP, in [0, 1) (default 0); seeded, off in evaluation.")
     var dropout: Float?
     @Option(help: "Weight initializer: \(Initializer.allCases.map(\.rawValue).joined(separator: ", ")) (default glorot-uniform).")
     var initializer: Initializer?
     @Option(help: "Loss: bce (binary cross-entropy) or mse (squared error on the sigmoid output).")
     var loss: Loss = .bce
-    @Option(help: "Learning rate (default: Keras's default for the optimizer).")
+    @Option(parsing: .unconditional, help: "Learning rate (default: Keras's default for the optimizer).")
     var lr: Float?
-    @Option(help: "momentum: the momentum coefficient.")
+    @Option(parsing: .unconditional, help: "momentum: the momentum coefficient.")
     var momentum: Float = 0.9
     @Flag(help: "momentum: use Nesterov momentum.")
     var nesterov = false
-    @Option(help: "Weight decay: decoupled (p -= lr * wd * p) for adamw, L2 (g += wd * p) for the others; embedding rows decay only in the steps that touch them (default: 0.004 for adamw, else 0).")
+    @Option(parsing: .unconditional, help: "Weight decay: decoupled (p -= lr * wd * p) for adamw, L2 (g += wd * p) for the others; embedding rows decay only in the steps that touch them (default: 0.004 for adamw, else 0).")
     var weightDecay: Float?
     @Option(help: "Learning-rate schedule after warmup: \(LearningRateDecay.allCases.map(\.rawValue).joined(separator: ", ")) (linear and cosine decay to --min-lr-ratio x lr at the last step).")
     var lrSchedule: LearningRateDecay = .constant
-    @Option(help: "Steps of linear warmup from lr/N to lr before the schedule (0: none).")
+    @Option(parsing: .unconditional, help: "Steps of linear warmup from lr/N to lr before the schedule (0: none).")
     var warmupSteps: Int = 0
-    @Option(help: "linear, cosine: the final learning rate as a fraction of --lr.")
+    @Option(parsing: .unconditional, help: "linear, cosine: the final learning rate as a fraction of --lr.")
     var minLrRatio: Double?
-    @Option(help: "step: multiply the learning rate by --lr-decay-factor every this many steps after warmup (default 1000).")
+    @Option(parsing: .unconditional, help: "step: multiply the learning rate by --lr-decay-factor every this many steps after warmup (default 1000).")
     var lrDecayEvery: Int?
-    @Option(help: "step: the factor applied every --lr-decay-every steps (default 0.1).")
+    @Option(parsing: .unconditional, help: "step: the factor applied every --lr-decay-every steps (default 0.1).")
     var lrDecayFactor: Double?
     @Flag(help: "Multiply --lr by the number of ranks (the linear scaling rule for the N-times larger global batch).")
     var scaleLrByWorldSize = false
-    @Option(help: "Gradient accumulation: micro-batches (global batches) per optimizer step; one step equals a step on a K-times larger batch.")
+    @Option(parsing: .unconditional, help: "Gradient accumulation: micro-batches (global batches) per optimizer step; one step equals a step on a K-times larger batch.")
     var accumulate: Int = 1
-    @Option(help: "Clip the gradients (dense and embedding rows, after the allreduce) to this global L2 norm (default: no clipping).")
+    @Option(parsing: .unconditional, help: "Clip the gradients (dense and embedding rows, after the allreduce) to this global L2 norm (default: no clipping).")
     var clipNorm: Float?
-    @Option(help: "Examples per rank per step (the global batch is this times the number of ranks).")
+    @Option(parsing: .unconditional, help: "Examples per rank per step (the global batch is this times the number of ranks).")
     var batchSize: Int = 128
-    @Option(help: "Passes over the training rows.")
+    @Option(parsing: .unconditional, help: "Passes over the training rows.")
     var epochs: Int = 1
-    @Option(help: "Train for exactly this many steps instead of --epochs.")
+    @Option(parsing: .unconditional, help: "Train for exactly this many steps instead of --epochs.")
     var steps: Int?
-    @Option(help: "Seed of the initialization.")
+    @Option(parsing: .unconditional, help: "Seed of the initialization.")
     var seed: UInt64 = 42
-    @Option(help: "Evaluate every this many steps (0: only at the end).")
+    @Option(parsing: .unconditional, help: "Evaluate every this many steps (0: only at the end).")
     var evalEvery: Int = 0
-    @Option(help: "Print progress every this many steps (0: about 20 lines per run).")
+    @Option(parsing: .unconditional, help: "Print progress every this many steps (0: about 20 lines per run).")
     var logEvery: Int = 0
     @Option(help: "Append one JSON object per evaluation to this file.")
     var metricsOut: String?
@@ -109,35 +109,37 @@ struct Train: ParsableCommand {
     var tensorBoard: String?
     @Option(help: "Write checkpoints into this directory (step-NNNNNNNN/, with 'latest' and 'best' pointers); always one at the end.")
     var checkpointDir: String?
-    @Option(help: "Also write a checkpoint every this many steps (0: off).")
+    @Option(parsing: .unconditional, help: "Also write a checkpoint every this many steps (0: off).")
     var checkpointEvery: Int = 0
-    @Option(help: "Also write a checkpoint every this many seconds (0: off).")
+    @Option(parsing: .unconditional, help: "Also write a checkpoint every this many seconds (0: off).")
     var checkpointEverySeconds: Double = 0
-    @Option(help: "Keep this many recent checkpoints (the best one is kept besides).")
+    @Option(parsing: .unconditional, help: "Keep this many recent checkpoints (the best one is kept besides).")
     var keep: Int = 3
     @Option(help: "Metric that selects the best checkpoint and drives early stopping: \(SelectionMetric.allCases.map(\.rawValue).joined(separator: ", ")) (logloss, rmse, mae: lower is better; hr, ndcg, recall at --k, and mrr need a leave-last-out evaluation split).")
     var selectMetric: SelectionMetric = .auc
-    @Option(help: "Stop when --select-metric has not improved for this many evaluations in a row (needs --eval-every; default: never stop early).")
+    @Option(parsing: .unconditional, help: "Stop when --select-metric has not improved for this many evaluations in a row (needs --eval-every; default: never stop early).")
     var earlyStopPatience: Int?
-    @Option(help: "With --early-stop-patience: an improvement must exceed this.")
+    @Option(parsing: .unconditional, help: "With --early-stop-patience: an improvement must exceed this.")
     var earlyStopMinDelta: Double = 0
-    @Option(help: "Leave-last-out evaluation: the cut-off K of HR@K, NDCG@K and Recall@K (HR@10 and NDCG@10 are always reported).")
+    @Option(parsing: .unconditional, help: "Leave-last-out evaluation: the cut-off K of HR@K, NDCG@K and Recall@K (HR@10 and NDCG@10 are always reported).")
     var k: Int = 10
     @Option(help: "Resume from a checkpoint: a step-NNNNNNNN directory, a checkpoint directory (its latest), or 'latest' (in --checkpoint-dir).")
     var resume: String?
     @Flag(help: "Resume from the newest valid checkpoint in --checkpoint-dir if there is one (damaged ones are skipped with a warning); start fresh otherwise.")
     var autoResume = false
+    @Flag(help: "Resuming on data other than the checkpoint's (which is refused otherwise): keep the model, optimizer and step, and read the new --data from its first row.")
+    var restartData = false
     @Flag(help: "Skip a step whose loss or gradient is NaN/Inf (on all ranks alike) instead of stopping.")
     var skipNonfinite = false
     @Flag(help: "Keep training when a checkpoint cannot be written (default: stop; the previous checkpoint stays intact).")
     var continueOnCheckpointFailure = false
     @Flag(help: "Extra checks: NaN/Inf detection, a finite-difference gradient check at step 0 (1 rank), per-step timing; under mpirun, replica checksums.")
     var debug = false
-    @Option(help: "With --debug under mpirun: compare replica checksums every this many steps.")
+    @Option(parsing: .unconditional, help: "With --debug under mpirun: compare replica checksums every this many steps.")
     var debugCheckEvery: Int = 10
     @Option(help: "Progress on rank 0: bar (redrawn in place), lines (plain periodic lines; every log line starts with its UTC time), off, or auto: the bar when a person watches a terminal (launch.sh tells its ranks; under plain mpirun, lines), else lines.")
     var progress: ProgressChoice = .auto
-    @Option(help: "Abort the job when a collective waits this many seconds for the other ranks, naming the missing ranks (0: off). Set it above the longest evaluation, checkpoint or data-loading skew.")
+    @Option(parsing: .unconditional, help: "Abort the job when a collective waits this many seconds for the other ranks, naming the missing ranks (0: off). Set it above the longest evaluation, checkpoint or data-loading skew.")
     var collectiveTimeout: Double = 0
     @OptionGroup var step: StepOptions
     @OptionGroup var preparedData: PreparedDataFlags
@@ -173,6 +175,7 @@ struct Train: ParsableCommand {
             throw ValidationError("--auto-resume, --resume latest and --checkpoint-every(-seconds) need --checkpoint-dir.")
         }
         if autoResume && resume != nil { throw ValidationError("use either --resume or --auto-resume, not both.") }
+        if restartData && resume == nil && !autoResume { throw ValidationError("--restart-data applies when resuming: add --resume or --auto-resume.") }
         if !(collectiveTimeout >= 0 && collectiveTimeout.isFinite) { throw bad("--collective-timeout", collectiveTimeout, "use 0 (off) or a number of seconds, e.g. 60") }
         if nesterov && optimizer != .momentum { throw ValidationError("--nesterov applies to --optimizer momentum only.") }
         if let weightDecay, !(weightDecay >= 0 && weightDecay.isFinite) { throw bad("--weight-decay", weightDecay, "use 0 (off) or a small positive value, e.g. 0.0001") }
@@ -266,6 +269,7 @@ struct Train: ParsableCommand {
         config.rankingK = k
         config.resume = resume
         config.autoResume = autoResume
+        config.restartData = restartData ? true : nil
         config.skipNonFinite = skipNonfinite
         config.continueOnCheckpointFailure = continueOnCheckpointFailure
         config.preparedData = preparedData.options
@@ -306,11 +310,15 @@ struct Train: ParsableCommand {
             if case .interrupted = error {
                 communicator.finalize()
                 if rank == 0 { print("\n\(error)") }
-                throw ExitCode(RecDist.interruptedExitCode)
+                // Every rank exits alike (mpirun reports any rank's status): by the flag, not by
+                // what only rank 0 knows.
+                throw ExitCode(config.checkpointDir == nil ? RecDist.interruptedUnsavedExitCode : RecDist.interruptedExitCode)
             }
             // Before finalize: if only rank 0 saw the error after all, finalize aborts the job.
             if rank == 0 { printError("\(error)", rank: rank) }
             communicator.finalize()
+            // Another run's --checkpoint-dir, or a checkpoint of other data: a usage error.
+            if case .checkpointConflict = error { throw ExitCode.validationFailure }
             throw ExitCode.failure
         } catch let error as DataError {
             // Data errors are raised before the agreement allreduce, so every rank reaches it.
@@ -338,7 +346,9 @@ struct Train: ParsableCommand {
 
     func printSummary(_ result: TrainingResult, config: TrainingConfig, worldSize: Int) {
         var lines = ["", "done: \(result.steps) steps, \(result.samples) samples on \(worldSize) rank(s), \(Int(result.samplesPerSecond)) samples/s"]
-        if let e = result.finalEvaluation {
+        if let e = result.finalEvaluation, e.eval_rows == 0 {
+            lines.append("final evaluation: none (no evaluation rows: --eval-fraction 0, or an empty evaluation split)")
+        } else if let e = result.finalEvaluation {
             lines.append("final evaluation (\(e.eval_rows) rows): auc \(e.auc.map { String(format: "%.4f", $0) } ?? "n/a"), logloss \(String(format: "%.4f", e.logloss)), accuracy \(String(format: "%.4f", e.accuracy))" + (e.calibration.map { String(format: ", calibration %.4f", $0) } ?? "") + (e.rmse.map { String(format: ", rmse %.4f", $0) } ?? "") + (e.mae.map { String(format: ", mae %.4f", $0) } ?? "") + (e.oracle_auc.map { String(format: ", oracle auc %.4f", $0) } ?? ""))
             if let k = e.k, let protocolText = e.ranking_protocol, let hr = e.hit_rate_at_k, let ndcg = e.ndcg_at_k,
                let recall = e.recall_at_k, let mrr = e.mrr {

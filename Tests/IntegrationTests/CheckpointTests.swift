@@ -55,7 +55,7 @@ struct CheckpointTests {
         let finished = job.wait(timeout: 60)
         #expect(!finished.timedOut)
         #expect(finished.status == 75, "\(finished.all)")
-        #expect(finished.stdout.contains("stopped by SIGUSR1"), "\(finished.all)")
+        #expect(finished.stdout.contains("stopped by SIGTERM (relayed by launch.sh as SIGUSR1)"), "\(finished.all)")
         let stopped = try #require(try? String(contentsOfFile: root + "/latest", encoding: .utf8))
         #expect(stopped.hasPrefix("step-") && !stopped.contains("00000800"), "stopped at \(stopped)")
 

@@ -50,7 +50,7 @@ import Testing
         #expect(new.ids == [[redID], [1], [0]])
         #expect(new.labels == [1, 0, 1])
         let field = reference.manifest.schema.dense[0]
-        let expected = [7.25, -1.0, 0.0].map { (Float($0) - Float(field.mean)) * Float(1 / field.std) }
+        let expected = [7.25, -1.0, 0.0].map { Float((Double(Float($0)) - field.mean) * (1 / field.std)) }   // in double precision
         #expect(new.dense.map { $0[0] } == expected)
     }
 

@@ -189,7 +189,7 @@ func failure(_ body: () throws -> Void) -> String {
         #expect(abs(dataset.manifest.schema.dense[0].std - std) < 1e-9)
         let tested = try SplitContents(dataset, "valid")   // the second file is the valid split
         #expect(tested.ids.map { $0[0] } == [2, 1, 3])
-        let expected = [100.0, -2.5, 0.0].map { Float((Float($0) - Float(mean)) * Float(1 / std)) }
+        let expected = [100.0, -2.5, 0.0].map { Float((Double(Float($0)) - mean) * (1 / std)) }   // in double precision
         #expect(tested.dense.map { $0[0] } == expected)
         #expect(tested.labels == [1, 0, 1])
         #expect(try SplitContents(dataset, "test").labels.isEmpty)
