@@ -20,11 +20,13 @@ public struct EmbeddingPlanError: Error, CustomStringConvertible {
 /// A rank's bytes are `fixedBytes` (dense parameters, their gradients and optimizer state,
 /// activations and step buffers: everything that does not grow with the tables) plus, for each
 /// table row it stores, the row's values and optimizer state, plus for a replicated row the
-/// gradient exchange's 4-byte slot. `auto` starts from everything replicated; while the fullest
-/// rank does not fit, it shards the largest replicated table: whole onto the least loaded rank
-/// when that rank can take it and the table is no more than twice a fair share of what is
-/// sharded, else row-wise over all ranks (which balances bytes and lookups alike). `table` deals
-/// whole tables largest first to the least loaded rank; `row` shards every table row-wise.
+/// gradient exchange's 4-byte slot. `auto` shards every large table (more than
+/// 1/`largeTableFraction` of a rank's memory: N copies of it buy nothing), keeps the small ones
+/// replicated (a lookup in them needs no exchange), and while the fullest rank does not fit,
+/// shards the largest replicated table too. The sharded tables are dealt largest first: whole
+/// onto the least loaded rank when a table is at most half a fair share of the sharded bytes and
+/// the rank can take it, else row-wise over all ranks (which balances bytes and lookups alike).
+/// `table` deals whole tables largest first to the least loaded rank; `row` shards every table row-wise.
 public struct EmbeddingPlanner: Sendable {
     public var worldSize: Int
     /// Bytes per rank outside the tables.
@@ -33,6 +35,9 @@ public struct EmbeddingPlanner: Sendable {
     public var stateFloatsPerRow: Int
     /// The memory each rank may use, in bytes.
     public var memoryPerRank: Int
+    /// `auto` shards a table larger than 1/`largeTableFraction` of `memoryPerRank` even when
+    /// everything would fit replicated (0: only what must be sharded to fit).
+    public var largeTableFraction = 100
 
     public init(worldSize: Int, fixedBytes: Int, stateFloatsPerRow: Int, memoryPerRank: Int) {
         self.worldSize = worldSize
@@ -78,16 +83,32 @@ public struct EmbeddingPlanner: Sendable {
             }
         case .auto:
             guard n > 1 else { break }
-            let total = rows.reduce(0, +) * rowBytes(dim: dim, replicated: false)
-            for t in bySize {
+            func bytes(_ t: Int) -> Int { rows[t] * rowBytes(dim: dim, replicated: false) }
+            // Deals the sharded tables, largest first: whole onto the least loaded rank when the
+            // table is at most half a fair share of the sharded bytes (so whole tables balance to
+            // within half a share) and that rank can take it, else row-wise.
+            func deal() {
+                let sharded = bySize.filter { placements[$0] != .replicated }
+                let share = sharded.reduce(0) { $0 + bytes($1) } / n
+                for t in sharded { placements[t] = .row }
+                for t in sharded where 2 * bytes(t) <= share {
+                    var trial = placements
+                    trial[t] = .table(owner: 0)
+                    let owner = leastLoaded(EmbeddingPlan(worldSize: n, placements: trial, rowsPerTable: rows, dim: dim))
+                    trial[t] = .table(owner: owner)
+                    if bytesPerRank(EmbeddingPlan(worldSize: n, placements: trial, rowsPerTable: rows, dim: dim))[owner] <= memoryPerRank {
+                        placements[t] = .table(owner: owner)
+                    }
+                }
+            }
+            // Large tables are sharded whether or not they would fit replicated: N copies of them
+            // buy nothing. Then, while the fullest rank does not fit, the largest of the rest.
+            for t in bySize where largeTableFraction > 0 && bytes(t) > memoryPerRank / largeTableFraction { placements[t] = .row }
+            deal()
+            for t in bySize where placements[t] == .replicated {
                 if bytesPerRank(make()).max()! <= memoryPerRank { break }
-                let tableBytes = rows[t] * rowBytes(dim: dim, replicated: false)
-                var trial = placements
-                trial[t] = .table(owner: 0)
-                let owner = leastLoaded(EmbeddingPlan(worldSize: n, placements: trial, rowsPerTable: rows, dim: dim))
-                trial[t] = .table(owner: owner)
-                let fits = bytesPerRank(EmbeddingPlan(worldSize: n, placements: trial, rowsPerTable: rows, dim: dim))[owner] <= memoryPerRank
-                placements[t] = fits && tableBytes <= 2 * total / n ? .table(owner: owner) : .row
+                placements[t] = .row
+                deal()
             }
         }
         let plan = make()

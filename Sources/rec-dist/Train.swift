@@ -317,8 +317,10 @@ struct Train: ParsableCommand {
             // Before finalize: if only rank 0 saw the error after all, finalize aborts the job.
             if rank == 0 { printError("\(error)", rank: rank) }
             communicator.finalize()
-            // Another run's --checkpoint-dir, or a checkpoint of other data: a usage error.
+            // Another run's --checkpoint-dir, a checkpoint of other data, a model that does not fit
+            // the data or the memory (--memory-per-rank): usage errors.
             if case .checkpointConflict = error { throw ExitCode.validationFailure }
+            if case .modelConfig = error { throw ExitCode.validationFailure }
             throw ExitCode.failure
         } catch let error as DataError {
             // Data errors are raised before the agreement allreduce, so every rank reaches it.

@@ -150,3 +150,29 @@ struct DistributedTrainingTests {
         #expect(dlrm - mlp >= 0.5 * (oracle - mlp), "dlrm AUC \(dlrm) closes less than half of mlp \(mlp) -> oracle \(oracle)")
     }
 }
+
+/// Sharded embedding tables from the command line, under real mpirun ranks.
+struct ShardedTablesCLITests {
+    /// 26 tables of 50000 rows x 16 with Adam need about 255 MB per rank replicated: over a
+    /// --memory-per-rank of 200M that is refused before any allocation (64, with the numbers);
+    /// `auto` shards them, prints the plan, trains, and writes a checkpoint `predict` reads on one
+    /// process.
+    @Test func autoShardsWhatReplicatedCannotFit() throws {
+        let dir = try RecDist.scratch("sharded-cli")
+        let data = dir + "/synth.tsv"
+        _ = try RecDist.single(["synth", "--rows", "3000", "--out", data])
+        let common = ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "50000", "--steps", "6",
+                      "--batch-size", "64", "--memory-per-rank", "200M"]
+        let refused = try RecDist.ranks(2, common + ["--embedding-sharding", "replicated"])
+        #expect(refused.status == 64, "\(refused.all)")
+        #expect(refused.stderr.contains("more than --memory-per-rank 200.0 MiB") && refused.stderr.contains("--embedding-sharding auto"),
+                "\(refused.all)")
+        let trained = try RecDist.ranks(2, common + ["--embedding-sharding", "auto", "--checkpoint-dir", dir + "/ck"])
+        #expect(trained.status == 0, "\(trained.all)")
+        #expect(trained.all.contains("embedding plan (--embedding-sharding auto") && trained.all.contains("table-wise on rank 1"),
+                "\(trained.all)")
+        let predicted = try RecDist.single(["predict", "--checkpoint", dir + "/ck", "--input", data, "--limit", "5", "--out", "-"])
+        #expect(predicted.status == 0, "\(predicted.all)")
+        #expect(predicted.stdout.split(separator: "\n").count >= 5, "\(predicted.all)")
+    }
+}

@@ -69,7 +69,8 @@ struct ShardedEmbeddingTests {
             var sharding: ShardedEmbeddings?
             let model: any RecModel
             if let mode {
-                let planner = EmbeddingPlanner(worldSize: ranks, fixedBytes: 0, stateFloatsPerRow: 0, memoryPerRank: memoryPerRank)
+                var planner = EmbeddingPlanner(worldSize: ranks, fixedBytes: 0, stateFloatsPerRow: 0, memoryPerRank: memoryPerRank)
+                planner.largeTableFraction = 0   // shard only what must be, so that the plans mix
                 let plan = try planner.plan(tables, mode: mode)
                 sharding = ShardedEmbeddings(tables: tables, plan: plan, columns: config.tableFields, width: config.categoricalFields,
                                              communicator: comm, capacity: local, accumulate: accumulate)
@@ -139,6 +140,34 @@ struct ShardedEmbeddingTests {
                 #expect(dense <= 1e-5 && tables <= 1e-5, "\(kind) \(optimizer) N=\(ranks) \(mode): dense \(dense), tables \(tables)")
             }
         }
+    }
+
+    /// `auto` keeps small tables replicated and shards the large ones, whole tables dealt to
+    /// balance the ranks; a plan that cannot fit is refused with the numbers.
+    @Test func plannerPlacesByMemory() throws {
+        let tables = EmbeddingTables(rowsPerField: [100, 1_000_000, 300, 2_000_000], dim: 4, indexing: .direct)
+        let planner = EmbeddingPlanner(worldSize: 2, fixedBytes: 1 << 20, stateFloatsPerRow: 0, memoryPerRank: 40 << 20)
+        let auto = try planner.plan(tables, mode: .auto)
+        // Two large tables, too large to balance whole: row-wise.
+        #expect(auto.placements == [.replicated, .row, .replicated, .row])
+        #expect(planner.bytesPerRank(auto).allSatisfy { $0 <= 40 << 20 })
+        // Six large tables of equal size: dealt whole, three to a rank.
+        let many = try planner.plan(EmbeddingTables(rowsPerField: [100] + Array(repeating: 200_000, count: 6), dim: 4, indexing: .direct),
+                                    mode: .auto)
+        #expect(many.placements[0] == .replicated)
+        #expect(many.placements.filter { $0 == .table(owner: 0) }.count == 3 && many.placements.filter { $0 == .table(owner: 1) }.count == 3)
+        let row = try planner.plan(tables, mode: .row)
+        #expect(abs(row.localRows(rank: 0) - row.localRows(rank: 1)) <= 4)
+        #expect(row.localRows(rank: 0) + row.localRows(rank: 1) == tables.rowCount)
+        #expect(throws: EmbeddingPlanError.self) { try planner.plan(tables, mode: .replicated) }
+        do {
+            _ = try planner.plan(tables, mode: .replicated)
+        } catch {
+            #expect(error.description.contains("--embedding-sharding replicated") && error.description.contains("--memory-per-rank 40.0 MiB"),
+                    "\(error)")
+        }
+        let tooSmall = EmbeddingPlanner(worldSize: 2, fixedBytes: 1 << 20, stateFloatsPerRow: 0, memoryPerRank: 20 << 20)
+        #expect(throws: EmbeddingPlanError.self) { try tooSmall.plan(tables, mode: .auto) }
     }
 
     /// `auto` with a budget that fits only some tables replicated mixes replicated and sharded
