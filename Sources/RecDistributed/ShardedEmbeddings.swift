@@ -240,24 +240,12 @@ public final class ShardedEmbeddings {
     /// Asks the owners for the `requests` rows and copies their vectors into `working`.
     private func fetch(requests: Int, into working: UnsafeMutablePointer<Float>) throws {
         let dim = self.dim, word = MemoryLayout<Int>.size
-        // Requests by owner (counting sort, stable).
-        countSend.update(repeating: 0, count: size)
-        for i in 0..<requests { countSend[Int(requestOwner[i])] += 1 }
-        var offset = 0
-        for r in 0..<size { sendOffsets[r] = offset; offset += countSend[r] }
-        for i in 0..<requests {
-            let r = Int(requestOwner[i])
-            sortedIndex[sendOffsets[r]] = requestIndex[i]
-            sortedSlot[sendOffsets[r]] = requestSlot[i]
-            sendOffsets[r] += 1
+        let owner = requestOwner, index = requestIndex, slot = requestSlot, sortedIndex = self.sortedIndex, sortedSlot = self.sortedSlot
+        let (sent, received) = try sendByOwner(requests, itemBytes: word, owner: { Int(owner[$0]) }) { i, k in
+            sortedIndex[k] = index[i]
+            sortedSlot[k] = slot[i]
         }
-        try exchangeCounts()
         // The row indices to their owners.
-        var sent = 0, received = 0
-        for r in 0..<size {
-            sendCounts[r] = countSend[r] * word; sendOffsets[r] = sent * word; sent += countSend[r]
-            receiveCounts[r] = countReceive[r] * word; receiveOffsets[r] = received * word; received += countReceive[r]
-        }
         served.reserve(received)
         try communicator.alltoallv(UnsafeRawBufferPointer(start: sortedIndex, count: sent * word),
                                    sendCounts: UnsafeBufferPointer(start: sendCounts, count: size),
@@ -291,6 +279,29 @@ public final class ShardedEmbeddings {
             (working + Int(sortedSlot[k]) * dim).update(from: answers.pointer + k * dim, count: dim)
         }
         lookupBytesSent += size * word + sent * word + received * bytes
+    }
+
+    /// Orders `count` items by owner (a stable counting sort: `place(i, k)` puts item i at
+    /// position k), tells every rank how many it gets, and sets the byte counts and offsets of an
+    /// alltoallv of `itemBytes`-byte items. Returns the items sent and received.
+    private func sendByOwner(_ count: Int, itemBytes: Int, owner: (Int) -> Int,
+                             place: (_ item: Int, _ position: Int) -> Void) throws -> (sent: Int, received: Int) {
+        countSend.update(repeating: 0, count: size)
+        for i in 0..<count { countSend[owner(i)] += 1 }
+        var at = 0
+        for r in 0..<size { sendOffsets[r] = at; at += countSend[r] }
+        for i in 0..<count {
+            let r = owner(i)
+            place(i, sendOffsets[r])
+            sendOffsets[r] += 1
+        }
+        try exchangeCounts()
+        var sent = 0, received = 0
+        for r in 0..<size {
+            sendCounts[r] = countSend[r] * itemBytes; sendOffsets[r] = sent * itemBytes; sent += countSend[r]
+            receiveCounts[r] = countReceive[r] * itemBytes; receiveOffsets[r] = received * itemBytes; received += countReceive[r]
+        }
+        return (sent, received)
     }
 
     /// Every rank learns how many items each rank sends it: `countSend[r]` -> rank r's
@@ -351,22 +362,11 @@ public final class ShardedEmbeddings {
     /// rank order, into `ownedRows` / `ownedValues`. Collective.
     public func exchangeGradients() throws {
         let dim = self.dim, recordBytes = self.recordBytes
-        countSend.update(repeating: 0, count: size)
-        for i in 0..<outgoingCount { countSend[Int(outgoingOwner[i])] += 1 }
-        var at = 0
-        for r in 0..<size { sendOffsets[r] = at; at += countSend[r] }
-        for i in 0..<outgoingCount {
-            let r = Int(outgoingOwner[i])
-            let record = sendRecords + sendOffsets[r] * recordBytes
-            record.storeBytes(of: Int64(outgoingIndex[i]), as: Int64.self)
-            (record + 8).copyMemory(from: outgoingValues.pointer + i * dim, byteCount: dim * 4)
-            sendOffsets[r] += 1
-        }
-        try exchangeCounts()
-        var sent = 0, received = 0
-        for r in 0..<size {
-            sendCounts[r] = countSend[r] * recordBytes; sendOffsets[r] = sent * recordBytes; sent += countSend[r]
-            receiveCounts[r] = countReceive[r] * recordBytes; receiveOffsets[r] = received * recordBytes; received += countReceive[r]
+        let owner = outgoingOwner, index = outgoingIndex, values = outgoingValues.pointer, outgoing = sendRecords
+        let (sent, received) = try sendByOwner(outgoingCount, itemBytes: recordBytes, owner: { Int(owner[$0]) }) { i, k in
+            let record = outgoing + k * recordBytes
+            record.storeBytes(of: Int64(index[i]), as: Int64.self)
+            (record + 8).copyMemory(from: values + i * dim, byteCount: dim * 4)
         }
         receiveRecords.reserve(received * recordBytes)
         try communicator.alltoallv(UnsafeRawBufferPointer(start: sendRecords, count: sent * recordBytes),
