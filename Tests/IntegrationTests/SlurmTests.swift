@@ -79,12 +79,14 @@ struct SlurmTests {
         defer { cluster.stop() }
         let data = try RecDist.synthData(rows: 2000)
         let dir = try RecDist.scratch("slurm-requeue")
-        let steps = 12_000
+        // Enough steps that the signal arrives mid-run: an idle machine trains this mlp at over
+        // 100 K steps/s (12 K steps once finished before the signal landed).
+        let steps = 400_000
         let (job, submitted) = try cluster.submit([
             "--nodes", "1", "--ntasks-per-node", "2", "--time", "00:20:00", "--job-name", "rq",
             "--output-dir", dir, "--",
             "train", "--data", data, "--model", "mlp", "--batch-size", "8", "--steps", "\(steps)",
-            "--log-every", "2000", "--metrics-out", dir + "/metrics.jsonl",
+            "--log-every", "50000", "--metrics-out", dir + "/metrics.jsonl",
         ])
         try #require(submitted.status == 0 && Int(job) != nil, "launch.sh --slurm: \(submitted.all)")
         let outPath = "\(dir)/rq-\(job).out"
