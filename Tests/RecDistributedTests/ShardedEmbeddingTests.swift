@@ -254,3 +254,80 @@ struct ShardedTrainingTests {
         #expect(Self.worst(reference, replicatedAgain) <= 1e-5)
     }
 }
+
+/// The gradient the owners receive is the derivative of the loss by their rows: central finite
+/// differences through the sharded lookup (the owner perturbs its stored row, every rank gathers
+/// again, rank 0 recomputes the loss), on 2 ranks, rows sharded, smooth activations.
+struct ShardedGradientTests {
+    @Test func ownersGetTheLossGradientOfTheirRows() throws {
+        var smooth = ShardedEmbeddingTests.config(.dlrm)
+        smooth.activations = ["bottom": .tanh, "top": .tanh]
+        let config = smooth, batch = 6, tables = config.modelTables!, dim = tables.dim
+        let data = ShardedEmbeddingTests.Batches(config: config, global: batch, steps: 1)
+        // Probes: (table, row, component), rows the batch touches, on both ranks.
+        let probes: [(Int, Int, Int)] = (0..<3).flatMap { b in
+            (0..<tables.fields).map { t in (t, Int(data.ids[b * config.categoricalFields + t]), (b + t) % dim) }
+        }
+        let results = try InProcessGroup.run(size: 2) { comm -> [(analytic: Float?, numeric: Double?)] in
+            let plan = EmbeddingPlan(worldSize: 2, placements: Array(repeating: .row, count: tables.fields),
+                                     rowsPerTable: tables.rowsPerField, dim: dim)
+            let sharding = ShardedEmbeddings(tables: tables, plan: plan, columns: config.tableFields, width: config.categoricalFields,
+                                             communicator: comm, capacity: batch)
+            let model = makeModel(config.withWorkingTables(rows: batch), maxBatch: batch)
+            let parameters = FloatBuffer(count: model.layout.count), gradients = FloatBuffer(count: model.layout.count)
+            let working = FloatBuffer(count: model.embeddings!.rowCount * dim), dLogits = FloatBuffer(count: batch)
+            let sparse = SparseGradient(capacity: batch * tables.fields, dim: dim)
+            model.initialize(parameters: parameters.pointer, embeddingTable: working.pointer, seed: 5)
+            sharding.initialize(seed: 5, zeroedColumns: 0)
+            let n = comm.rank == 0 ? batch : 0
+            func view() -> BatchView {
+                data.labels.withUnsafeBufferPointer { l in data.dense.withUnsafeBufferPointer { d in data.ids.withUnsafeBufferPointer { c in
+                    BatchView(count: n, labels: l.baseAddress!, dense: d.baseAddress!, denseWidth: config.denseInputs,
+                              categorical: c.baseAddress!, categoricalWidth: config.categoricalFields)
+                } } }
+            }
+            /// Rank 0's loss (mean over the batch) with the current rows; collective.
+            func loss(backward: Bool) throws -> Double {
+                let w = try sharding.gather(view(), into: working.pointer)
+                let logits = model.forward(w, parameters: parameters.pointer, embeddingTable: working.pointer)
+                let total = Loss.bce.forwardBackward(logits: logits, labels: w.labels, count: n, scale: 1 / Float(batch), dLogits: dLogits.pointer)
+                if backward {
+                    model.backward(w, dLogits: dLogits.pointer, parameters: parameters.pointer, gradients: gradients.pointer, sparse: sparse)
+                    sharding.beginStep()
+                    sharding.route(sparse)
+                    try sharding.exchangeGradients()
+                }
+                return total / Double(batch)
+            }
+            _ = try loss(backward: true)
+            var analytic: [Int: [Float]] = [:]
+            for i in 0..<sharding.ownedCount {
+                analytic[Int(sharding.ownedRows[i])] = Array(UnsafeBufferPointer(start: sharding.ownedValues + i * dim, count: dim))
+            }
+            var out: [(analytic: Float?, numeric: Double?)] = []
+            let eps: Float = 1e-2
+            for (t, row, k) in probes {
+                let (owner, index) = plan.locate(table: t, row: row)
+                let local = plan.localBase(table: t, rank: owner!) + index
+                let mine = owner == comm.rank
+                let p = sharding.storage.pointer + local * dim + k
+                let saved = p.pointee
+                if mine { p.pointee = saved + eps }
+                let plus = try loss(backward: false)
+                if mine { p.pointee = saved - eps }
+                let minus = try loss(backward: false)
+                if mine { p.pointee = saved }
+                out.append((mine ? (analytic[local]?[k] ?? 0) : nil, comm.rank == 0 ? (plus - minus) / Double(2 * eps) : nil))
+            }
+            return out
+        }
+        var checked = 0
+        for i in probes.indices {
+            let numeric = try #require(results[0][i].numeric)
+            let analytic = try #require(results[0][i].analytic ?? results[1][i].analytic)
+            #expect(abs(Double(analytic) - numeric) <= 1e-2 * abs(numeric) + 2e-5, "probe \(probes[i]): analytic \(analytic), numeric \(numeric)")
+            if abs(numeric) > 1e-4 { checked += 1 }
+        }
+        #expect(checked >= probes.count / 2, "too few probes with a gradient to compare")
+    }
+}
