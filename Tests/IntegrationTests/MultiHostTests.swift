@@ -34,6 +34,29 @@ struct MultiHostTests {
         #expect(diff < 1e-4, "2 hosts differ from 1 host by \(diff)")
     }
 
+    /// Row-sharded tables across two hosts (the lookups and gradients travel by alltoallv over
+    /// the hosts' link; the checkpoint's rows through rank 0) train to the parameters of
+    /// replicated tables on one host.
+    @Test func shardedTablesOverTwoHostsEqualReplicatedOnOne() throws {
+        let hosts = try NamespaceHosts.up(hosts: 2)
+        defer { hosts.down() }
+        let data = try RecDist.synthData(rows: 250)
+        let args = ["train", "--data", data, "--eval-fraction", "0.1", "--model", "dlrm", "--hash-buckets", "500",
+                    "--optimizer", "adam", "--batch-size", "6", "--steps", "25", "--seed", "3"]
+        let sharded = try RecDist.scratch("two-hosts-sharded")
+        let out = try hosts.launch(2, args + ["--embedding-sharding", "row", "--checkpoint-dir", sharded], timeout: 180)
+        #expect(out.status == 0, "\(out.all)")
+        #expect(out.all.contains("row-wise over 2 ranks"), "\(out.all)")
+        #expect(hosts.agentLines.contains { $0.hasPrefix("198.18.0.2:") }, "agent log: \(hosts.agentLines)")
+        let replicated = try RecDist.scratch("one-host-replicated")
+        let local = try RecDist.ranks(2, args + ["--checkpoint-dir", replicated], timeout: 180)
+        #expect(local.status == 0, "\(local.all)")
+        let a = try RecDist.checkpointTensors(sharded), b = try RecDist.checkpointTensors(replicated)
+        #expect(!a.isEmpty)
+        let diff = RecDist.maxDifference(a, b)
+        #expect(diff < 1e-4, "sharded over 2 hosts differs from replicated by \(diff)")
+    }
+
     /// Cutting the second host's link mid-run ends the job within 30 s with Open MPI's message
     /// (launch.sh lowers the out-of-band keepalive; the default would wait for TCP's timeout,
     /// many minutes). With the link back, the same command with --auto-resume continues from the
