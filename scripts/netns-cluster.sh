@@ -10,6 +10,10 @@
 #   scripts/netns-cluster.sh exec NAME k CMD...   run CMD on host k (its namespace, hostname hk)
 #   scripts/netns-cluster.sh cut NAME k       take host k's link down (ip link set eth0 down)
 #   scripts/netns-cluster.sh mend NAME k      bring it back up
+#   scripts/netns-cluster.sh shape NAME RATE [DELAY]   limit every host's link: what it sends leaves at
+#                                             RATE (tc units, e.g. 10gbit; a token bucket, tbf), and
+#                                             with DELAY (e.g. 20us) that much later (netem, when the
+#                                             kernel has it); RATE 0 removes the limit
 #
 # Open MPI reaches the other hosts through scripts/netns-rsh (--mca plm_rsh_agent), which enters the
 # host's namespace instead of ssh-ing to it; it reads NAME from REC_DIST_NETNS.
@@ -112,6 +116,27 @@ link() {
     ip -n "$name-h$k" link set eth0 "$state"
 }
 
+# Every host's outgoing traffic passes one queue (its eth0), so a message between two hosts meets
+# the limit once, as on a switched network with one link per host. The token bucket holds 64 kB
+# (one TCP segment offload); hardware links do not burst above their rate either.
+shape() {
+    local name="$1" rate="$2" delay="${3:-}" ns
+    check_name "$name"
+    [[ "$rate" =~ ^[0-9]+([.][0-9]+)?([kmgt]?bit)?$ ]] || die "rate must be a tc rate such as 10gbit (or 0), got '$rate'"
+    [ -z "$delay" ] || [[ "$delay" =~ ^[0-9]+([.][0-9]+)?(us|ms)$ ]] || die "delay must be such as 20us or 1ms, got '$delay'"
+    command -v tc >/dev/null || die "tc (iproute2) is missing: run '$0 install'"
+    for ns in $(ip netns list | awk '{print $1}' | grep -E "^$(printf '%s' "$name" | sed 's/[.]/\\./g')-h[0-9]$"); do
+        ip netns exec "$ns" tc qdisc del dev eth0 root 2>/dev/null || true
+        [ "$rate" = 0 ] && continue
+        if [ -n "$delay" ]; then
+            ip netns exec "$ns" tc qdisc add dev eth0 root netem delay "$delay" rate "$rate" limit 100000 2>/dev/null \
+                || die "this kernel has no netem queue (sch_netem) to add a delay: shape with a rate alone"
+        else
+            ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 64kb latency 100ms
+        fi
+    done
+}
+
 case "${1:-}" in
     install) need_ip ;;
     up) shift; up "${1:-}" "${2:-2}" ;;
@@ -119,5 +144,6 @@ case "${1:-}" in
     exec) shift; exec_on "$@" ;;
     cut) shift; link "${1:-}" "${2:-}" down ;;
     mend) shift; link "${1:-}" "${2:-}" up ;;
+    shape) shift; shape "${1:-}" "${2:-}" "${3:-}" ;;
     *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2 ;;
 esac

@@ -46,6 +46,8 @@ struct Bench: ParsableCommand {
     var data: String?
     @Option(parsing: .unconditional, help: "With --data: MB of the mapped data a rank keeps resident before dropping pages.")
     var residentDataMb: Int = 64
+    @Flag(help: "Instead of training steps: time allreduce, allgatherv and alltoallv over message sizes on these ranks and links (the latency and bandwidth the step cost model of docs/scaling.md is calibrated with).")
+    var network = false
     @Option(help: "Write the report as JSON to this file (rank 0).")
     var jsonOut: String?
     @OptionGroup var step: StepOptions
@@ -79,16 +81,33 @@ struct Bench: ParsableCommand {
         let rank = communicator.rank
         bootstrapLogging(logging, rank: rank)
         let quiet = logging.logLevel > .info
+        let progress = { (line: String) in
+            if rank == 0 && !quiet { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+        }
+        if network {
+            let report: NetworkBenchmark.Report
+            do {
+                report = try NetworkBenchmark.run(communicator: communicator, progress: progress)
+            } catch {
+                throw MPIJob.failedAlone(error, communicator: communicator)
+            }
+            if rank == 0 { print(NetworkBenchmark.render(report)) }
+            try finish(report, communicator: communicator)
+            return
+        }
         let report: BenchmarkReport
         do {
-            report = try Benchmark.run(options: options, communicator: communicator) { line in
-                if rank == 0 && !quiet { FileHandle.standardError.write(Data((line + "\n").utf8)) }
-            }
+            report = try Benchmark.run(options: options, communicator: communicator, progress: progress)
         } catch {
             throw MPIJob.failedAlone(error, communicator: communicator)
         }
-        if rank == 0 {
-            print(BenchmarkTable.render(report))
+        if rank == 0 { print(BenchmarkTable.render(report)) }
+        try finish(report, communicator: communicator)
+    }
+
+    /// Writes `report` to --json-out (rank 0) and ends the job.
+    private func finish(_ report: some Encodable, communicator: MPICommunicator) throws {
+        if communicator.rank == 0 {
             if let path = jsonOut {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
