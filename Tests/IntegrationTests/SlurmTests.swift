@@ -43,6 +43,33 @@ struct SlurmTests {
         #expect(!tensors.isEmpty)
     }
 
+    /// Row-sharded tables under Slurm (ranks started by srun, lookups and gradients by alltoallv
+    /// between them) train to the parameters of replicated tables under plain mpirun.
+    @Test func shardedTablesJobEqualsReplicatedRun() throws {
+        let cluster = try SlurmCluster.start()
+        defer { cluster.stop() }
+        let data = try RecDist.synthData(rows: 600)
+        let dir = try RecDist.scratch("slurm-sharded")
+        let args = ["train", "--data", data, "--eval-fraction", "0", "--model", "dlrm", "--hash-buckets", "500",
+                    "--optimizer", "adam", "--batch-size", "8", "--steps", "25", "--seed", "4"]
+        let (job, submitted) = try cluster.submit([
+            "--nodes", "1", "--ntasks-per-node", "2", "--time", "00:10:00", "--job-name", "sharded",
+            "--output-dir", dir, "--"] + args + ["--embedding-sharding", "row"])
+        try #require(submitted.status == 0 && Int(job) != nil, "launch.sh --slurm: \(submitted.all)")
+        let fields = try cluster.waitForEnd(job, timeout: 180)
+        let output = (try? String(contentsOfFile: "\(dir)/sharded-\(job).out", encoding: .utf8)) ?? "(no output file)"
+        #expect(fields["JobState"] == "COMPLETED", "job \(job): \(fields)\n\(output)\n\(cluster.logs)")
+        #expect(output.contains("row-wise over 2 ranks"), "\(output)")
+
+        let replicated = try RecDist.scratch("slurm-sharded-reference")
+        let local = try RecDist.ranks(2, args + ["--checkpoint-dir", replicated], timeout: 180)
+        #expect(local.status == 0, "\(local.all)")
+        let a = try RecDist.checkpointTensors("\(dir)/sharded-\(job)-checkpoints"), b = try RecDist.checkpointTensors(replicated)
+        #expect(!a.isEmpty)
+        let diff = RecDist.maxDifference(a, b)
+        #expect(diff < 1e-4, "row-sharded under Slurm differs from replicated under mpirun by \(diff)")
+    }
+
     /// A rank that fails (a bad row in rank 1's shard) fails the job: state FAILED with rec-dist's
     /// exit code, not COMPLETED, and the error names the file and line.
     @Test func failingRankFailsTheJob() throws {
