@@ -274,17 +274,14 @@ public final class TrainingStep<Model: RecModel> {
         phases.communicationMerge += now.merging - before.merging
     }
 
-    /// Waits for the step's communication; returns the global loss sum. With sharding, then sends
-    /// the sharded tables' gradients to their owners and sums, over all ranks, the owners' squares
-    /// and non-finite values (for the finite check and the clipping norm).
+    /// Waits for the step's communication; returns the global loss sum. With sharding, first sends
+    /// the sharded tables' gradients to their owners, while the dense buckets' allreduce started
+    /// in the backward pass is still in flight (the MPI library advances it inside the exchange),
+    /// and sums, over all ranks, the owners' squares and non-finite values (for the finite check
+    /// and the clipping norm).
     @inline(__always)
     @discardableResult
     public func synchronize() throws -> Double {
-        let before = sync.timing
-        try sync.finish()
-        phases.exposedCommunication += sync.timing.exposed - before.exposed
-        phases.hiddenCommunication += sync.timing.hidden - before.hidden
-        account(since: before)
         if let sharding {
             let t0 = MonotonicClock.nanoseconds()
             try sharding.exchangeGradients()
@@ -301,6 +298,11 @@ public final class TrainingStep<Model: RecModel> {
             phases.embeddingExchange += t
             phases.exposedCommunication += t
         }
+        let before = sync.timing
+        try sync.finish()
+        phases.exposedCommunication += sync.timing.exposed - before.exposed
+        phases.hiddenCommunication += sync.timing.hidden - before.hidden
+        account(since: before)
         return Double(gradients.pointer[parameterCount + StepSlot.loss])
     }
 
