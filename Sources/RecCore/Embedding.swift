@@ -238,34 +238,32 @@ public struct DotInteraction: Sendable {
                 // other.
                 var j = 0
                 while i - j > 8 {
-                    var acc = SIMD16<Float>(repeating: 0)
-                    let column = tT + j
-                    for k in 0..<dim {
-                        acc += SIMD16(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD16<Float>.self)
-                    }
-                    Self.store(acc, lanes: i - j, o + p + j)
+                    Self.dots(SIMD16<Float>.self, ti, tT + j, padded: padded, dim: dim, lanes: i - j, o + p + j)
                     j += 16
                 }
                 if i - j > 4 {
-                    var acc = SIMD8<Float>(repeating: 0)
-                    let column = tT + j
-                    for k in 0..<dim {
-                        acc += SIMD8(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD8<Float>.self)
-                    }
-                    Self.store(acc, lanes: i - j, o + p + j)
+                    Self.dots(SIMD8<Float>.self, ti, tT + j, padded: padded, dim: dim, lanes: i - j, o + p + j)
                     j += 8
                 }
                 if i - j > 0 {
-                    var acc = SIMD4<Float>(repeating: 0)
-                    let column = tT + j
-                    for k in 0..<dim {
-                        acc += SIMD4(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD4<Float>.self)
-                    }
-                    Self.store(acc, lanes: i - j, o + p + j)
+                    Self.dots(SIMD4<Float>.self, ti, tT + j, padded: padded, dim: dim, lanes: i - j, o + p + j)
                 }
                 p += i
             }
         }
+    }
+
+    /// The dot products of slot `ti` (dim values) with the `V.scalarCount` slots whose transposed
+    /// values start at `column` (row k at `column + k·padded`), each summed over k in order; the
+    /// first min(lanes, V.scalarCount) of them stored at `dst`.
+    @inline(__always)
+    static func dots<V: SIMD>(_: V.Type, _ ti: UnsafePointer<Float>, _ column: UnsafePointer<Float>, padded: Int,
+                              dim: Int, lanes: Int, _ dst: UnsafeMutablePointer<Float>) where V.Scalar == Float {
+        var acc = V(repeating: 0)
+        for k in 0..<dim {
+            acc += V(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: V.self)
+        }
+        store(acc, lanes: lanes, dst)
     }
 
     /// Stores the first min(lanes, width) lanes of `v` at `dst`.
