@@ -112,7 +112,7 @@ public struct EmbeddingTables: Sendable, Equatable {
                 if i + ahead < n { rd_prefetch(table + Int(rows[i + ahead]) * dim) }
                 let dst = base + f * dim, src = table + Int(rows[i]) * dim
                 if dim == 16 {
-                    SIMDAccess.store16(SIMDAccess.load16(src), dst)
+                    SIMDAccess.store(SIMDAccess.load(src, as: SIMD16<Float>.self), dst)
                 } else {
                     for k in 0..<dim { dst[k] = src[k] }
                 }
@@ -126,28 +126,12 @@ public struct EmbeddingTables: Sendable, Equatable {
 @usableFromInline
 enum SIMDAccess {
     @inline(__always) @usableFromInline
-    static func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+    static func load<V: SIMD>(_ p: UnsafePointer<Float>, as _: V.Type) -> V where V.Scalar == Float {
+        UnsafeRawPointer(p).loadUnaligned(as: V.self)
     }
     @inline(__always) @usableFromInline
-    static func load16(_ p: UnsafeMutablePointer<Float>) -> SIMD16<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
-    }
-    @inline(__always) @usableFromInline
-    static func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
-    }
-    @inline(__always) @usableFromInline
-    static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-    }
-    @inline(__always) @usableFromInline
-    static func load8(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-    }
-    @inline(__always) @usableFromInline
-    static func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+    static func store<V: SIMD>(_ v: V, _ p: UnsafeMutablePointer<Float>) where V.Scalar == Float {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self)
     }
     /// The sum of the 16 lanes, as a tree.
     @inline(__always) @usableFromInline
@@ -261,7 +245,7 @@ public struct DotInteraction: Sendable {
                               dim: Int, lanes: Int, _ dst: UnsafeMutablePointer<Float>) where V.Scalar == Float {
         var acc = V(repeating: 0)
         for k in 0..<dim {
-            acc += V(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: V.self)
+            acc += V(repeating: ti[k]) * SIMDAccess.load(column + k * padded, as: V.self)
         }
         store(acc, lanes: lanes, dst)
     }
@@ -301,11 +285,11 @@ public struct DotInteraction: Sendable {
             let g = dOut + b * width
             var p = passthrough ? dim : 0
             if dim == 16 {
-                let v0 = SIMDAccess.load16(t0)
+                let v0 = SIMDAccess.load(t0, as: SIMD16<Float>.self)
                 // Slot 0 is also copied to the output directly (with passthrough).
-                var acc0 = passthrough ? SIMDAccess.load16(g) : SIMD16<Float>(repeating: 0)
+                var acc0 = passthrough ? SIMDAccess.load(g, as: SIMD16<Float>.self) : SIMD16<Float>(repeating: 0)
                 for i in 1..<slots {
-                    let ti = SIMDAccess.load16(te + (i - 1) * 16)
+                    let ti = SIMDAccess.load(te + (i - 1) * 16, as: SIMD16<Float>.self)
                     let g0 = g[p]
                     p += 1
                     var acc = g0 * v0
@@ -314,12 +298,12 @@ public struct DotInteraction: Sendable {
                         let gij = g[p]
                         p += 1
                         let dj = de + (j - 1) * 16
-                        acc += gij * SIMDAccess.load16(te + (j - 1) * 16)
-                        SIMDAccess.store16(SIMDAccess.load16(dj) + gij * ti, dj)
+                        acc += gij * SIMDAccess.load(te + (j - 1) * 16, as: SIMD16<Float>.self)
+                        SIMDAccess.store(SIMDAccess.load(dj, as: SIMD16<Float>.self) + gij * ti, dj)
                     }
-                    SIMDAccess.store16(acc, de + (i - 1) * 16)
+                    SIMDAccess.store(acc, de + (i - 1) * 16)
                 }
-                SIMDAccess.store16(acc0, d0)
+                SIMDAccess.store(acc0, d0)
             } else {
                 for k in 0..<dim { d0[k] = passthrough ? g[k] : 0 }
                 for i in 1..<slots {
