@@ -126,11 +126,11 @@ public struct EmbeddingTables: Sendable, Equatable {
 @usableFromInline
 enum SIMDAccess {
     @inline(__always) @usableFromInline
-    static func load<V: SIMD>(_ p: UnsafePointer<Float>, as _: V.Type) -> V where V.Scalar == Float {
+    static func load<V: SIMD & BitwiseCopyable>(_ p: UnsafePointer<Float>, as _: V.Type) -> V where V.Scalar == Float {
         UnsafeRawPointer(p).loadUnaligned(as: V.self)
     }
     @inline(__always) @usableFromInline
-    static func store<V: SIMD>(_ v: V, _ p: UnsafeMutablePointer<Float>) where V.Scalar == Float {
+    static func store<V: SIMD & BitwiseCopyable>(_ v: V, _ p: UnsafeMutablePointer<Float>) where V.Scalar == Float {
         UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self)
     }
     /// The sum of the 16 lanes, as a tree.
@@ -241,7 +241,7 @@ public struct DotInteraction: Sendable {
     /// values start at `column` (row k at `column + k·padded`), each summed over k in order; the
     /// first min(lanes, V.scalarCount) of them stored at `dst`.
     @inline(__always)
-    static func dots<V: SIMD>(_: V.Type, _ ti: UnsafePointer<Float>, _ column: UnsafePointer<Float>, padded: Int,
+    static func dots<V: SIMD & BitwiseCopyable>(_: V.Type, _ ti: UnsafePointer<Float>, _ column: UnsafePointer<Float>, padded: Int,
                               dim: Int, lanes: Int, _ dst: UnsafeMutablePointer<Float>) where V.Scalar == Float {
         var acc = V(repeating: 0)
         for k in 0..<dim {
@@ -330,18 +330,11 @@ public struct DotInteraction: Sendable {
         for b in 0..<batch {
             let tb = t + b * slots * dim
             let ob = out + b * width
-            var p = 0
-            if passthrough {
-                for k in 0..<dim { ob[k] = tb[k] }
-                p = dim
-            }
-            for i in 1..<slots {
-                for j in 0..<i {
-                    var s: Float = 0
-                    for k in 0..<dim { s += tb[i * dim + k] * tb[j * dim + k] }
-                    ob[p] = s
-                    p += 1
-                }
+            if passthrough { for k in 0..<dim { ob[k] = tb[k] } }
+            forEachPair { i, j, p in
+                var s: Float = 0
+                for k in 0..<dim { s += tb[i * dim + k] * tb[j * dim + k] }
+                ob[p] = s
             }
         }
     }
@@ -353,20 +346,26 @@ public struct DotInteraction: Sendable {
         dT.update(repeating: 0, count: batch * slots * dim)
         for b in 0..<batch {
             let tb = t + b * slots * dim, db = dT + b * slots * dim, gb = dOut + b * width
-            var p = 0
-            if passthrough {
-                for k in 0..<dim { db[k] = gb[k] }
-                p = dim
-            }
-            for i in 1..<slots {
-                for j in 0..<i {
-                    let g = gb[p]
-                    p += 1
-                    for k in 0..<dim {
-                        db[i * dim + k] += g * tb[j * dim + k]
-                        db[j * dim + k] += g * tb[i * dim + k]
-                    }
+            if passthrough { for k in 0..<dim { db[k] = gb[k] } }
+            forEachPair { i, j, p in
+                let g = gb[p]
+                for k in 0..<dim {
+                    db[i * dim + k] += g * tb[j * dim + k]
+                    db[j * dim + k] += g * tb[i * dim + k]
                 }
+            }
+        }
+    }
+
+    /// The reference kernels' walk over the pairs in output order: `body(i, j, p)` for i in
+    /// 1..<slots, j < i, where p is the pair's column in a row of out (after the passthrough's
+    /// `dim` columns, when there are any).
+    func forEachPair(_ body: (_ i: Int, _ j: Int, _ p: Int) -> Void) {
+        var p = passthrough ? dim : 0
+        for i in 1..<slots {
+            for j in 0..<i {
+                body(i, j, p)
+                p += 1
             }
         }
     }
