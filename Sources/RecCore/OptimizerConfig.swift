@@ -1,5 +1,5 @@
-// The optimizers' names and hyperparameters (Keras 3's defaults); the update rules are in
-// Optimizer and OptimizerKernels, the checkpointed state in OptimizerState.
+// The optimizers' names and hyperparameters (Keras 3's defaults) and their JSON form in checkpoints;
+// the update rules are in Optimizer and OptimizerKernels, the checkpointed state in OptimizerState.
 
 /// The optimization algorithm.
 public enum OptimizerKind: String, CaseIterable, Sendable, Codable {

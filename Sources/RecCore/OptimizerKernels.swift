@@ -4,9 +4,9 @@ import Glibc
 import Darwin
 #endif
 
-// The element-wise update rules, one plain loop each over unsafe pointers (vectorizable, no
-// allocation): the plain kernels, then the same kernels with weight decay, then row-wise
-// Adagrad's per-row rule.
+// The update rules: the per-step scalars and the choice of kernel by kind, then the element-wise
+// kernels, one plain loop each over unsafe pointers (vectorizable, no allocation): without weight
+// decay, with it, and row-wise Adagrad's per-row rule.
 
 extension Optimizer {
     /// Per-step scalars, computed once per call (powers in Double).
