@@ -112,7 +112,7 @@ public struct EmbeddingTables: Sendable, Equatable {
                 if i + ahead < n { rd_prefetch(table + Int(rows[i + ahead]) * dim) }
                 let dst = base + f * dim, src = table + Int(rows[i]) * dim
                 if dim == 16 {
-                    SIMDAccess.store16(SIMDAccess.load16(src), dst)
+                    SIMDAccess.store(SIMDAccess.load(src, as: SIMD16<Float>.self), dst)
                 } else {
                     for k in 0..<dim { dst[k] = src[k] }
                 }
@@ -126,28 +126,12 @@ public struct EmbeddingTables: Sendable, Equatable {
 @usableFromInline
 enum SIMDAccess {
     @inline(__always) @usableFromInline
-    static func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+    static func load<V: SIMD & BitwiseCopyable>(_ p: UnsafePointer<Float>, as _: V.Type) -> V where V.Scalar == Float {
+        UnsafeRawPointer(p).loadUnaligned(as: V.self)
     }
     @inline(__always) @usableFromInline
-    static func load16(_ p: UnsafeMutablePointer<Float>) -> SIMD16<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
-    }
-    @inline(__always) @usableFromInline
-    static func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
-    }
-    @inline(__always) @usableFromInline
-    static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-    }
-    @inline(__always) @usableFromInline
-    static func load8(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-    }
-    @inline(__always) @usableFromInline
-    static func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+    static func store<V: SIMD & BitwiseCopyable>(_ v: V, _ p: UnsafeMutablePointer<Float>) where V.Scalar == Float {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self)
     }
     /// The sum of the 16 lanes, as a tree.
     @inline(__always) @usableFromInline
@@ -238,34 +222,32 @@ public struct DotInteraction: Sendable {
                 // other.
                 var j = 0
                 while i - j > 8 {
-                    var acc = SIMD16<Float>(repeating: 0)
-                    let column = tT + j
-                    for k in 0..<dim {
-                        acc += SIMD16(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD16<Float>.self)
-                    }
-                    Self.store(acc, lanes: i - j, o + p + j)
+                    Self.dots(SIMD16<Float>.self, ti, tT + j, padded: padded, dim: dim, lanes: i - j, o + p + j)
                     j += 16
                 }
                 if i - j > 4 {
-                    var acc = SIMD8<Float>(repeating: 0)
-                    let column = tT + j
-                    for k in 0..<dim {
-                        acc += SIMD8(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD8<Float>.self)
-                    }
-                    Self.store(acc, lanes: i - j, o + p + j)
+                    Self.dots(SIMD8<Float>.self, ti, tT + j, padded: padded, dim: dim, lanes: i - j, o + p + j)
                     j += 8
                 }
                 if i - j > 0 {
-                    var acc = SIMD4<Float>(repeating: 0)
-                    let column = tT + j
-                    for k in 0..<dim {
-                        acc += SIMD4(repeating: ti[k]) * UnsafeRawPointer(column + k * padded).loadUnaligned(as: SIMD4<Float>.self)
-                    }
-                    Self.store(acc, lanes: i - j, o + p + j)
+                    Self.dots(SIMD4<Float>.self, ti, tT + j, padded: padded, dim: dim, lanes: i - j, o + p + j)
                 }
                 p += i
             }
         }
+    }
+
+    /// The dot products of slot `ti` (dim values) with the `V.scalarCount` slots whose transposed
+    /// values start at `column` (row k at `column + k·padded`), each summed over k in order; the
+    /// first min(lanes, V.scalarCount) of them stored at `dst`.
+    @inline(__always)
+    static func dots<V: SIMD & BitwiseCopyable>(_: V.Type, _ ti: UnsafePointer<Float>, _ column: UnsafePointer<Float>, padded: Int,
+                              dim: Int, lanes: Int, _ dst: UnsafeMutablePointer<Float>) where V.Scalar == Float {
+        var acc = V(repeating: 0)
+        for k in 0..<dim {
+            acc += V(repeating: ti[k]) * SIMDAccess.load(column + k * padded, as: V.self)
+        }
+        store(acc, lanes: lanes, dst)
     }
 
     /// Stores the first min(lanes, width) lanes of `v` at `dst`.
@@ -303,11 +285,11 @@ public struct DotInteraction: Sendable {
             let g = dOut + b * width
             var p = passthrough ? dim : 0
             if dim == 16 {
-                let v0 = SIMDAccess.load16(t0)
+                let v0 = SIMDAccess.load(t0, as: SIMD16<Float>.self)
                 // Slot 0 is also copied to the output directly (with passthrough).
-                var acc0 = passthrough ? SIMDAccess.load16(g) : SIMD16<Float>(repeating: 0)
+                var acc0 = passthrough ? SIMDAccess.load(g, as: SIMD16<Float>.self) : SIMD16<Float>(repeating: 0)
                 for i in 1..<slots {
-                    let ti = SIMDAccess.load16(te + (i - 1) * 16)
+                    let ti = SIMDAccess.load(te + (i - 1) * 16, as: SIMD16<Float>.self)
                     let g0 = g[p]
                     p += 1
                     var acc = g0 * v0
@@ -316,12 +298,12 @@ public struct DotInteraction: Sendable {
                         let gij = g[p]
                         p += 1
                         let dj = de + (j - 1) * 16
-                        acc += gij * SIMDAccess.load16(te + (j - 1) * 16)
-                        SIMDAccess.store16(SIMDAccess.load16(dj) + gij * ti, dj)
+                        acc += gij * SIMDAccess.load(te + (j - 1) * 16, as: SIMD16<Float>.self)
+                        SIMDAccess.store(SIMDAccess.load(dj, as: SIMD16<Float>.self) + gij * ti, dj)
                     }
-                    SIMDAccess.store16(acc, de + (i - 1) * 16)
+                    SIMDAccess.store(acc, de + (i - 1) * 16)
                 }
-                SIMDAccess.store16(acc0, d0)
+                SIMDAccess.store(acc0, d0)
             } else {
                 for k in 0..<dim { d0[k] = passthrough ? g[k] : 0 }
                 for i in 1..<slots {
@@ -348,18 +330,11 @@ public struct DotInteraction: Sendable {
         for b in 0..<batch {
             let tb = t + b * slots * dim
             let ob = out + b * width
-            var p = 0
-            if passthrough {
-                for k in 0..<dim { ob[k] = tb[k] }
-                p = dim
-            }
-            for i in 1..<slots {
-                for j in 0..<i {
-                    var s: Float = 0
-                    for k in 0..<dim { s += tb[i * dim + k] * tb[j * dim + k] }
-                    ob[p] = s
-                    p += 1
-                }
+            if passthrough { for k in 0..<dim { ob[k] = tb[k] } }
+            forEachPair { i, j, p in
+                var s: Float = 0
+                for k in 0..<dim { s += tb[i * dim + k] * tb[j * dim + k] }
+                ob[p] = s
             }
         }
     }
@@ -371,20 +346,26 @@ public struct DotInteraction: Sendable {
         dT.update(repeating: 0, count: batch * slots * dim)
         for b in 0..<batch {
             let tb = t + b * slots * dim, db = dT + b * slots * dim, gb = dOut + b * width
-            var p = 0
-            if passthrough {
-                for k in 0..<dim { db[k] = gb[k] }
-                p = dim
-            }
-            for i in 1..<slots {
-                for j in 0..<i {
-                    let g = gb[p]
-                    p += 1
-                    for k in 0..<dim {
-                        db[i * dim + k] += g * tb[j * dim + k]
-                        db[j * dim + k] += g * tb[i * dim + k]
-                    }
+            if passthrough { for k in 0..<dim { db[k] = gb[k] } }
+            forEachPair { i, j, p in
+                let g = gb[p]
+                for k in 0..<dim {
+                    db[i * dim + k] += g * tb[j * dim + k]
+                    db[j * dim + k] += g * tb[i * dim + k]
                 }
+            }
+        }
+    }
+
+    /// The reference kernels' walk over the pairs in output order: `body(i, j, p)` for i in
+    /// 1..<slots, j < i, where p is the pair's column in a row of out (after the passthrough's
+    /// `dim` columns, when there are any).
+    func forEachPair(_ body: (_ i: Int, _ j: Int, _ p: Int) -> Void) {
+        var p = passthrough ? dim : 0
+        for i in 1..<slots {
+            for j in 0..<i {
+                body(i, j, p)
+                p += 1
             }
         }
     }

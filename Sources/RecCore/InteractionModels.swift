@@ -10,63 +10,45 @@
 /// are not read. Each user's (item's) GMF and MLP embeddings share one table row,
 /// (factors + embeddingDim) wide: [p | m], so one sparse gradient carries both and the rows
 /// exchange and lazy optimizer rows work unchanged. Table 0 is the users', table 1 the items'.
-public final class NCFModel: RecModel {
-    public let config: ModelConfig
-    public let layout: ParameterLayout
-    public let embeddings: EmbeddingTables?
-    public let maxBatch: Int
-    public var trainingContext: TrainingContext?
-    let tables: EmbeddingTables
+public final class NCFModel: EmbeddingModelBase, RecModel {
+    // columns: [user field, item field]; rows: (maxBatch, 2), user row, item row.
     let mlp: MLPStack
     let predict: Linear
-    let columns: [Int]          // [user field, item field]
     let x: FloatBuffer          // (maxBatch, 2E): [m_u, n_i]
     let dx: FloatBuffer         // (maxBatch, 2E)
     let z: FloatBuffer          // (maxBatch, factors + H): [gmf, h]
     let dz: FloatBuffer         // (maxBatch, factors + H)
     let logits: FloatBuffer     // (maxBatch)
     let gmfInputs: FloatBuffer  // (maxBatch, 2, factors): p_u and q_i, kept for the backward pass
-    let rows: UnsafeMutablePointer<Int32>   // (maxBatch, 2): user row, item row
 
     public init(config: ModelConfig, maxBatch: Int) {
         precondition(config.kind == .ncf && !config.hidden.isEmpty && config.factors >= 1)
         guard let u = config.userFields?.first, let i = config.itemFields?.first else {
             preconditionFailure("ncf needs a user field and an item field")
         }
-        self.config = config
-        self.maxBatch = maxBatch
-        columns = [u, i]
         let e = config.embeddingDim, f = config.factors
-        tables = config.tables(fields: columns, dim: f + e)
-        embeddings = tables
         var layout = ParameterLayout()
         mlp = MLPStack("mlp", sizes: [2 * e] + config.hidden, hiddenActivation: config.activation("mlp"),
                        lastActivation: config.activation("mlp"), dropout: config.dropoutRate("mlp"),
                        maxBatch: maxBatch, layout: &layout)
         predict = Linear("predict", inputSize: f + config.hidden.last!, outputSize: 1, layout: &layout)
-        self.layout = layout
         x = FloatBuffer(count: maxBatch * 2 * e)
         dx = FloatBuffer(count: maxBatch * 2 * e)
         z = FloatBuffer(count: maxBatch * (f + config.hidden.last!))
         dz = FloatBuffer(count: maxBatch * (f + config.hidden.last!))
         logits = FloatBuffer(count: maxBatch)
         gmfInputs = FloatBuffer(count: maxBatch * 2 * f)
-        rows = .allocateZeroed(maxBatch * 2)
+        super.init(config: config, maxBatch: maxBatch, tables: config.tables(fields: [u, i], dim: f + e), columns: [u, i],
+                   layout: layout)
     }
 
-    deinit { rows.deallocate() }
-
     public var activationBytes: Int {
-        mlp.activationBytes + (x.count + dx.count + z.count + dz.count + logits.count + gmfInputs.count + 2 * maxBatch) * 4
+        mlp.activationBytes + (x.count + dx.count + z.count + dz.count + logits.count + gmfInputs.count) * 4 + rowsBytes
     }
 
     public func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>,
                            seed: UInt64) {
-        var rng = RNG(seed: seed, stream: 1)
-        mlp.initialize(parameters, with: config.initializer, rng: &rng)
-        predict.initialize(parameters, with: config.initializer, rng: &rng)
-        var embeddingRNG = RNG(seed: seed, stream: 2)
-        tables.initialize(embeddingTable, rng: &embeddingRNG)
+        initialize(layers: [mlp, predict], parameters: parameters, embeddingTable: embeddingTable, seed: seed)
     }
 
     public func forward(_ batch: BatchView, parameters: UnsafePointer<Float>,
@@ -74,8 +56,7 @@ public final class NCFModel: RecModel {
         let n = batch.count, e = config.embeddingDim, f = config.factors, h = config.hidden.last!
         precondition(n <= maxBatch && batch.categoricalWidth == config.categoricalFields)
         let rowWidth = f + e, zWidth = f + h
-        tables.gatherRows(categorical: batch.categorical, width: batch.categoricalWidth, columns: columns, batch: n,
-                          rows: rows)
+        gatherRows(batch)
         let xp = x.pointer, zp = z.pointer, gp = gmfInputs.pointer
         for b in 0..<n {
             let pu = embeddingTable + Int(rows[2 * b]) * rowWidth, qi = embeddingTable + Int(rows[2 * b + 1]) * rowWidth
@@ -112,15 +93,13 @@ public final class NCFModel: RecModel {
                          events: events)
         // User row: [dgmf ⊙ q_i, dm_u]; item row: [dgmf ⊙ p_u, dn_i].
         let v = sparse.values, dxp = dx.pointer, gp = gmfInputs.pointer
-        sparse.rows.update(from: rows, count: 2 * n)
         for b in 0..<n {
             let pu = gp + b * 2 * f, qi = pu + f
             let du = v + 2 * b * rowWidth, di = du + rowWidth, dg = dzp + b * zWidth, dxb = dxp + b * 2 * e
             for k in 0..<f { du[k] = dg[k] * qi[k]; di[k] = dg[k] * pu[k] }
             for k in 0..<e { du[f + k] = dxb[k]; di[f + k] = dxb[e + k] }
         }
-        sparse.count = 2 * n
-        try events(.sparseFinal)
+        try finishSparse(sparse, examples: n, events: events)
     }
 }
 
@@ -134,34 +113,22 @@ public final class NCFModel: RecModel {
 /// fields' (`config.itemFields`), all `embeddingDim` wide. Because the logit is a dot product,
 /// the item vectors can be computed once for the whole catalogue (`itemEmbeddings`) and a user's
 /// top K found by ranking u · v over them.
-public final class TwoTowerModel: RecModel {
-    public let config: ModelConfig
-    public let layout: ParameterLayout
-    public let embeddings: EmbeddingTables?
-    public let maxBatch: Int
-    public var trainingContext: TrainingContext?
-    let tables: EmbeddingTables
+public final class TwoTowerModel: EmbeddingModelBase, RecModel {
+    // columns: the user-side fields, then the item-side fields; rows: (maxBatch, nu + ni).
     public let userTower: MLPStack
     public let itemTower: MLPStack
-    let columns: [Int]          // user-side fields, then item-side fields
     let userCount: Int, itemCount: Int
     let xu: FloatBuffer, dxu: FloatBuffer   // (maxBatch, nu·E)
     let xi: FloatBuffer, dxi: FloatBuffer   // (maxBatch, ni·E)
     let logits: FloatBuffer                 // (maxBatch)
-    let rows: UnsafeMutablePointer<Int32>   // (maxBatch, nu + ni)
 
     public init(config: ModelConfig, maxBatch: Int) {
         precondition(config.kind == .twoTower && config.factors >= 1)
         let user = config.userFields ?? [], item = config.itemFields ?? []
         precondition(!user.isEmpty && !item.isEmpty, "two-tower needs user-side and item-side fields")
-        self.config = config
-        self.maxBatch = maxBatch
-        columns = user + item
         userCount = user.count
         itemCount = item.count
         let e = config.embeddingDim
-        tables = config.tables(fields: columns, dim: e)
-        embeddings = tables
         var layout = ParameterLayout()
         userTower = MLPStack("user", sizes: [user.count * e] + config.hidden + [config.factors],
                              hiddenActivation: config.activation("user"), lastActivation: .linear,
@@ -169,29 +136,23 @@ public final class TwoTowerModel: RecModel {
         itemTower = MLPStack("item", sizes: [item.count * e] + config.hidden + [config.factors],
                              hiddenActivation: config.activation("item"), lastActivation: .linear,
                              dropout: config.dropoutRate("item"), maxBatch: maxBatch, layout: &layout)
-        self.layout = layout
         xu = FloatBuffer(count: maxBatch * user.count * e)
         dxu = FloatBuffer(count: maxBatch * user.count * e)
         xi = FloatBuffer(count: maxBatch * item.count * e)
         dxi = FloatBuffer(count: maxBatch * item.count * e)
         logits = FloatBuffer(count: maxBatch)
-        rows = .allocateZeroed(maxBatch * columns.count)
+        super.init(config: config, maxBatch: maxBatch, tables: config.tables(fields: user + item, dim: e),
+                   columns: user + item, layout: layout)
     }
-
-    deinit { rows.deallocate() }
 
     public var activationBytes: Int {
         userTower.activationBytes + itemTower.activationBytes
-            + (xu.count + dxu.count + xi.count + dxi.count + logits.count + maxBatch * columns.count) * 4
+            + (xu.count + dxu.count + xi.count + dxi.count + logits.count) * 4 + rowsBytes
     }
 
     public func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>,
                            seed: UInt64) {
-        var rng = RNG(seed: seed, stream: 1)
-        userTower.initialize(parameters, with: config.initializer, rng: &rng)
-        itemTower.initialize(parameters, with: config.initializer, rng: &rng)
-        var embeddingRNG = RNG(seed: seed, stream: 2)
-        tables.initialize(embeddingTable, rng: &embeddingRNG)
+        initialize(layers: [userTower, itemTower], parameters: parameters, embeddingTable: embeddingTable, seed: seed)
     }
 
     /// Copies the rows of tables `first ..< first + count` of each example into x: (n, count·E).
@@ -210,8 +171,7 @@ public final class TwoTowerModel: RecModel {
                         embeddingTable: UnsafePointer<Float>) -> UnsafePointer<Float> {
         let n = batch.count, k = config.factors
         precondition(n <= maxBatch && batch.categoricalWidth == config.categoricalFields)
-        tables.gatherRows(categorical: batch.categorical, width: batch.categoricalWidth, columns: columns, batch: n,
-                          rows: rows)
+        gatherRows(batch)
         gather(first: 0, count: userCount, n: n, table: embeddingTable, into: xu.pointer)
         gather(first: userCount, count: itemCount, n: n, table: embeddingTable, into: xi.pointer)
         userTower.forward(x: xu.pointer, batch: n, parameters: parameters, context: trainingContext)
@@ -250,9 +210,7 @@ public final class TwoTowerModel: RecModel {
                 for j in 0..<e { dst[j] = src[j] }
             }
         }
-        sparse.rows.update(from: rows, count: n * width)
-        sparse.count = n * width
-        try events(.sparseFinal)
+        try finishSparse(sparse, examples: n, events: events)
     }
 
     /// The item tower's output for `count` items: items is (count, itemFields.count), each row the

@@ -48,7 +48,7 @@ public struct Linear: Sendable {
     static func copyRow(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ n: Int) {
         var j = 0
         while j + 8 <= n {
-            SIMDAccess.store8(SIMDAccess.load8(src + j), dst + j)
+            SIMDAccess.store(SIMDAccess.load(src + j, as: SIMD8<Float>.self), dst + j)
             j += 8
         }
         while j < n { dst[j] = src[j]; j += 1 }
@@ -98,9 +98,9 @@ public enum Activation: String, CaseIterable, Sendable, Codable {
             // v < 0 ? 0 : v keeps a NaN visible, as max(v, 0) does.
             var i = 0
             while i + 8 <= count {
-                var v = SIMDAccess.load8(y + i)
+                var v = SIMDAccess.load(y + i, as: SIMD8<Float>.self)
                 v.replace(with: 0, where: v .< 0)
-                SIMDAccess.store8(v, y + i)
+                SIMDAccess.store(v, y + i)
                 i += 8
             }
             while i < count { y[i] = y[i] < 0 ? 0 : y[i]; i += 1 }
@@ -133,9 +133,9 @@ public enum Activation: String, CaseIterable, Sendable, Codable {
                 let row = y + r * columns
                 var j = 0
                 while j < wide {
-                    var v = SIMDAccess.load8(row + j) + SIMDAccess.load8(bias + j)
+                    var v = SIMDAccess.load(row + j, as: SIMD8<Float>.self) + SIMDAccess.load(bias + j, as: SIMD8<Float>.self)
                     v.replace(with: 0, where: v .< 0)
-                    SIMDAccess.store8(v, row + j)
+                    SIMDAccess.store(v, row + j)
                     j += 8
                 }
                 while j < columns { let v = row[j] + bias[j]; row[j] = v < 0 ? 0 : v; j += 1 }
@@ -164,10 +164,10 @@ public enum Activation: String, CaseIterable, Sendable, Codable {
                 let d = dy + r * columns, yr = y + r * columns
                 var j = 0
                 while j < wide {
-                    var g = SIMDAccess.load8(d + j)
-                    g.replace(with: 0, where: SIMDAccess.load8(yr + j) .<= 0)
-                    SIMDAccess.store8(g, d + j)
-                    SIMDAccess.store8(SIMDAccess.load8(db + j) + g, db + j)
+                    var g = SIMDAccess.load(d + j, as: SIMD8<Float>.self)
+                    g.replace(with: 0, where: SIMDAccess.load(yr + j, as: SIMD8<Float>.self) .<= 0)
+                    SIMDAccess.store(g, d + j)
+                    SIMDAccess.store(SIMDAccess.load(db + j, as: SIMD8<Float>.self) + g, db + j)
                     j += 8
                 }
                 while j < columns {
@@ -194,7 +194,7 @@ public enum Activation: String, CaseIterable, Sendable, Codable {
         let wide = count & ~7
         var j = 0
         while j < wide {
-            SIMDAccess.store8(SIMDAccess.load8(target + j) + SIMDAccess.load8(source + j), target + j)
+            SIMDAccess.store(SIMDAccess.load(target + j, as: SIMD8<Float>.self) + SIMDAccess.load(source + j, as: SIMD8<Float>.self), target + j)
             j += 8
         }
         while j < count { target[j] += source[j]; j += 1 }

@@ -6,27 +6,15 @@
 /// so its gradient is sparse like every embedding's, and the rows exchange and lazy optimizer
 /// rows work unchanged. Dense parameters: `linear.weight` (denseInputs, 1) and `linear.bias` (1),
 /// or only `bias` (1) without dense inputs. The id weights start at 0, W Glorot-uniform.
-public final class LogisticRegressionModel: RecModel {
-    public let config: ModelConfig
-    public let layout: ParameterLayout
-    public let embeddings: EmbeddingTables?
-    public let maxBatch: Int
-    public var trainingContext: TrainingContext?
-    let tables: EmbeddingTables
+public final class LogisticRegressionModel: EmbeddingModelBase, RecModel {
     let linear: Linear?          // nil without dense inputs
     let biasOffset: Int          // the bias: linear's, or a lone `bias`
     let denseInput: FloatBuffer  // (maxBatch, denseInputs), transformed
     let logits: FloatBuffer      // (maxBatch)
-    let rows: UnsafeMutablePointer<Int32>   // (maxBatch, fields)
-    let columns: [Int]
 
     public init(config: ModelConfig, maxBatch: Int) {
         precondition(config.kind == .logreg && config.categoricalFields >= 1)
-        self.config = config
-        self.maxBatch = maxBatch
-        columns = Array(0..<config.categoricalFields)
-        tables = config.tables(fields: columns, dim: 1)
-        embeddings = tables
+        let columns = Array(0..<config.categoricalFields)
         var layout = ParameterLayout()
         if config.denseInputs > 0 {
             let l = Linear("linear", inputSize: config.denseInputs, outputSize: 1, layout: &layout)
@@ -36,15 +24,13 @@ public final class LogisticRegressionModel: RecModel {
             linear = nil
             biasOffset = layout.add("bias", shape: [1])
         }
-        self.layout = layout
         denseInput = FloatBuffer(count: maxBatch * config.denseInputs)
         logits = FloatBuffer(count: maxBatch)
-        rows = .allocateZeroed(maxBatch * config.categoricalFields)
+        super.init(config: config, maxBatch: maxBatch, tables: config.tables(fields: columns, dim: 1), columns: columns,
+                   layout: layout)
     }
 
-    deinit { rows.deallocate() }
-
-    public var activationBytes: Int { (denseInput.count + logits.count + maxBatch * config.categoricalFields) * 4 }
+    public var activationBytes: Int { (denseInput.count + logits.count) * 4 + rowsBytes }
 
     public func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>,
                            seed: UInt64) {
@@ -67,7 +53,7 @@ public final class LogisticRegressionModel: RecModel {
         } else {
             for b in 0..<n { z[b] = parameters[biasOffset] }
         }
-        tables.gatherRows(categorical: batch.categorical, width: fields, columns: columns, batch: n, rows: rows)
+        gatherRows(batch)
         for b in 0..<n {
             var s: Float = 0
             for f in 0..<fields { s += embeddingTable[Int(rows[b * fields + f])] }
@@ -83,9 +69,7 @@ public final class LogisticRegressionModel: RecModel {
         precondition(sparse.capacity >= n * fields && sparse.dim == 1)
         // d w_f[id_f] = dz for each (example, field).
         for b in 0..<n { for f in 0..<fields { sparse.values[b * fields + f] = dLogits[b] } }
-        sparse.rows.update(from: rows, count: n * fields)
-        sparse.count = n * fields
-        try events(.sparseFinal)
+        try finishSparse(sparse, examples: n, events: events)
         if let linear {
             linear.backward(x: denseInput.pointer, dy: dLogits, dx: nil, batch: n, parameters: parameters,
                             gradients: gradients)
@@ -108,50 +92,31 @@ public final class LogisticRegressionModel: RecModel {
 /// column 0 is the wide weight (starting at 0), columns 1... the embedding (uniform ±0.05). So
 /// one sparse gradient carries both parts and the rows exchange and lazy optimizer rows work
 /// unchanged. The deep MLP is the stack "deep": `deep.0` ... with `config.hidden` widths.
-public final class WideDeepModel: RecModel {
-    public let config: ModelConfig
-    public let layout: ParameterLayout
-    public let embeddings: EmbeddingTables?
-    public let maxBatch: Int
-    public var trainingContext: TrainingContext?
-    let tables: EmbeddingTables
+public final class WideDeepModel: EmbeddingModelBase, RecModel {
     let deep: MLPStack
     let x: FloatBuffer        // (maxBatch, D + F·E): the deep input
     let dx: FloatBuffer       // (maxBatch, D + F·E)
     let logits: FloatBuffer   // (maxBatch)
-    let rows: UnsafeMutablePointer<Int32>   // (maxBatch, F)
-    let columns: [Int]
 
     public init(config: ModelConfig, maxBatch: Int) {
         precondition(config.kind == .wideDeep && config.categoricalFields >= 1)
-        self.config = config
-        self.maxBatch = maxBatch
-        columns = Array(0..<config.categoricalFields)
-        tables = config.tables(fields: columns, dim: 1 + config.embeddingDim)
-        embeddings = tables
+        let columns = Array(0..<config.categoricalFields)
         var layout = ParameterLayout()
         let width = config.denseInputs + config.categoricalFields * config.embeddingDim
         deep = MLPStack("deep", sizes: [width] + config.hidden + [1], hiddenActivation: config.activation("deep"),
                         lastActivation: .linear, dropout: config.dropoutRate("deep"), maxBatch: maxBatch, layout: &layout)
-        self.layout = layout
         x = FloatBuffer(count: maxBatch * width)
         dx = FloatBuffer(count: maxBatch * width)
         logits = FloatBuffer(count: maxBatch)
-        rows = .allocateZeroed(maxBatch * config.categoricalFields)
+        super.init(config: config, maxBatch: maxBatch, tables: config.tables(fields: columns, dim: 1 + config.embeddingDim),
+                   columns: columns, layout: layout)
     }
 
-    deinit { rows.deallocate() }
-
-    public var activationBytes: Int {
-        deep.activationBytes + (x.count + dx.count + logits.count + maxBatch * config.categoricalFields) * 4
-    }
+    public var activationBytes: Int { deep.activationBytes + (x.count + dx.count + logits.count) * 4 + rowsBytes }
 
     public func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>,
                            seed: UInt64) {
-        var rng = RNG(seed: seed, stream: 1)
-        deep.initialize(parameters, with: config.initializer, rng: &rng)
-        var embeddingRNG = RNG(seed: seed, stream: 2)
-        tables.initialize(embeddingTable, rng: &embeddingRNG)
+        initialize(layers: [deep], parameters: parameters, embeddingTable: embeddingTable, seed: seed)
         let rowWidth = tables.dim
         for r in 0..<tables.rowCount { embeddingTable[r * rowWidth] = 0 }   // wide weights start at 0
     }
@@ -161,7 +126,7 @@ public final class WideDeepModel: RecModel {
         let n = batch.count, fields = config.categoricalFields, d = config.denseInputs, e = config.embeddingDim
         precondition(n <= maxBatch && batch.denseWidth == d && batch.categoricalWidth == fields)
         let width = d + fields * e, rowWidth = 1 + e, transform = config.denseTransform
-        tables.gatherRows(categorical: batch.categorical, width: fields, columns: columns, batch: n, rows: rows)
+        gatherRows(batch)
         let z = logits.pointer, xp = x.pointer
         for b in 0..<n {
             let xb = xp + b * width
@@ -199,8 +164,6 @@ public final class WideDeepModel: RecModel {
                 for k in 0..<e { dst[1 + k] = src[k] }
             }
         }
-        sparse.rows.update(from: rows, count: n * fields)
-        sparse.count = n * fields
-        try events(.sparseFinal)
+        try finishSparse(sparse, examples: n, events: events)
     }
 }

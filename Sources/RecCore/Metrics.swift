@@ -164,18 +164,6 @@ public struct EvaluationSummary: Sendable, Equatable, Codable {
     /// Calibration, mean prediction / mean label: 1 for a calibrated model, above 1 when it
     /// over-predicts. nil when no label is positive (or there are no rows): undefined then.
     public var calibration: Double? { meanLabel > 0 ? meanPrediction / meanLabel : nil }
-
-    public init(count: Int, auc: Double?, logloss: Double, accuracy: Double,
-                meanPrediction: Double, meanLabel: Double, rmse: Double, mae: Double) {
-        self.count = count
-        self.auc = auc
-        self.logloss = logloss
-        self.accuracy = accuracy
-        self.meanPrediction = meanPrediction
-        self.meanLabel = meanLabel
-        self.rmse = rmse
-        self.mae = mae
-    }
 }
 
 /// Streaming accumulator for evaluation: append batches of (probability, label), then compute

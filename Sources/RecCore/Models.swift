@@ -241,13 +241,8 @@ public final class MLPModel: RecModel {
 /// The interaction reads the bottom output and the gathered embeddings where they are, and its
 /// backward pass writes their gradients straight into the bottom MLP's output gradient and the
 /// sparse gradient: no concatenated copy of the vectors.
-public final class DLRMModel: RecModel {
-    public let config: ModelConfig
-    public let layout: ParameterLayout
-    public let embeddings: EmbeddingTables?
-    public let maxBatch: Int
-    public var trainingContext: TrainingContext?
-    let tables: EmbeddingTables
+public final class DLRMModel: EmbeddingModelBase, RecModel {
+    // rows: (maxBatch, fields), the rows looked up by the last forward.
     let bottom: MLPStack?         // nil when there are no dense inputs
     let top: MLPStack
     let interaction: DotInteraction
@@ -257,17 +252,12 @@ public final class DLRMModel: RecModel {
     let interOut: FloatBuffer     // (maxBatch, interaction.outputSize)
     let dInterOut: FloatBuffer    // (maxBatch, interaction.outputSize)
     let interScratch: FloatBuffer // the interaction's per-example scratch
-    let rows: UnsafeMutablePointer<Int32>   // (maxBatch, fields) rows looked up by the last forward
 
     public init(config: ModelConfig, maxBatch: Int) {
         precondition(config.kind == .dlrm)
         precondition(config.interactionSlots >= 2, "dlrm needs at least two of: dense inputs, categorical fields")
-        self.config = config
-        self.maxBatch = maxBatch
         let dim = config.embeddingDim, fields = config.categoricalFields
         let hasBottom = config.denseInputs > 0
-        tables = config.embeddingTables
-        embeddings = tables
         let slots = config.interactionSlots
         interaction = DotInteraction(slots: slots, dim: dim, passthrough: hasBottom)
         firstEmbeddingSlot = hasBottom ? 1 : 0
@@ -279,29 +269,23 @@ public final class DLRMModel: RecModel {
         top = MLPStack("top", sizes: [interaction.outputSize] + config.top + [1],
                        hiddenActivation: config.activation("top"), lastActivation: .linear,
                        dropout: config.dropoutRate("top"), maxBatch: maxBatch, layout: &layout)
-        self.layout = layout
         denseInput = FloatBuffer(count: maxBatch * config.denseInputs)
         embedded = FloatBuffer(count: maxBatch * fields * dim)
         interOut = FloatBuffer(count: maxBatch * interaction.outputSize)
         dInterOut = FloatBuffer(count: maxBatch * interaction.outputSize)
         interScratch = FloatBuffer(count: interaction.scratchCount)
-        rows = .allocateZeroed(maxBatch * fields)
+        super.init(config: config, maxBatch: maxBatch, tables: config.embeddingTables, columns: Array(0..<fields),
+                   layout: layout)
     }
-
-    deinit { rows.deallocate() }
 
     public var activationBytes: Int {
         (bottom?.activationBytes ?? 0) + top.activationBytes
-            + (denseInput.count + embedded.count + interOut.count + dInterOut.count + maxBatch * config.categoricalFields) * 4 + interScratch.count * 4
+            + (denseInput.count + embedded.count + interOut.count + dInterOut.count) * 4 + rowsBytes + interScratch.count * 4
     }
 
     public func initialize(parameters: UnsafeMutablePointer<Float>, embeddingTable: UnsafeMutablePointer<Float>,
                            seed: UInt64) {
-        var rng = RNG(seed: seed, stream: 1)
-        bottom?.initialize(parameters, with: config.initializer, rng: &rng)
-        top.initialize(parameters, with: config.initializer, rng: &rng)
-        var embeddingRNG = RNG(seed: seed, stream: 2)
-        tables.initialize(embeddingTable, rng: &embeddingRNG)
+        initialize(layers: [bottom, top], parameters: parameters, embeddingTable: embeddingTable, seed: seed)
     }
 
     public func forward(_ batch: BatchView, parameters: UnsafePointer<Float>,
@@ -348,9 +332,7 @@ public final class DLRMModel: RecModel {
                                  dOut: dInterOut.pointer, dFirst: v, dFirstStride: fields * dim,
                                  dRest: v + dim, dRestStride: fields * dim, batch: n)
         }
-        sparse.rows.update(from: rows, count: n * fields)
-        sparse.count = n * fields
-        try events(.sparseFinal)
+        try finishSparse(sparse, examples: n, events: events)
         try bottom?.backward(x: denseInput.pointer, dx: nil, batch: n, parameters: parameters, gradients: gradients,
                              events: events)
     }

@@ -11,12 +11,7 @@ import RecCore
 /// split (seeded) and redrawn while it is a known positive of u (in any split); the negative row
 /// is the positive row with the item and its item-side fields (`FieldRole.itemFeature`, taken
 /// from the item's first training row) replaced, and label 0.
-final class InteractionPreparer {
-    let options: PrepareOptions
-    var layout: InputLayout
-    let files: [MappedFile]
-    let output: AtomicDirectory
-    let log: @Sendable (String) -> Void
+final class InteractionPreparer: PreparePipeline {
     let keyMode: KeyMode
 
     /// Columns that come from the input lines; the rest are joined side features.
@@ -41,14 +36,10 @@ final class InteractionPreparer {
     var itemNames: [UInt64: String] = [:]
     var itemMetadata: [UInt64: (title: String, genres: String)] = [:]
 
-    init(options: PrepareOptions, layout: InputLayout, files: [MappedFile], output: AtomicDirectory,
-         log: @escaping @Sendable (String) -> Void) {
-        self.options = options
-        self.layout = layout
-        self.files = files
-        self.output = output
-        self.log = log
+    override init(options: PrepareOptions, layout: InputLayout, files: [MappedFile], output: AtomicDirectory,
+                  log: @escaping @Sendable (String) -> Void) {
         if case .hash = options.encoding { keyMode = .criteoHash } else { keyMode = .key64 }
+        super.init(options: options, layout: layout, files: files, output: output, log: log)
     }
 
     var c: Int { layout.categoricalNames.count }

@@ -34,12 +34,7 @@ final class SplitRows {
 }
 
 /// The click-log pipeline: chunked, parallel, streaming, in input order.
-final class StreamingPreparer {
-    let options: PrepareOptions
-    let layout: InputLayout
-    let files: [MappedFile]
-    let output: AtomicDirectory
-    let log: @Sendable (String) -> Void
+final class StreamingPreparer: PreparePipeline {
     let threads: Int
     var chunks: [TextChunk] = []
     /// Per chunk: the global index of its first data row (header lines excluded).
@@ -48,15 +43,11 @@ final class StreamingPreparer {
     var totalRows = 0
     var positiveKeys: [UInt64] = []
 
-    init(options: PrepareOptions, layout: InputLayout, files: [MappedFile], output: AtomicDirectory,
-         log: @escaping @Sendable (String) -> Void) {
-        self.options = options
-        self.layout = layout
-        self.files = files
-        self.output = output
-        self.log = log
+    override init(options: PrepareOptions, layout: InputLayout, files: [MappedFile], output: AtomicDirectory,
+                  log: @escaping @Sendable (String) -> Void) {
         threads = max(1, options.threads)
         positiveKeys = (options.positive ?? []).map { RowParser.key64(Array($0.utf8)) }
+        super.init(options: options, layout: layout, files: files, output: output, log: log)
     }
 
     enum Pass { case timestamps, statistics, write }

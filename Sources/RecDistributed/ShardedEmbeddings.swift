@@ -247,12 +247,7 @@ public final class ShardedEmbeddings {
         }
         // The row indices to their owners.
         served.reserve(received)
-        try communicator.alltoallv(UnsafeRawBufferPointer(start: sortedIndex, count: sent * word),
-                                   sendCounts: UnsafeBufferPointer(start: sendCounts, count: size),
-                                   sendDisplacements: UnsafeBufferPointer(start: sendOffsets, count: size),
-                                   into: UnsafeMutableRawBufferPointer(start: served.pointer, count: received * word),
-                                   receiveCounts: UnsafeBufferPointer(start: receiveCounts, count: size),
-                                   receiveDisplacements: UnsafeBufferPointer(start: receiveOffsets, count: size))
+        try exchange(sortedIndex, sendBytes: sent * word, into: served.pointer, receiveBytes: received * word)
         // The vectors back, in the order asked.
         replies.reserve(received * dim)
         let s = storage.pointer, out = replies.pointer, asked = served.pointer
@@ -269,12 +264,7 @@ public final class ShardedEmbeddings {
         }
         var at = 0
         for r in 0..<size { receiveOffsets[r] = at; at += receiveCounts[r] }
-        try communicator.alltoallv(UnsafeRawBufferPointer(start: out, count: received * bytes),
-                                   sendCounts: UnsafeBufferPointer(start: sendCounts, count: size),
-                                   sendDisplacements: UnsafeBufferPointer(start: sendOffsets, count: size),
-                                   into: UnsafeMutableRawBufferPointer(start: answers.pointer, count: sent * bytes),
-                                   receiveCounts: UnsafeBufferPointer(start: receiveCounts, count: size),
-                                   receiveDisplacements: UnsafeBufferPointer(start: receiveOffsets, count: size))
+        try exchange(out, sendBytes: received * bytes, into: answers.pointer, receiveBytes: sent * bytes)
         for k in 0..<sent {
             (working + Int(sortedSlot[k]) * dim).update(from: answers.pointer + k * dim, count: dim)
         }
@@ -302,6 +292,18 @@ public final class ShardedEmbeddings {
             receiveCounts[r] = countReceive[r] * itemBytes; receiveOffsets[r] = received * itemBytes; received += countReceive[r]
         }
         return (sent, received)
+    }
+
+    /// The alltoallv of `sendBytes` bytes from `send` into `receive` (`receiveBytes`), by the byte
+    /// counts and offsets in `sendCounts`, `sendOffsets`, `receiveCounts` and `receiveOffsets`.
+    private func exchange(_ send: UnsafeRawPointer, sendBytes: Int, into receive: UnsafeMutableRawPointer,
+                          receiveBytes: Int) throws {
+        try communicator.alltoallv(UnsafeRawBufferPointer(start: send, count: sendBytes),
+                                   sendCounts: UnsafeBufferPointer(start: sendCounts, count: size),
+                                   sendDisplacements: UnsafeBufferPointer(start: sendOffsets, count: size),
+                                   into: UnsafeMutableRawBufferPointer(start: receive, count: receiveBytes),
+                                   receiveCounts: UnsafeBufferPointer(start: receiveCounts, count: size),
+                                   receiveDisplacements: UnsafeBufferPointer(start: receiveOffsets, count: size))
     }
 
     /// Every rank learns how many items each rank sends it: `countSend[r]` -> rank r's
@@ -369,12 +371,8 @@ public final class ShardedEmbeddings {
             (record + 8).copyMemory(from: values + i * dim, byteCount: dim * 4)
         }
         receiveRecords.reserve(received * recordBytes)
-        try communicator.alltoallv(UnsafeRawBufferPointer(start: sendRecords, count: sent * recordBytes),
-                                   sendCounts: UnsafeBufferPointer(start: sendCounts, count: size),
-                                   sendDisplacements: UnsafeBufferPointer(start: sendOffsets, count: size),
-                                   into: UnsafeMutableRawBufferPointer(start: receiveRecords.pointer, count: received * recordBytes),
-                                   receiveCounts: UnsafeBufferPointer(start: receiveCounts, count: size),
-                                   receiveDisplacements: UnsafeBufferPointer(start: receiveOffsets, count: size))
+        try exchange(sendRecords, sendBytes: sent * recordBytes, into: receiveRecords.pointer,
+                     receiveBytes: received * recordBytes)
         gradientBytesSent = size * MemoryLayout<Int>.size + sent * recordBytes
         // Sum per row, in rank order (the records arrive grouped by sender).
         ownedMap.clear()

@@ -20,11 +20,21 @@ public enum PermutationImportance {
         public var name: String
         public var categorical: Bool
         public var index: Int
-        public init(name: String, categorical: Bool, index: Int) {
-            self.name = name
-            self.categorical = categorical
-            self.index = index
+    }
+
+    /// The fields a model reads, given the names of the rows' dense and categorical columns: the
+    /// dense ones, then the categorical ones. The others are left out: shuffling a column the
+    /// model does not read changes nothing.
+    public static func fields(readBy config: ModelConfig, dense: [String], categorical: [String]) -> [Field] {
+        let read: (dense: [Int], categorical: [Int])
+        switch config.kind {
+        case .mlp: read = (Array(0..<min(config.mlpDenseFeatures, dense.count)), [])
+        case .ncf: read = ([], [config.userFields?.first, config.itemFields?.first].compactMap { $0 })
+        case .twoTower: read = ([], (config.userFields ?? []) + (config.itemFields ?? []))
+        case .dlrm, .logreg, .wideDeep: read = (Array(dense.indices), Array(categorical.indices))
         }
+        return read.dense.map { Field(name: dense[$0], categorical: false, index: $0) }
+            + read.categorical.map { Field(name: categorical[$0], categorical: true, index: $0) }
     }
 
     public struct Result: Sendable {

@@ -26,36 +26,31 @@ public enum ProgressMode: String, Sendable, CaseIterable {
 }
 
 /// Rank 0's progress: the live bar (redrawn at most 10 times a second, samples/s over the last
-/// window of about a second) or a plain line every `logEvery` steps and after the last.
+/// window of about a second) or a plain line every `plan.logEvery` steps and after the last.
 final class ProgressDisplay {
     let mode: ProgressMode
-    let logEvery: Int
-    let totalSteps: Int
-    let totalEpochs: Int
-    let firstStep: Int
+    /// The run's first and last step, its epochs and the steps between plain lines.
+    let plan: RunPlan
     let showRate: Bool
     let logger: Logger
     private let runStart = Date()
     private var barSamples = 0, barRate: Double?, barWindowStart = Date(), lastDraw = Date.distantPast
 
-    init(mode: ProgressMode, logEvery: Int, firstStep: Int, totalSteps: Int, totalEpochs: Int, showRate: Bool, logger: Logger) {
+    init(mode: ProgressMode, plan: RunPlan, showRate: Bool, logger: Logger) {
         self.mode = mode
-        self.logEvery = logEvery
-        self.firstStep = firstStep
-        self.totalSteps = totalSteps
-        self.totalEpochs = totalEpochs
+        self.plan = plan
         self.showRate = showRate
         self.logger = logger
     }
 
     /// Whether the step ends a plain line's interval.
-    func isLineDue(step: Int) -> Bool { step % logEvery == 0 || step == totalSteps }
+    func isLineDue(step: Int) -> Bool { step % plan.logEvery == 0 || step == plan.lastStep }
 
     private func report(_ state: RunState, samplesPerSecond: Double, loss: Double?) -> ProgressReport {
-        let done = state.step - firstStep, elapsed = Date().timeIntervalSince(runStart)
-        return ProgressReport(step: state.step, totalSteps: totalSteps, epoch: min(state.completedEpochs, totalEpochs),
-                              totalEpochs: totalEpochs, samplesPerSecond: samplesPerSecond, loss: loss,
-                              eta: done > 0 ? elapsed / Double(done) * Double(totalSteps - state.step) : nil)
+        let done = state.step - plan.firstStep, elapsed = Date().timeIntervalSince(runStart)
+        return ProgressReport(step: state.step, totalSteps: plan.lastStep, epoch: min(state.completedEpochs, plan.totalEpochs),
+                              totalEpochs: plan.totalEpochs, samplesPerSecond: samplesPerSecond, loss: loss,
+                              eta: done > 0 ? elapsed / Double(done) * Double(plan.lastStep - state.step) : nil)
     }
 
     /// After each step: redraws the bar when due.
@@ -64,7 +59,7 @@ final class ProgressDisplay {
         barSamples += samples
         let now = Date(), window = now.timeIntervalSince(barWindowStart)
         if window >= 1 { barRate = Double(barSamples) / window; barSamples = 0; barWindowStart = now }
-        if now.timeIntervalSince(lastDraw) >= 0.1 || state.step == totalSteps {
+        if now.timeIntervalSince(lastDraw) >= 0.1 || state.step == plan.lastStep {
             lastDraw = now
             let rate = barRate ?? Double(barSamples) / max(window, 1e-9)
             Console.shared.showStatus(report(state, samplesPerSecond: rate, loss: loss).bar(width: Console.shared.columns))

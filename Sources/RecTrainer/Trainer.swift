@@ -59,8 +59,7 @@ public final class Trainer {
         let metricsLog = try openMetricsLog(resuming: resumed != nil)
         defer { try? metricsLog?.close() }
         let tensorBoard = try openTensorBoard()
-        let display = ProgressDisplay(mode: rank == 0 ? progress : .off, logEvery: plan.logEvery, firstStep: state.step,
-                                      totalSteps: plan.lastStep, totalEpochs: plan.totalEpochs,
+        let display = ProgressDisplay(mode: rank == 0 ? progress : .off, plan: plan,
                                       showRate: config.optimizer.schedule != LearningRateSchedule(), logger: logger)
         defer { display.end() }
         let evaluation = EvaluationPolicy(every: config.evalEvery)

@@ -128,46 +128,6 @@ public enum SelectionMetric: String, CaseIterable, Sendable, Codable {
     }
 }
 
-extension OptimizerConfig: Codable {
-    enum CodingKeys: String, CodingKey {
-        case kind, learningRate, momentum, nesterov, beta1, beta2, epsilon, initialAccumulator
-        case weightDecay, schedule, clipNorm, accumulate, scaleByWorldSize
-    }
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(kind: try OptimizerKind(rawValue: c.decode(String.self, forKey: .kind)) ?? .sgd,
-                  learningRate: try c.decode(Float.self, forKey: .learningRate))
-        momentum = try c.decode(Float.self, forKey: .momentum)
-        nesterov = try c.decode(Bool.self, forKey: .nesterov)
-        beta1 = try c.decode(Float.self, forKey: .beta1)
-        beta2 = try c.decode(Float.self, forKey: .beta2)
-        epsilon = try c.decode(Float.self, forKey: .epsilon)
-        initialAccumulator = try c.decode(Float.self, forKey: .initialAccumulator)
-        // Absent from checkpoints written before these existed: their defaults are what ran then.
-        weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? 0
-        schedule = try c.decodeIfPresent(LearningRateSchedule.self, forKey: .schedule) ?? LearningRateSchedule()
-        clipNorm = try c.decodeIfPresent(Float.self, forKey: .clipNorm)
-        accumulate = try c.decodeIfPresent(Int.self, forKey: .accumulate) ?? 1
-        scaleByWorldSize = try c.decodeIfPresent(Bool.self, forKey: .scaleByWorldSize) ?? false
-    }
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(kind.rawValue, forKey: .kind)
-        try c.encode(learningRate, forKey: .learningRate)
-        try c.encode(momentum, forKey: .momentum)
-        try c.encode(nesterov, forKey: .nesterov)
-        try c.encode(beta1, forKey: .beta1)
-        try c.encode(beta2, forKey: .beta2)
-        try c.encode(epsilon, forKey: .epsilon)
-        try c.encode(initialAccumulator, forKey: .initialAccumulator)
-        try c.encode(weightDecay, forKey: .weightDecay)
-        try c.encode(schedule, forKey: .schedule)
-        try c.encodeIfPresent(clipNorm, forKey: .clipNorm)
-        try c.encode(accumulate, forKey: .accumulate)
-        try c.encode(scaleByWorldSize, forKey: .scaleByWorldSize)
-    }
-}
-
 /// Errors that end a training run, each with what to do about it.
 public enum TrainingError: Error, CustomStringConvertible {
     /// Another rank could not load its shard; that rank printed the reason.

@@ -74,7 +74,6 @@ public final class TrainingStep<Model: RecModel> {
     public var seed: UInt64
     private let parameterCount: Int
     private let hasEmbeddings: Bool
-    private let rank: Int, worldSize: Int
     private var globalCount = 0
     private var stepStart: UInt64 = 0
     /// With sharding, over all ranks: the owners' gradient sum of squares and non-finite count.
@@ -95,8 +94,6 @@ public final class TrainingStep<Model: RecModel> {
         self.loss = loss
         self.batchSize = batchSize
         self.seed = seed
-        rank = communicator.rank
-        worldSize = communicator.size
         let layout = model.layout
         let tables = model.embeddings
         let dim = tables?.dim ?? 1
@@ -217,7 +214,9 @@ public final class TrainingStep<Model: RecModel> {
             // rows: micro-batch j holds the j-th block of worldSize x batchSize). A rank with no
             // rows in the last, partial global batch runs the model on 0 rows: it still reports
             // the same backward events, so it starts the same collectives in order.
-            model.trainingContext = TrainingContext(seed: seed, step: step, firstExample: (j * worldSize + rank) * batchSize)
+            let world = sync.communicator
+            model.trainingContext = TrainingContext(seed: seed, step: step,
+                                                    firstExample: (j * world.size + world.rank) * batchSize)
             let logits = model.forward(view, parameters: parameters.pointer, embeddingTable: embeddingTable.pointer)
             g[parameterCount + StepSlot.loss] += Float(loss.forwardBackward(
                 logits: logits, labels: view.labels, count: view.count,

@@ -90,7 +90,7 @@ struct Explain: ParsableCommand {
     /// The evaluation rows, the fields the model reads, and a description of where they came from.
     func loadRows(_ trained: Checkpoint.TrainedModel) throws -> (FeatureRowsBuffer, [PermutationImportance.Field], String) {
         let config = trained.config
-        var fields: [PermutationImportance.Field] = []
+        let fields: [PermutationImportance.Field]
         let rows: FeatureRowsBuffer
         let source: String
         if PreparedDataset.isDirectory(data) {
@@ -108,9 +108,8 @@ struct Explain: ParsableCommand {
             rows.count = n
             reader.releaseResidentPages()
             let schema = dataset.manifest.schema
-            let (dense, categorical) = Self.fieldsRead(by: config, dense: schema.dense.count, categorical: schema.categorical.count)
-            for j in dense { fields.append(.init(name: schema.dense[j].name, categorical: false, index: j)) }
-            for f in categorical { fields.append(.init(name: schema.categorical[f].name, categorical: true, index: f)) }
+            fields = PermutationImportance.fields(readBy: config, dense: schema.dense.map(\.name),
+                                                  categorical: schema.categorical.map(\.name))
             source = "the \(name) split of \(data)"
         } else {
             if config.vocabularySizes != nil || config.denseTransform != .log1p {
@@ -127,9 +126,8 @@ struct Explain: ParsableCommand {
             range = range.lowerBound..<min(range.upperBound, range.lowerBound + maxRows)
             let parsed = try CriteoTSV.parse(file, selecting: { range.contains($0) })
             rows = FeatureRowsBuffer(parsed)
-            let (dense, categorical) = Self.fieldsRead(by: config, dense: CriteoFormat.denseCount, categorical: CriteoFormat.categoricalCount)
-            for j in dense { fields.append(.init(name: "I\(j + 1)", categorical: false, index: j)) }
-            for f in categorical { fields.append(.init(name: "C\(f + 1)", categorical: true, index: f)) }
+            fields = PermutationImportance.fields(readBy: config, dense: (1...CriteoFormat.denseCount).map { "I\($0)" },
+                                                  categorical: (1...CriteoFormat.categoricalCount).map { "C\($0)" })
             source = what
         }
         guard rows.count >= 2 else {
@@ -141,15 +139,5 @@ struct Explain: ParsableCommand {
         default: break
         }
         return (rows, fields, source)
-    }
-
-    /// The dense and categorical fields a model reads (shuffling the others changes nothing).
-    static func fieldsRead(by config: ModelConfig, dense: Int, categorical: Int) -> (dense: [Int], categorical: [Int]) {
-        switch config.kind {
-        case .mlp: return (Array(0..<min(config.mlpDenseFeatures, dense)), [])
-        case .ncf: return ([], [config.userFields?.first, config.itemFields?.first].compactMap { $0 })
-        case .twoTower: return ([], (config.userFields ?? []) + (config.itemFields ?? []))
-        case .dlrm, .logreg, .wideDeep: return (Array(0..<dense), Array(0..<categorical))
-        }
     }
 }
