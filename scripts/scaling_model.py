@@ -7,6 +7,8 @@ embedding tables, from measured compute and a measured network.
                                                              predicted against measured steps
     scripts/scaling_model.py predict --net NET.json... --bench BENCH.json [--ranks 2,4,...,1024]
                                                              samples/s for N ranks
+    scripts/scaling_model.py predict --link 25:20 --bench BENCH.json
+                                                             the same on a 25 Gbit/s, 20 us network
     scripts/scaling_model.py bytes BENCH.json...             predicted against measured bytes
 
 NET.json comes from `rec-dist bench --network --json-out` (the calibration), BENCH.json from
@@ -223,12 +225,18 @@ def cmd_validate(args):
 
 
 def cmd_predict(args):
-    params = fit(calibration(args.net), args.calibration_ranks)
+    if args.link:
+        gbit, us = (float(x) for x in args.link.split(":"))
+        params = {c: {"alpha_s": us * 1e-6, "bandwidth_Bps": gbit * 1e9 / 8} for c in COLLECTIVES}
+        where = f"a {gbit:g} Gbit/s link with {us:g} us per message round"
+    else:
+        params = fit(calibration(args.net), args.calibration_ranks)
+        where = f"the network fitted to the {args.calibration_ranks}-rank calibration"
     report = load([args.bench])[0]
     ranks = [int(x) for x in args.ranks.split(",")]
     for w in workloads(report):
-        print(f"\n{label(w.rep)} against {label(w.shd)}, compute measured on {w.rep['ranks']} ranks\n")
-        print(f"| ranks | replicated samples/s | sharded samples/s | sharded / replicated | replicated MB received per step | sharded MB sent per step |")
+        print(f"\n{label(w.rep)} against {label(w.shd)}, compute measured on {w.rep['ranks']} ranks, {where}\n")
+        print(f"| ranks | replicated samples/s | sharded samples/s | sharded / replicated | replicated MB gathered per step | sharded MB sent per step |")
         print("|---:|---:|---:|---:|---:|---:|")
         for n in ranks:
             rep = w.step_ms(params, "replicated", n)
@@ -266,8 +274,10 @@ def main():
     v.add_argument("--net", nargs="+", required=True)
     v.add_argument("--bench", nargs="+", required=True)
     p = sub.add_parser("predict")
-    p.add_argument("--net", nargs="+", required=True)
+    p.add_argument("--net", nargs="+")
     p.add_argument("--bench", required=True)
+    p.add_argument("--link", help="GBIT:US: instead of the calibration, every collective on a link of GBIT Gbit/s "
+                                  "and US microseconds per message round (a cluster this machine cannot shape)")
     p.add_argument("--ranks", default="1,2,4,8,16,32,64,128,256,512,1024")
     p.add_argument("--calibration-ranks", type=int, default=2,
                    help="fit the network on the calibration runs of this many ranks (default 2: one core per rank here)")
@@ -275,6 +285,8 @@ def main():
     b.add_argument("bench", nargs="+")
     b.add_argument("--tolerance", type=float, help="exit 1 when a prediction is off by more than this fraction")
     args = ap.parse_args()
+    if args.command == "predict" and not args.net and not args.link:
+        ap.error("predict needs --net NET.json... (a calibration) or --link GBIT:US")
     {"fit": cmd_fit, "validate": cmd_validate, "predict": cmd_predict, "bytes": cmd_bytes}[args.command](args)
 
 
