@@ -1,5 +1,4 @@
 import ArgumentParser
-import RecTrainer
 
 /// `train`'s checkpoints: where and how often they are written, how many are kept, and resuming.
 struct CheckpointOptions: ParsableArguments {

@@ -1,5 +1,4 @@
 import ArgumentParser
-import RecCore
 import RecTrainer
 
 /// `train`'s evaluation: how often, the metric that selects the best checkpoint and stops early,

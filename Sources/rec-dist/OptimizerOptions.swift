@@ -1,5 +1,4 @@
 import ArgumentParser
-import RecCore
 
 /// `train`'s optimizer settings besides `--optimizer` itself (a step flag, shared with `bench`).
 struct OptimizerOptions: ParsableArguments {

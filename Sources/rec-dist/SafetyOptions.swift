@@ -1,5 +1,4 @@
 import ArgumentParser
-import RecTrainer
 
 /// `train`'s guards and checks: non-finite steps, debug checks, the collective timeout.
 struct SafetyOptions: ParsableArguments {

@@ -1,6 +1,5 @@
 import ArgumentParser
 import RecCore
-import RecTrainer
 
 /// `train`'s loss and how long it trains: batch size, epochs or steps, seed.
 struct TrainingRunOptions: ParsableArguments {
