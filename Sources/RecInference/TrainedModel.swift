@@ -50,6 +50,12 @@ extension Checkpoint {
         /// configuration it records.
         private static func load(_ directory: String, maxBatch: Int) throws -> Loaded {
             let state = try Checkpoint.validate(directory)
+            // Nothing large is allocated before the model is known to fit this machine.
+            let bytes = ModelMemory(model: state.config.model, maxBatch: maxBatch).inference
+            let available = ModelMemory.availableToThisRank()
+            if bytes.total > available.bytes {
+                throw TrainingError.modelConfig("the model in '\(directory)' (trainer.json: \(state.config.model.kind.rawValue)) needs \(ByteCount.format(bytes.total)) to score (\(bytes)), more than the \(ByteCount.format(available.bytes)) of \(available.source); use a machine with more memory")
+            }
             let model = makeModel(state.config.model, maxBatch: maxBatch)
             let parameters = FloatBuffer(count: model.layout.count)
             let tables = model.embeddings
