@@ -20,18 +20,19 @@ extension Checkpoint {
         ///
         /// A root may be written to while it is read: a training run moves `latest` on and prunes
         /// older checkpoints. If the checkpoint `latest` named fails to load and `latest` has
-        /// moved on meanwhile (or the checkpoint is gone), the new `latest` is loaded instead (a
-        /// few times at most: a run writing a checkpoint every step can prune twice in a row).
+        /// moved on meanwhile (or the checkpoint is gone), the new `latest` is loaded instead (up
+        /// to five times: a run writing a checkpoint every step can prune several in a row while
+        /// one is validated, checked against the memory and read).
         public init(path: String, maxBatch: Int = 1024) throws {
             var directory = try Checkpoint.resolve(path)
             var loaded: Loaded?
-            for attempt in 1...3 {
+            for attempt in 1...6 {
                 do {
                     loaded = try Self.load(directory, maxBatch: maxBatch)
                     break
                 } catch {
                     let name = (directory as NSString).lastPathComponent
-                    guard attempt < 3, directory != path,
+                    guard attempt < 6, directory != path,
                           CheckpointDirectory.latest(in: path) != name || !FileManager.default.fileExists(atPath: directory) else {
                         throw error
                     }
