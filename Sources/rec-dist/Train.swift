@@ -90,7 +90,7 @@ struct Train: ParsableCommand {
     var accumulate: Int = 1
     @Option(parsing: .unconditional, help: "Clip the gradients (dense and embedding rows, after the allreduce) to this global L2 norm (default: no clipping).")
     var clipNorm: Float?
-    @Option(parsing: .unconditional, help: "Examples per rank per step (the global batch is this times the number of ranks).")
+    @Option(parsing: .unconditional, help: "Examples per rank per step (the global batch is this times the number of ranks). A batch never exceeds the data: buffers hold min(this, the training rows) rows.")
     var batchSize: Int = 128
     @Option(parsing: .unconditional, help: "Passes over the training rows.")
     var epochs: Int = 1
