@@ -38,6 +38,8 @@ public struct EmbeddingPlanner: Sendable {
     /// `auto` shards a table larger than 1/`largeTableFraction` of `memoryPerRank` even when
     /// everything would fit replicated (0: only what must be sharded to fit).
     public var largeTableFraction = 100
+    /// How messages name `memoryPerRank` (nil: "--memory-per-rank" and the bytes).
+    public var memoryDescription: String?
 
     public init(worldSize: Int, fixedBytes: Int, stateFloatsPerRow: Int, memoryPerRank: Int) {
         self.worldSize = worldSize
@@ -117,9 +119,9 @@ public struct EmbeddingPlanner: Sendable {
             let tablesBytes = bytes[worst] - fixedBytes
             var message = "the model needs \(ByteCount.format(bytes[worst])) on rank \(worst) with --embedding-sharding \(mode.rawValue) "
                 + "(\(ByteCount.format(tablesBytes)) of embedding rows and their optimizer state, \(ByteCount.format(fixedBytes)) of dense parameters, activations and buffers), "
-                + "more than --memory-per-rank \(ByteCount.format(memoryPerRank))"
+                + "more than \(memoryDescription ?? "--memory-per-rank \(ByteCount.format(memoryPerRank))")"
             if fixedBytes > memoryPerRank {
-                message += "; the part outside the tables alone does not fit: lower --batch-size or the layer widths"
+                message += "; the part outside the tables alone does not fit"
             } else if mode == .replicated || mode == .table {
                 message += "; use --embedding-sharding auto or row, or more ranks"
             } else {

@@ -59,7 +59,8 @@ extension Optimizer {
         if let missing = targets.keys.sorted().first(where: { !seen.contains($0) }) {
             throw .missingBuffer(name: missing)
         }
-        for buffer in buffers {
+        // An empty slot (the embedding state of a model without tables) has no base address to copy into.
+        for buffer in buffers where !buffer.values.isEmpty {
             let target = targets[buffer.name]!
             _ = target.update(fromContentsOf: buffer.values)
         }

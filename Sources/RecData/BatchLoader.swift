@@ -67,8 +67,9 @@ public final class PreparedBatchLoader: @unchecked Sendable {
         } else {
             readDescriptor = -1
         }
+        // A rank's block never holds more rows than the split has.
         slots = (0..<prefetch).map { _ in
-            FeatureRowsBuffer(capacity: shard.blockSize, denseWidth: split.header.denseCount,
+            FeatureRowsBuffer(capacity: min(shard.blockSize, shard.rows.count), denseWidth: split.header.denseCount,
                               categoricalWidth: split.header.categoricalCount)
         }
     }

@@ -20,18 +20,19 @@ extension Checkpoint {
         ///
         /// A root may be written to while it is read: a training run moves `latest` on and prunes
         /// older checkpoints. If the checkpoint `latest` named fails to load and `latest` has
-        /// moved on meanwhile (or the checkpoint is gone), the new `latest` is loaded instead (a
-        /// few times at most: a run writing a checkpoint every step can prune twice in a row).
+        /// moved on meanwhile (or the checkpoint is gone), the new `latest` is loaded instead (up
+        /// to five times: a run writing a checkpoint every step can prune several in a row while
+        /// one is validated, checked against the memory and read).
         public init(path: String, maxBatch: Int = 1024) throws {
             var directory = try Checkpoint.resolve(path)
             var loaded: Loaded?
-            for attempt in 1...3 {
+            for attempt in 1...6 {
                 do {
                     loaded = try Self.load(directory, maxBatch: maxBatch)
                     break
                 } catch {
                     let name = (directory as NSString).lastPathComponent
-                    guard attempt < 3, directory != path,
+                    guard attempt < 6, directory != path,
                           CheckpointDirectory.latest(in: path) != name || !FileManager.default.fileExists(atPath: directory) else {
                         throw error
                     }
@@ -50,6 +51,12 @@ extension Checkpoint {
         /// configuration it records.
         private static func load(_ directory: String, maxBatch: Int) throws -> Loaded {
             let state = try Checkpoint.validate(directory)
+            // Nothing large is allocated before the model is known to fit this machine.
+            let bytes = ModelMemory(model: state.config.model, maxBatch: maxBatch).inference
+            let available = ModelMemory.availableToThisRank()
+            if bytes.total > available.bytes {
+                throw TrainingError.modelConfig("the model in '\(directory)' (trainer.json: \(state.config.model.kind.rawValue)) needs \(ByteCount.format(bytes.total)) to score (\(bytes)), more than the \(ByteCount.format(available.bytes)) of \(available.source); use a machine with more memory")
+            }
             let model = makeModel(state.config.model, maxBatch: maxBatch)
             let parameters = FloatBuffer(count: model.layout.count)
             let tables = model.embeddings

@@ -44,13 +44,24 @@ public enum Benchmark {
             // sharded tables, its working tables and the sharded storage.
             let config = shaped(benchCase.model), batch = benchCase.batchSize
             var sharding: ShardedEmbeddings?
-            if let mode = benchCase.sharding, let tables = config.modelTables {
-                let planner = EmbeddingPlanner(worldSize: communicator.size, fixedBytes: 0, stateFloatsPerRow: 0, memoryPerRank: .max)
-                let plan = try planner.plan(tables, mode: mode)
-                if plan.isSharded {
-                    sharding = ShardedEmbeddings(tables: tables, plan: plan, columns: config.tableFields, width: config.categoricalFields,
-                                                 communicator: communicator, capacity: batch)
-                }
+            // Checked against the memory before anything large is allocated, as train does; the
+            // rows come from the pool (or the loader's prefetch ring), and rank 0 may train alone
+            // in a second model.
+            let rowBytes = 4 * (1 + (dataset?.denseCount ?? CriteoFormat.denseCount) + (dataset?.categoricalCount ?? CriteoFormat.categoricalCount))
+            let pooled = dataset == nil ? options.poolBatches : PreparedDataOptions().prefetch
+            let footprint = ModelMemory(model: config, maxBatch: batch)
+            let extra = ModelMemory.sum(ModelMemory.product(ModelMemory.product(pooled, batch), rowBytes),
+                                        communicator.size > 1 && options.compareSingleRank ? footprint.activationBytes : 0)
+            let memory = try options.memoryPerRank ?? {
+                Int(-(try communicator.allreduceMax([-Double(ModelMemory.availableToThisRank().bytes)]))[0])
+            }()
+            let described = ModelMemory.memoryDescription(memory: memory, given: options.memoryPerRank != nil)
+            let planned = try footprint.plan(optimizer: options.optimizer, worldSize: communicator.size, memory: memory, memoryDescription: described,
+                                             mode: benchCase.sharding ?? .replicated, extraBytes: ("rows to train on", extra),
+                                             batchFlag: "the batch of --case \(benchCase)")
+            if let tables = config.modelTables, let plan = planned?.plan, plan.isSharded {
+                sharding = ShardedEmbeddings(tables: tables, plan: plan, columns: config.tableFields, width: config.categoricalFields,
+                                             communicator: communicator, capacity: batch)
             }
             let model = makeModel(sharding == nil ? config : config.withWorkingTables(rows: batch), maxBatch: batch)
             results.append(try runCase(model, benchCase, replicatedConfig: config, sharding: sharding,

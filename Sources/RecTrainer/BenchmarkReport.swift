@@ -67,6 +67,9 @@ public struct BenchmarkOptions: Sendable {
     public var dataPath: String?
     /// With `dataPath`: mapped pages a rank keeps resident before dropping them.
     public var residentDataBytes = 64 << 20
+    /// The memory each rank may use (`--memory-per-rank`); nil: the host's available memory
+    /// divided by its ranks. Each case must fit it.
+    public var memoryPerRank: Int?
     public init() {}
 }
 

@@ -55,8 +55,15 @@ extension Trainer {
         var failure: (any Error)?
         if rank == 0 {
             do {
-                identity = try DataIdentity(path: config.dataPath, prepared: config.usesPreparedData, rows: rows)
-                if let resumed, let saved = resumed.data, case let differences = saved.differences(from: identity!), !differences.isEmpty {
+                let current = try DataIdentity(path: config.dataPath, prepared: config.usesPreparedData, rows: rows)
+                identity = current
+                // An older checkpoint's fingerprint is compared with one taken the same way.
+                let comparable = { (saved: DataIdentity) throws -> DataIdentity in
+                    let scheme = saved.scheme ?? 1
+                    return scheme == current.scheme ? current
+                        : try DataIdentity(path: self.config.dataPath, prepared: self.config.usesPreparedData, rows: rows, scheme: scheme)
+                }
+                if let resumed, let saved = resumed.data, case let differences = saved.differences(from: try comparable(saved)), !differences.isEmpty {
                     throw TrainingError.checkpointConflict(path: config.resume ?? config.checkpointDir ?? "", message: "it was trained on other data: \(differences.joined(separator: "; ")). Resume it with the same --data, pass --restart-data to continue the model on this data from its first row, or use a new --checkpoint-dir")
                 }
             } catch {

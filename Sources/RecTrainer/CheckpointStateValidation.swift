@@ -32,6 +32,9 @@ extension Checkpoint.State {
         try count("evaluationsSinceBest", evaluationsSinceBest ?? 0)
         try finite("bestMetric", bestMetric)
         try finite("earlyStopBest", earlyStopBest)
+        if let scheme = data?.scheme, scheme != 1 && scheme != 2 {
+            throw refuse("data.scheme", "\(scheme) is not a fingerprint scheme this version knows (1 or 2)")
+        }
         if let best = bestCheckpoint, !(best.hasPrefix("step-") && best.count == 13 && Int(best.dropFirst(5)) != nil) {
             throw refuse("bestCheckpoint", "'\(best.prefix(40))' is not a checkpoint name (step-NNNNNNNN)")
         }

@@ -32,14 +32,16 @@ public final class Trainer {
     /// Runs the whole training: resume or initialize, load, step, evaluate, checkpoint.
     public func run() throws -> TrainingResult {
         Denormals.flushToZero()   // this thread trains: no subnormal slow path in the optimizer state
-        let (model, sharding) = try placeEmbeddings(maxBatch: max(config.batchSize, config.evalBatchSize))
-        return try train(model, sharding: sharding)
+        let rows = batchRows()
+        let (model, sharding) = try placeEmbeddings(maxBatch: max(rows.train, rows.eval))
+        return try train(model, sharding: sharding, batchRows: rows.train)
     }
 
     /// The loop: set up, then for each step: batch, step, schedule, maybe evaluate / checkpoint / stop.
-    func train<Model: RecModel>(_ model: Model, sharding: ShardedEmbeddings?) throws -> TrainingResult {
+    /// `batchRows`: the most rows a rank's share of a global batch holds (`batchRows()`).
+    func train<Model: RecModel>(_ model: Model, sharding: ShardedEmbeddings?, batchRows: Int) throws -> TrainingResult {
         let step = TrainingStep(model: model, communicator: communicator, optimizer: config.optimizer, loss: config.loss,
-                                batchSize: config.batchSize, accumulate: config.optimizer.accumulate,
+                                batchSize: batchRows, accumulate: config.optimizer.accumulate,
                                 bucketBytes: config.bucketBytes ?? 1 << 20, seed: config.seed, sharding: sharding)
         let buffers = Checkpoint.Buffers(layout: model.layout, parameters: step.parameters, embeddingTable: step.embeddingTable,
                                          tables: sharding?.tables ?? model.embeddings, optimizer: step.optimizer, sharding: sharding)

@@ -62,6 +62,7 @@ struct Bench: ParsableCommand {
         options.localSums = localSums
         options.dataPath = data
         options.residentDataBytes = residentDataMb << 20
+        options.memoryPerRank = step.memoryPerRank?.bytes
         let rank = communicator.rank
         bootstrapLogging(logging, rank: rank)
         let quiet = logging.logLevel > .info

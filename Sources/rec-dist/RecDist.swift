@@ -47,12 +47,17 @@ func printError(_ message: String, rank: Int? = nil) {
 }
 
 /// Runs a command's work: an error it throws is printed as one `error:` line and the command
-/// exits with status 1 (a failed run, not a usage error).
+/// exits with status 1 (a failed run), or 64 for a model that does not fit this machine's memory
+/// (a usage error, as in `train`).
 func exitingOnError<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
     } catch let error as ValidationError {
         printError(error.message)
+        throw ExitCode.failure
+    } catch let error as TrainingError {
+        printError("\(error)")
+        if case .modelConfig = error { throw ExitCode.validationFailure }
         throw ExitCode.failure
     } catch {
         printError("\(error)")

@@ -5,7 +5,7 @@ import RecCore
 struct TrainingRunOptions: ParsableArguments {
     @Option(help: "Loss: bce (binary cross-entropy) or mse (squared error on the sigmoid output).")
     var loss: Loss = .bce
-    @Option(parsing: .unconditional, help: "Examples per rank per step (the global batch is this times the number of ranks).")
+    @Option(parsing: .unconditional, help: "Examples per rank per step (the global batch is this times the number of ranks). A batch never exceeds the data: buffers hold min(this, the training rows) rows.")
     var batchSize: Int = 128
     @Option(parsing: .unconditional, help: "Passes over the training rows.")
     var epochs: Int = 1

@@ -127,6 +127,47 @@ struct CheckpointOwnershipTests {
         #expect(after.data?.path == other && after.lineage == saved.lineage)
     }
 
+    /// A same-size edit in the middle of the data (one label flipped, 3 MiB into a 6 MiB file) is
+    /// caught by the fingerprint; a checkpoint whose identity was taken the older way (first and
+    /// last MiB, no `scheme`) is compared the older way, so it still resumes on its own data.
+    @Test func midFileEditIsRefusedAndOlderFingerprintsResume() throws {
+        let root = try Self.scratch("data-identity-middle")
+        let data = root + "/a.tsv"
+        try SynthGenerator(seed: 5).write(rows: 60_000, to: data, probabilitiesPath: nil)
+        var config = Self.config(data: data, checkpoints: root + "/ck")
+        _ = try Self.run(config)
+        let saved = try Checkpoint.validate(root + "/ck/step-00000003")
+        #expect(saved.data?.scheme == DataIdentity.currentScheme)
+
+        // Flip the label of the first line that starts past the middle.
+        var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: data)))
+        #expect(bytes.count > 4 << 20, "\(bytes.count) bytes: too small to test the middle")
+        var at = bytes.count / 2
+        while bytes[at - 1] != UInt8(ascii: "\n") { at += 1 }
+        bytes[at] = bytes[at] == UInt8(ascii: "0") ? UInt8(ascii: "1") : UInt8(ascii: "0")
+        try Data(bytes).write(to: URL(fileURLWithPath: data))
+        let older = try DataIdentity(path: data, prepared: false, rows: saved.data!.rows, scheme: 1)
+        let before = try #require(saved.data)
+        #expect(before.differences(from: try DataIdentity(path: data, prepared: false, rows: before.rows)).contains { $0.contains("content fingerprint") })
+
+        config.autoResume = true
+        config.steps = 5
+        let message = Self.failure { _ = try Self.run(config) }
+        #expect(message.contains("it was trained on other data") && message.contains("content fingerprint"), "\(message)")
+
+        // The same checkpoint as an older rec-dist wrote it: its identity by the first and last
+        // MiB, no scheme. The middle edit is invisible to that scheme, so it resumes.
+        let json = root + "/ck/step-00000003/trainer.json"
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any])
+        var identity = try #require(object["data"] as? [String: Any])
+        identity["fingerprint"] = older.fingerprint
+        identity.removeValue(forKey: "scheme")
+        object["data"] = identity
+        try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]).write(to: URL(fileURLWithPath: json))
+        try CheckpointCorruptionTests.resum(root + "/ck/step-00000003")
+        #expect(try Self.run(config).resumedFrom == 3)
+    }
+
     /// A checkpoint without a data identity (older rec-dist) whose data position lies beyond this
     /// data's rows is refused instead of running a negative number of steps.
     @Test func positionBeyondTheDataIsRefused() throws {
