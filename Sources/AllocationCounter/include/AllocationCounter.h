@@ -13,7 +13,14 @@
 int rd_allocation_counter_available(void);
 /// Starts counting this thread's allocations from zero.
 void rd_allocation_counter_start(void);
-/// Stops counting and returns this thread's allocations since the start.
+/// Stops counting and returns this thread's allocations since the start, except those made
+/// directly by the library set with rd_allocation_counter_set_library.
 unsigned long long rd_allocation_counter_stop(void);
+/// Counts apart the allocations whose immediate caller lies in the executable code of the loaded
+/// shared library whose path contains `name` (e.g. "libopenblas"). Returns 1 when such a library
+/// is loaded, else 0 (and nothing is set apart). Call it before counting starts.
+int rd_allocation_counter_set_library(const char *name);
+/// The allocations the library set apart made on this thread between the last start and stop.
+unsigned long long rd_allocation_counter_library_count(void);
 
 #endif
