@@ -8,6 +8,7 @@ extension Trainer {
     func writeCheckpoint(state: inout RunState, policy: CheckpointPolicy, buffers: Checkpoint.Buffers,
                          books: inout RunBooks) throws {
         guard let root = config.checkpointDir, books.checkpointedStep != state.step else { return }
+        let perRank = try buffers.sharding != nil && sharesCheckpointDirectory(root, books: &books)
         var failure: (any Error)?
         if rank == 0 {
             do {
@@ -23,7 +24,8 @@ extension Trainer {
                     evaluation: record, bestMetric: candidate.bestMetric, bestCheckpoint: candidate.bestCheckpoint, config: config,
                     earlyStopBest: state.earlyStopBest, evaluationsSinceBest: state.evaluationsSinceBest,
                     lineage: books.lineage, data: books.data)
-                let path = try Checkpoint.write(root: root, state: saved, buffers: buffers)
+                let path = perRank ? try writePerRankCheckpoint(root: root, saved: saved, buffers: buffers)!
+                                   : try Checkpoint.write(root: root, state: saved, buffers: buffers)
                 if candidate.bestCheckpoint == name {
                     try Checkpoint.reported { try CheckpointDirectory.verify(path) }
                     try Checkpoint.writePointer(root: root, file: "best", to: name)
@@ -35,6 +37,8 @@ extension Trainer {
             } catch {
                 failure = error
             }
+        } else if perRank {
+            do { _ = try writePerRankCheckpoint(root: root, saved: nil, buffers: buffers) } catch { failure = error }
         } else if buffers.sharding != nil {
             do { try Checkpoint.sendShards(buffers: buffers) } catch { failure = error }
         }
