@@ -26,16 +26,7 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("case"),
             help: "A case MODEL:BATCH (batch per rank); repeat for several (default: mlp:32 mlp:512 dlrm:128 dlrm:1024).")
     var cases: [BenchmarkCase] = []
-    @Option(parsing: .unconditional, help: "Untimed warm-up steps (at least; warm-up also lasts at least --warmup-seconds).")
-    var warmupSteps: Int = 20
-    @Option(parsing: .unconditional, help: "Minimum warm-up time, seconds.")
-    var warmupSeconds: Double = 1
-    @Option(parsing: .unconditional, help: "Timed windows per case; the reported throughput is their median.")
-    var windows: Int = 7
-    @Option(parsing: .unconditional, help: "Target length of one timed window, seconds.")
-    var windowSeconds: Double = 1
-    @Option(parsing: .unconditional, help: "Time spent measuring sgemm on each case's layer shapes, seconds.")
-    var sgemmSeconds: Double = 1
+    @OptionGroup(title: "Timing") var timing: BenchTimingOptions
     @Flag(inversion: .prefixedNo,
           help: "With several ranks, also alternate windows of rank 0 training alone with windows of all ranks (the scaling ratio).")
     var compareSingleRank = true
@@ -50,15 +41,8 @@ struct Bench: ParsableCommand {
     var network = false
     @Option(help: "Write the report as JSON to this file (rank 0).")
     var jsonOut: String?
-    @OptionGroup var step: StepOptions
+    @OptionGroup(title: "Step, memory and communication") var step: StepOptions
     @OptionGroup var logging: LoggingOptions
-
-    func validate() throws {
-        if windows < 1 { throw ValidationError("--windows must be at least 1.") }
-        if warmupSteps < 0 { throw ValidationError("--warmup-steps must be 0 or more.") }
-        if !(windowSeconds > 0) { throw ValidationError("--window-seconds must be positive.") }
-        if !(sgemmSeconds > 0) { throw ValidationError("--sgemm-seconds must be positive.") }
-    }
 
     func run() throws {
         BLASKernels.reexecWithNativeKernelsIfNeeded()
@@ -66,11 +50,11 @@ struct Bench: ParsableCommand {
         let communicator = try MPIJob.start()
         var options = BenchmarkOptions()
         if !cases.isEmpty { options.cases = cases }
-        options.warmupSteps = warmupSteps
-        options.warmupSeconds = warmupSeconds
-        options.windows = windows
-        options.windowSeconds = windowSeconds
-        options.sgemmSeconds = sgemmSeconds
+        options.warmupSteps = timing.warmupSteps
+        options.warmupSeconds = timing.warmupSeconds
+        options.windows = timing.windows
+        options.windowSeconds = timing.windowSeconds
+        options.sgemmSeconds = timing.sgemmSeconds
         options.optimizer = OptimizerConfig(kind: step.optimizer)
         options.hashBuckets = step.hashBuckets ?? options.hashBuckets
         options.bucketBytes = step.bucketKib * 1024

@@ -31,10 +31,7 @@ struct Predict: ParsableCommand {
     @OptionGroup var model: TrainedModelOptions
     @Option(help: "Rows to score: a prepared dataset directory, or a raw file (the label column is carried through).")
     var input: String
-    @Option(help: "Raw rows: their format (default: that of the dataset the checkpoint was trained on, which is the only one accepted).")
-    var format: InputFormatKind?
-    @Option(help: "Raw rows: encode them like this prepared dataset (default: the one the checkpoint was trained on, where it was then).")
-    var like: String?
+    @OptionGroup(title: "Raw rows") var raw: RawRowsOptions
     @Option(help: "Prepared dataset: the split to score, train, valid, test or all.")
     var split: String = "test"
     @Option(help: "Output CSV path ('-' for standard output).")
@@ -48,10 +45,10 @@ struct Predict: ParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
-        if let limit, limit < 1 { throw ValidationError("--limit \(limit) is out of range: use 1 or more.") }
-        if batchSize < 1 || batchSize > 65_536 { throw ValidationError("--batch-size \(batchSize) is out of range: use 1 to 65536.") }
-        if PreparedDataset.isDirectory(input), format != nil || like != nil {
-            throw ValidationError("--\(format != nil ? "format" : "like") applies to raw rows; '\(input)' is a prepared dataset, whose rows are already encoded. Drop it.")
+        if let limit, limit < 1 { throw outOfRange("--limit", limit, "use 1 or more") }
+        if batchSize < 1 || batchSize > 65_536 { throw outOfRange("--batch-size", batchSize, "use 1 to 65536") }
+        if PreparedDataset.isDirectory(input), let flag = raw.given {
+            throw ValidationError("--\(flag) applies to raw rows; '\(input)' is a prepared dataset, whose rows are already encoded. Drop it.")
         }
         if !(["all"] + PreparedManifest.splitNames).contains(split) {
             throw ValidationError("--split \(split): use train, valid, test or all.")
@@ -81,7 +78,7 @@ struct Predict: ParsableCommand {
     /// Raw rows for a model trained on a prepared dataset: encoded like that dataset into a
     /// temporary directory (removed afterwards), then scored in input order.
     func scoreRaw(_ trained: Checkpoint.TrainedModel, writer: LineWriter) throws -> Int {
-        let reference = like ?? trained.training.dataPath
+        let reference = raw.like ?? trained.training.dataPath
         guard PreparedDataset.isDirectory(reference) else {
             throw ValidationError("'\(input)' holds raw rows; the checkpoint was trained on the prepared dataset '\(reference)', whose encoding they need, and it is not there. Pass its new place with --like DIR.")
         }
@@ -90,7 +87,7 @@ struct Predict: ParsableCommand {
         let start = Date()
         let prepared: Preparer.Result
         do {
-            prepared = try Preparer.apply(like: reference, inputs: [input], output: temporary, format: format, force: true) { line in
+            prepared = try Preparer.apply(like: reference, inputs: [input], output: temporary, format: raw.format, force: true) { line in
                 logger.debug("\(line)")
             }
         } catch {

@@ -4,21 +4,6 @@ import Logging
 import RecData
 
 extension InputFormatKind: ExpressibleByArgument {}
-extension DenseTransformKind: ExpressibleByArgument {}
-extension SplitKind: ExpressibleByArgument {}
-
-/// A comma-separated list of names, e.g. `buy,cart`.
-struct NameList: ExpressibleByArgument {
-    var names: [String]
-    init?(argument: String) {
-        names = argument.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !names.isEmpty, names.allSatisfy({ !$0.isEmpty }) else { return nil }
-    }
-}
-
-extension LabelRule: ExpressibleByArgument {
-    public init?(argument: String) { self.init(argument) }
-}
 
 struct Prepare: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -54,28 +39,8 @@ struct Prepare: ParsableCommand {
     var out: String
     @Option(help: "csv: the schema file (JSON) naming the label, dense, categorical, user, item and timestamp columns.")
     var schema: String?
-    @Option(parsing: .unconditional, help: "Vocabulary ids: values seen at least K times in the training split get their own id, rarer ones share one (default for interaction formats: 1).")
-    var minCount: Int?
-    @Option(parsing: .unconditional, help: "Hashed ids: M ids per field, as `train` hashes raw TSV (default for criteo, avazu, csv: 65536).")
-    var hashBuckets: Int?
-    @Option(help: "Dense transform: log1p, standardize (training-split mean and std) or none (default: log1p for criteo, else standardize).")
-    var denseTransform: DenseTransformKind?
-    @Option(help: "Explicit feedback: the label rule, e.g. \"rating>=4\" (default for MovieLens).")
-    var label: LabelRule?
-    @Option(help: "Behavior data: the positive behaviors, e.g. buy,cart (default for taobao: buy,cart,fav).")
-    var positive: NameList?
-    @Option(help: "Split: random, contiguous (train, then test, then valid: DLRM's), time, leave-last-out, files (default: random for click logs, leave-last-out for interactions).")
-    var split: SplitKind?
-    @Option(parsing: .unconditional, help: "Fraction of rows for validation (random, contiguous, time; default 0.1, contiguous 1/14).")
-    var validFraction: Double?
-    @Option(parsing: .unconditional, help: "Fraction of rows for test (default 0.1, contiguous 1/14).")
-    var testFraction: Double?
-    @Option(parsing: .unconditional, help: "Negatives sampled per positive, never a known positive of the user (default: 4 for amazon and diginetica, else 0).")
-    var negatives: Int?
-    @Option(parsing: .unconditional, help: "leave-last-out: negatives sampled per held-out positive in valid and test (default: 99).")
-    var evalNegatives: Int?
-    @Option(parsing: .unconditional, help: "Seed of the random split and the negative sampling (default: 1).")
-    var seed: UInt64?
+    @OptionGroup(title: "Encoding") var encoding: PrepareEncodingOptions
+    @OptionGroup(title: "Split and negatives") var splitting: PrepareSplitOptions
     @Option(parsing: .unconditional, help: "Skip up to N bad rows (counted, reported, written to DIR/rejects.txt) instead of failing on the first.")
     var maxBadRows: Int = 0
     @Option(parsing: .unconditional, help: "Parsing threads (default: the number of cores).")
@@ -85,30 +50,17 @@ struct Prepare: ParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
-        if minCount != nil && hashBuckets != nil { throw ValidationError("--min-count and --hash-buckets exclude each other: choose one.") }
-        if let minCount, minCount < 1 { throw ValidationError("--min-count \(minCount) is out of range: use 1 or more.") }
-        if let hashBuckets, hashBuckets < 2 || hashBuckets > 1 << 30 { throw ValidationError("--hash-buckets \(hashBuckets) is out of range: use 2 to 1073741824.") }
-        for (flag, value) in [("--valid-fraction", validFraction), ("--test-fraction", testFraction)] {
-            if let value, !(value >= 0 && value < 1) { throw ValidationError("\(flag) \(value) is out of range: use a value in [0, 1).") }
-        }
-        if let negatives, negatives < 0 || negatives > 1000 { throw ValidationError("--negatives \(negatives) is out of range: use 0 to 1000.") }
-        if let evalNegatives, evalNegatives < 0 || evalNegatives > 10_000 { throw ValidationError("--eval-negatives \(evalNegatives) is out of range: use 0 to 10000.") }
-        if maxBadRows < 0 { throw ValidationError("--max-bad-rows \(maxBadRows) is out of range: use 0 (stop at the first bad row) or more.") }
-        if let threads, threads < 1 { throw ValidationError("--threads \(threads) is out of range: use 1 or more.") }
+        if maxBadRows < 0 { throw outOfRange("--max-bad-rows", maxBadRows, "use 0 (stop at the first bad row) or more") }
+        if let threads, threads < 1 { throw outOfRange("--threads", threads, "use 1 or more") }
         if input.isEmpty { throw ValidationError("--input needs at least one file.") }
         if let like {
-            let given: [(String, Bool)] = [
-                ("--schema", schema != nil), ("--min-count", minCount != nil), ("--hash-buckets", hashBuckets != nil),
-                ("--dense-transform", denseTransform != nil), ("--label", label != nil), ("--positive", positive != nil),
-                ("--split", split != nil), ("--valid-fraction", validFraction != nil), ("--test-fraction", testFraction != nil),
-                ("--negatives", negatives != nil), ("--eval-negatives", evalNegatives != nil), ("--seed", seed != nil),
-            ]
+            let given = [("--schema", schema != nil)] + encoding.given + splitting.given
             if let flag = given.first(where: \.1)?.0 {
                 throw ValidationError("\(flag) cannot be combined with --like: the rows get exactly the encoding of '\(like)'. Drop \(flag), or prepare a dataset of their own without --like.")
             }
             return
         }
-        if split == SplitKind.none { throw ValidationError("--split none is what --like DIR does: every row into the test split, encoded like DIR.") }
+        if splitting.split == SplitKind.none { throw ValidationError("--split none is what --like DIR does: every row into the test split, encoded like DIR.") }
         guard let format else {
             throw ValidationError("--format is required: one of \(InputFormatKind.allCases.map(\.rawValue).joined(separator: ", ")) (or --like DIR to encode rows like an existing dataset).")
         }
@@ -120,21 +72,8 @@ struct Prepare: ParsableCommand {
     func makeOptions() -> PrepareOptions {
         var options = PrepareOptions(format: format!, inputs: input, output: out)
         options.schema = schema
-        if let minCount { options.encoding = .vocabulary(minCount: minCount) }
-        if let hashBuckets { options.encoding = .hash(buckets: hashBuckets) }
-        if let denseTransform { options.denseTransform = denseTransform }
-        if let label { options.label = label }
-        if let positive { options.positive = positive.names }
-        if let split { options.split = split }
-        if options.split == .contiguous {
-            options.validFraction = PrepareOptions.dlrmHeldOutFraction
-            options.testFraction = PrepareOptions.dlrmHeldOutFraction
-        }
-        if let validFraction { options.validFraction = validFraction }
-        if let testFraction { options.testFraction = testFraction }
-        if let negatives { options.negatives = negatives }
-        if let evalNegatives { options.evalNegatives = evalNegatives }
-        if let seed { options.seed = seed }
+        encoding.apply(to: &options)
+        splitting.apply(to: &options)
         options.maxBadRows = maxBadRows
         if let threads { options.threads = threads }
         options.force = force

@@ -27,12 +27,7 @@ struct Recommend: ParsableCommand {
     @OptionGroup var model: TrainedModelOptions
     @Option(help: "The prepared dataset the model was trained on (its catalog and user features).")
     var data: String
-    @Option(help: "The user: its id in the input files (MovieLens user id), or #ID for a prepared id.")
-    var user: String?
-    @Option(help: "A file with one user per line: write the top K of each to --out.")
-    var users: String?
-    @Flag(help: "Every user of the training split: write the top K of each to --out.")
-    var allUsers = false
+    @OptionGroup(title: "Users") var recipients: RecommendTargetOptions
     @Option(parsing: .unconditional, help: "How many items to return.")
     var k: Int = 10
     @Flag(help: "Leave out the items the user has seen in the training split.")
@@ -42,10 +37,8 @@ struct Recommend: ParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
-        let modes = (user != nil ? 1 : 0) + (users != nil ? 1 : 0) + (allUsers ? 1 : 0)
-        if modes != 1 { throw ValidationError("give exactly one of --user U, --users FILE or --all-users.") }
-        if k < 1 { throw ValidationError("--k \(k) is out of range: use 1 or more.") }
-        if (users != nil || allUsers) && out == nil { throw ValidationError("--users and --all-users write a CSV: add --out FILE.") }
+        if k < 1 { throw outOfRange("--k", k, "use 1 or more") }
+        if recipients.manyUsers && out == nil { throw ValidationError("--users and --all-users write a CSV: add --out FILE.") }
     }
 
     func run() throws {
@@ -66,9 +59,9 @@ struct Recommend: ParsableCommand {
             if recommender.usesItemIndex { logger.info("scoring through the item index (\(catalog.itemIDs.count) items)") }
 
             var targets: [String]
-            if let user {
+            if let user = recipients.user {
                 targets = [user]
-            } else if let users {
+            } else if let users = recipients.users {
                 guard let text = try? String(contentsOfFile: users, encoding: .utf8) else {
                     throw ValidationError("cannot read --users \(users): give a text file with one user id per line.")
                 }

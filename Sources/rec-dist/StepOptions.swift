@@ -17,14 +17,11 @@ struct StepOptions: ParsableArguments {
     var memoryPerRank: ByteCountArgument?
 
     func validate() throws {
-        func bad(_ flag: String, _ value: Any, _ allowed: String) -> ValidationError {
-            ValidationError("\(flag) \(value) is out of range: \(allowed).")
-        }
-        if let hashBuckets, hashBuckets < 2 || hashBuckets > 1 << 26 { throw bad("--hash-buckets", hashBuckets, "use 2 to 67108864") }
-        if blasThreads < 1 { throw bad("--blas-threads", blasThreads, "use 1 or more") }
-        if bucketKib < 1 || bucketKib > 1 << 20 { throw bad("--bucket-kib", bucketKib, "use 1 to 1048576, e.g. 1024 (1 MiB)") }
+        if let hashBuckets, hashBuckets < 2 || hashBuckets > 1 << 26 { throw outOfRange("--hash-buckets", hashBuckets, "use 2 to 67108864") }
+        if blasThreads < 1 { throw outOfRange("--blas-threads", blasThreads, "use 1 or more") }
+        if bucketKib < 1 || bucketKib > 1 << 20 { throw outOfRange("--bucket-kib", bucketKib, "use 1 to 1048576, e.g. 1024 (1 MiB)") }
         if let memoryPerRank, memoryPerRank.bytes < 1 << 20 || memoryPerRank.bytes > 1 << 50 {
-            throw bad("--memory-per-rank", memoryPerRank.text, "use 1M to 1024T, e.g. 8G")
+            throw outOfRange("--memory-per-rank", memoryPerRank.text, "use 1M to 1024T, e.g. 8G")
         }
     }
 }
