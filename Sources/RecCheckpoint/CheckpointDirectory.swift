@@ -134,8 +134,11 @@ public enum CheckpointDirectory {
             expected[String(parts[2])] = (crc, size)
             if let shard = parseShardName(String(parts[2])) { shards.append(shard) }
         }
-        if let ranks = shards.first?.ranks, shards.count != ranks || shards.contains(where: { $0.ranks != ranks }) {
-            throw fail("CHECKSUMS lists \(shards.count) shard files, not one for each of \(ranks) ranks")
+        if let ranks = shards.map(\.ranks).max() {
+            let missing = (0..<ranks).map { shardName(rank: $0, of: ranks) }.filter { expected[$0] == nil }
+            guard missing.isEmpty, shards.count == ranks else {
+                throw fail("CHECKSUMS lists \(shards.count) shard files, not one for each of \(ranks) ranks (missing \(missing.prefix(3).joined(separator: ", ")))")
+            }
         }
         return expected
     }

@@ -19,8 +19,9 @@ import RecData
 /// piece is checked against the tables' shapes when the checkpoint is opened, and the pieces of a
 /// table must hold each of its rows exactly once.
 public final class CheckpointTables {
-    /// Rows `first + i·stride` for i in 0..<count, `width` floats each, from byte `offset` of file `file`.
-    struct Piece { var file: Int; var offset: Int; var first: Int; var stride: Int; var count: Int }
+    /// Rows `first + i·stride` for i in 0..<count, `width` floats each, from byte `offset` of file
+    /// `file`, where its tensor takes `bytes` bytes.
+    struct Piece { var file: Int; var offset: Int; var bytes: Int; var first: Int; var stride: Int; var count: Int }
 
     public let tables: EmbeddingTables
     /// Whether the tables are in per-rank shard files.
@@ -59,7 +60,7 @@ public final class CheckpointTables {
                 guard entry.shape == [tables.rows(field: t), tables.dim] else {
                     throw CheckpointError(path: dir, message: "tensor \(name) has shape \(entry.shape), this model needs \([tables.rows(field: t), tables.dim]); \(cause)")
                 }
-                pieces[name] = [Piece(file: 0, offset: entry.range.lowerBound, first: 0, stride: 1, count: tables.rows(field: t))]
+                pieces[name] = [Piece(file: 0, offset: entry.range.lowerBound, bytes: entry.range.count, first: 0, stride: 1, count: tables.rows(field: t))]
             }
             for (name, perRow) in slots {
                 guard let entry = headers[1].entries[name], entry.range.count == tables.rowCount * perRow * 4 else {
@@ -67,12 +68,12 @@ public final class CheckpointTables {
                 }
                 for t in 0..<tables.fields {
                     pieces["\(name).C\(t + 1)"] = [Piece(file: 1, offset: entry.range.lowerBound + tables.firstRow(field: t) * perRow * 4,
-                                                         first: 0, stride: 1, count: tables.rows(field: t))]
+                                                         bytes: tables.rows(field: t) * perRow * 4, first: 0, stride: 1, count: tables.rows(field: t))]
                 }
             }
         }
         for (base, width) in bases {
-            for t in 0..<tables.fields { try check("\(base).C\(t + 1)", rows: tables.rows(field: t), width: width, headers: headers, cause: cause) }
+            for t in 0..<tables.fields { try check("\(base).C\(t + 1)", rows: tables.rows(field: t), width: width, cause: cause) }
         }
     }
 
@@ -86,24 +87,24 @@ public final class CheckpointTables {
             guard r.count == 3, r[0] >= 0, r[1] >= 1, r[2] >= 0, let entry = entries[name] else {
                 throw CheckpointError(path: paths[k], message: "its metadata 'rows' gives tensor \(name) the rows \(r), which are not [first, stride, count] of a tensor of the file; the file is damaged")
             }
-            pieces[name, default: []].append(Piece(file: k, offset: entry.range.lowerBound, first: r[0], stride: r[1], count: r[2]))
+            pieces[name, default: []].append(Piece(file: k, offset: entry.range.lowerBound, bytes: entry.range.count,
+                                                  first: r[0], stride: r[1], count: r[2]))
         }
     }
 
     /// Checks that the pieces of `name` hold each of its `rows` rows exactly once, `width` floats each.
-    private func check(_ name: String, rows: Int, width: Int, headers: [(entries: [String: SafeTensors.Entry], metadata: [String: String])],
-                       cause: String) throws {
+    private func check(_ name: String, rows: Int, width: Int, cause: String) throws {
         guard let parts = pieces[name], !parts.isEmpty else {
             throw CheckpointError(path: (paths[0] as NSString).deletingLastPathComponent,
                                   message: "no file of the checkpoint holds tensor \(name); \(cause)")
         }
-        let stride = parts[0].stride
+        // N pieces take every Nth row each (N = 1: the whole table). The conditions are checked
+        // in order, so a hand-edited count or stride never overflows the arithmetic.
+        let stride = parts.count
         for p in parts {
-            let expected = p.first < rows ? (rows - p.first + stride - 1) / stride : 0
-            let bytes = headers[p.file].entries.values.first { $0.range.lowerBound == p.offset }?.range.count
-            guard p.stride == stride, p.count == expected, parts.count == stride, p.first < stride,
-                  !isSharded || bytes == p.count * width * 4 else {
-                throw CheckpointError(path: paths[p.file], message: "its piece of tensor \(name) (rows from \(p.first) every \(p.stride), \(p.count) of them, \(bytes.map { "\($0 / 4) values" } ?? "")) does not fit the other pieces or a table of \(rows) rows x \(width); \(cause)")
+            guard p.stride == stride, p.first < stride, p.count == (p.first < rows ? (rows - p.first + stride - 1) / stride : 0),
+                  p.bytes == p.count * width * 4 else {
+                throw CheckpointError(path: paths[p.file], message: "its piece of tensor \(name) (rows from \(p.first) every \(p.stride), \(p.count) of them, \(p.bytes / 4) values) does not fit the other pieces or a table of \(rows) rows x \(width); \(cause)")
             }
         }
         guard Set(parts.map(\.first)).count == stride else {
