@@ -4,13 +4,14 @@ import RecCore
 import RecData
 import RecDistributed
 
-/// Checkpoints of runs whose tables are sharded (`ShardedEmbeddings`).
+/// Checkpoints of runs whose tables are sharded (`ShardedEmbeddings`), through rank 0 (the
+/// funnel; when the ranks share the checkpoint directory each writes its own shard file instead:
+/// `writePerRankCheckpoint`), and resuming from any checkpoint into sharded tables.
 ///
-/// They hold the same files as a replicated run's, in the same layout: each table whole as
-/// `embedding.C<k>` and each embedding optimizer slot over all rows, in global row order. So
-/// `predict`, `export` and the other readers read them unchanged (on one machine, when the
-/// tables fit its memory), and a run resumes from one on any number of ranks and under any plan
-/// (each rank takes its own rows of the new plan).
+/// The funnel writes the same files as a replicated run's, in the same layout: each table whole
+/// as `embedding.C<k>` and each embedding optimizer slot over all rows, in global row order. A
+/// run resumes from either kind on any number of ranks and under any plan (each rank takes its
+/// own rows of the new plan).
 ///
 /// Rank 0 writes and reads the files; the sharded tables' rows travel between it and their
 /// owners a chunk of rows at a time (`ShardedEmbeddings.collect` / `distribute`), so no shared
