@@ -25,7 +25,7 @@ extension Checkpoint {
         let sharding = buffers.sharding!, plan = sharding.plan
         var widths: [(base: String, width: Int, buffer: UnsafeMutablePointer<Float>)] = []
         if values { widths.append(("embedding", sharding.dim, sharding.storage.pointer)) }
-        if state { widths += buffers.optimizer.stateSlots.embedding.map { ($0.name, $0.perRow, $0.buffer.baseAddress!) } }
+        if state { widths += buffers.optimizer.stateSlots.embedding.map { ($0.name, $0.perRow, slotBase($0.buffer, buffers: buffers)) } }
         var pieces = Pieces()
         for (base, width, buffer) in widths {
             for t in tables {

@@ -56,7 +56,15 @@ extension Checkpoint {
         let sharding = buffers.sharding!
         guard let slot = entry.slot else { return (sharding.storage.pointer, sharding.dim) }
         let state = buffers.optimizer.stateSlots.embedding[slot]
-        return (state.buffer.baseAddress!, state.perRow)
+        return (slotBase(state.buffer, buffers: buffers), state.perRow)
+    }
+
+    /// The first float of an embedding optimizer slot on this rank. A rank that holds no rows
+    /// (a table of fewer rows than ranks, row-wise; fewer tables than ranks, table-wise) has
+    /// empty slots without an address; it moves 0 rows of them, so the table storage's address,
+    /// never read or written through here, stands in.
+    static func slotBase(_ slot: UnsafeMutableBufferPointer<Float>, buffers: Buffers) -> UnsafeMutablePointer<Float> {
+        slot.baseAddress ?? buffers.sharding!.storage.pointer
     }
 
     /// Rank 0's model tensor for table `t` of a sharded run: from its storage when replicated,
@@ -153,7 +161,7 @@ extension Checkpoint {
         let sharding = buffers.sharding!, tables = sharding.tables
         let stored = try dir.map { try storedTables($0, buffers: buffers) }
         let slots = [(name: "embedding", width: tables.dim, buffer: sharding.storage.pointer)]
-            + buffers.optimizer.stateSlots.embedding.map { ($0.name, $0.perRow, $0.buffer.baseAddress!) }
+            + buffers.optimizer.stateSlots.embedding.map { ($0.name, $0.perRow, slotBase($0.buffer, buffers: buffers)) }
         let chunk = UnsafeMutablePointer<Float>.allocate(capacity: stored == nil ? 0 : chunkRows * (slots.map { $0.1 }.max() ?? 1))
         defer { chunk.deallocate() }
         for (base, width, local) in slots {

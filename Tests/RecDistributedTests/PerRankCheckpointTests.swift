@@ -12,9 +12,9 @@ struct PerRankCheckpointTests {
     static let data = Result { try InProcessTrainingTests.dataset(rows: 150) }
 
     static func train(ranks: Int, _ mode: EmbeddingSharding?, steps: Int, checkpoint: String, resume: Bool = false,
-                      funnel: Bool = false) throws -> [String: [Float]] {
+                      funnel: Bool = false, hashBuckets: Int = 97) throws -> [String: [Float]] {
         try ShardedTrainingTests.train(data: data.get(), model: .dlrm, ranks: ranks, sharding: mode, steps: steps,
-                                       checkpoint: checkpoint, resume: resume, funnel: funnel)
+                                       checkpoint: checkpoint, resume: resume, funnel: funnel, hashBuckets: hashBuckets)
     }
 
     /// Every embedding tensor of checkpoint `dir` (values and optimizer slots), by "<base>.C<k>",
@@ -38,13 +38,17 @@ struct PerRankCheckpointTests {
         return out
     }
 
-    @Test(arguments: [(2, EmbeddingSharding.row), (3, .row), (2, .table), (3, .table)])
-    func perRankEqualsFunnel(ranks: Int, mode: EmbeddingSharding) throws {
+    /// (ranks, plan, hash buckets): 2 buckets on 3 ranks leave rank 2 no row of any table (a
+    /// zero-row piece in its shard file).
+    @Test(arguments: [(2, EmbeddingSharding.row, 97), (3, .row, 97), (2, .table, 97), (3, .table, 97), (3, .row, 2)])
+    func perRankEqualsFunnel(ranks: Int, mode: EmbeddingSharding, hashBuckets: Int) throws {
         let perRank = ShardedTrainingTests.directory(), funnel = ShardedTrainingTests.directory()
-        let a = try Self.train(ranks: ranks, mode, steps: 8, checkpoint: perRank)
-        let b = try Self.train(ranks: ranks, mode, steps: 8, checkpoint: funnel, funnel: true)
+        let a = try Self.train(ranks: ranks, mode, steps: 8, checkpoint: perRank, hashBuckets: hashBuckets)
+        let b = try Self.train(ranks: ranks, mode, steps: 8, checkpoint: funnel, funnel: true, hashBuckets: hashBuckets)
         #expect(ShardedTrainingTests.worst(a, b) == 0, "N=\(ranks) \(mode)")
         let (dirA, dirB) = (try Checkpoint.resolve(perRank), try Checkpoint.resolve(funnel))
+        // CHECKSUMS lists one shard file per rank (and validating checks them).
+        _ = try Checkpoint.validate(dirA)
         #expect(try CheckpointDirectory.shardFiles(dirA) == (0..<ranks).map { CheckpointDirectory.shardName(rank: $0, of: ranks) })
         #expect(try CheckpointDirectory.shardFiles(dirB).isEmpty)
         // The per-rank model.safetensors holds no table: every row is in the shard files.
@@ -59,6 +63,12 @@ struct PerRankCheckpointTests {
         let (scoreA, scoreB) = (try Checkpoint.TrainedModel(path: perRank), try Checkpoint.TrainedModel(path: funnel))
         #expect(Array(scoreA.embeddingTable.buffer) == Array(scoreB.embeddingTable.buffer))
         #expect(Array(scoreA.parameters.buffer) == Array(scoreB.parameters.buffer))
+        // export writes the same weights file from either.
+        let (outA, outB) = (perRank + "/export", funnel + "/export")
+        try ModelExport.write(scoreA, dataset: nil, to: outA)
+        try ModelExport.write(scoreB, dataset: nil, to: outB)
+        let exported = try [outA, outB].map { try Data(contentsOf: URL(fileURLWithPath: $0 + "/model.safetensors")) }
+        #expect(exported[0] == exported[1], "the exports' model.safetensors differ (\(exported[0].count) and \(exported[1].count) bytes)")
     }
 
     /// 6 steps on one plan, 6 more on another number of ranks and another plan, from a
@@ -72,6 +82,26 @@ struct PerRankCheckpointTests {
             #expect(try CheckpointDirectory.shardFiles(Checkpoint.resolve(dir)).count == (funnel ? 0 : first.0))
             let resumed = try Self.train(ranks: then.0, then.1, steps: 12, checkpoint: dir, resume: true)
             #expect(ShardedTrainingTests.worst(reference, resumed) <= 1e-5, "\(first) -> \(then), funnel \(funnel)")
+        }
+    }
+
+    /// Bitwise: resuming at another number of ranks and another plan from a per-rank checkpoint
+    /// equals resuming the same way from the funnel checkpoint of the same run (the same state
+    /// in other files), and resuming on the same ranks and plan equals the run never stopped.
+    @Test func resumeIsBitwise() throws {
+        let straight = try Self.train(ranks: 2, .row, steps: 12, checkpoint: ShardedTrainingTests.directory())
+        let again = ShardedTrainingTests.directory()
+        _ = try Self.train(ranks: 2, .row, steps: 6, checkpoint: again)
+        #expect(ShardedTrainingTests.worst(straight, try Self.train(ranks: 2, .row, steps: 12, checkpoint: again, resume: true)) == 0)
+        // The last: 2 hash buckets, so rank 2 of 3 receives no row.
+        for (first, then, buckets) in [((2, EmbeddingSharding.row), (3, EmbeddingSharding?.some(.table)), 97), ((3, .table), (2, .row), 97),
+                                       ((3, .row), (1, nil), 97), ((2, .table), (1, .row), 97), ((2, .row), (3, .row), 2)] {
+            let (perRank, funnel) = (ShardedTrainingTests.directory(), ShardedTrainingTests.directory())
+            _ = try Self.train(ranks: first.0, first.1, steps: 6, checkpoint: perRank, hashBuckets: buckets)
+            _ = try Self.train(ranks: first.0, first.1, steps: 6, checkpoint: funnel, funnel: true, hashBuckets: buckets)
+            let a = try Self.train(ranks: then.0, then.1, steps: 12, checkpoint: perRank, resume: true, hashBuckets: buckets)
+            let b = try Self.train(ranks: then.0, then.1, steps: 12, checkpoint: funnel, resume: true, hashBuckets: buckets)
+            #expect(ShardedTrainingTests.worst(a, b) == 0, "\(first) -> \(then)")
         }
     }
 
@@ -100,26 +130,39 @@ struct PerRankCheckpointTests {
         _ = try Checkpoint.validate(previous)
     }
 
-    /// A truncated shard file is refused naming it: by its checksum when validated, scored and
-    /// resumed from, and (checksums recomputed) by its header when scored and resumed from.
+    /// A truncated, flipped or missing shard file is refused naming it: by CHECKSUMS when
+    /// validated, scored and resumed from, and (checksums recomputed, as a hand edit would) by its
+    /// header or by the list of shard files when scored and resumed from.
     @Test(arguments: [false, true])
-    func truncatedShardIsNamed(recomputeChecksums: Bool) throws {
+    func damagedShardIsNamed(recomputeChecksums: Bool) throws {
         let root = ShardedTrainingTests.directory()
         _ = try Self.train(ranks: 2, .row, steps: 3, checkpoint: root)
         let dir = try Checkpoint.resolve(root), name = CheckpointDirectory.shardName(rank: 1, of: 2)
         let path = dir + "/" + name
         let whole = try Data(contentsOf: URL(fileURLWithPath: path))
-        for cut in [whole.count / 2, 12, whole.count - 4] {
-            try whole.prefix(cut).write(to: URL(fileURLWithPath: path))
+        var flipped = whole
+        flipped[whole.count - 3] ^= 0x10
+        // (what, contents: nil removes the file); a flipped value with recomputed checksums is a
+        // valid file holding other weights, which nothing can tell apart.
+        let damages: [(String, Data?)] = [whole.count / 2, 12, whole.count - 4].map { ("cut at \($0)", whole.prefix($0)) }
+            + [("missing", nil)] + (recomputeChecksums ? [] : [("flipped", flipped)])
+        for (damage, contents) in damages {
+            if let contents { try contents.write(to: URL(fileURLWithPath: path)) } else { try FileManager.default.removeItem(atPath: path) }
             if recomputeChecksums { try CheckpointFuzzSupport.rewriteChecksums(dir) }
-            // With checksums that match, validating does not read the tensors; loading them does.
-            let validate: [(String, () throws -> Void)] = recomputeChecksums ? [] : [("validate", { _ = try Checkpoint.validate(dir) })]
-            for (what, attempt) in validate + [("score", { _ = try Checkpoint.TrainedModel(path: dir) }),
-                                               ("resume", { _ = try Self.train(ranks: 3, .table, steps: 6, checkpoint: root, resume: true) })] {
-                let error = #expect(throws: (any Error).self, "\(what), cut at \(cut)") { try attempt() }
-                #expect("\(error.map { "\($0)" } ?? "")".contains(name), "\(what), cut at \(cut): \(error.map { "\($0)" } ?? "")")
+            for (what, attempt) in [("validate", { _ = try Checkpoint.validate(dir) }),
+                                    ("score", { _ = try Checkpoint.TrainedModel(path: dir) }),
+                                    ("resume", { _ = try Self.train(ranks: 3, .table, steps: 6, checkpoint: root, resume: true) })]
+                as [(String, () throws -> Void)] {
+                // With checksums that match, validating does not read the tensors; loading them does.
+                if recomputeChecksums && what == "validate" && contents != nil { continue }
+                let error = #expect(throws: (any Error).self, "\(what), \(damage)") { try attempt() }
+                #expect("\(error.map { "\($0)" } ?? "")".contains(name), "\(what), \(damage): \(error.map { "\($0)" } ?? "")")
             }
+            try whole.write(to: URL(fileURLWithPath: path))
+            if recomputeChecksums { try CheckpointFuzzSupport.rewriteChecksums(dir) }
         }
+        // Repaired, it loads: the refusals were the damage's.
+        _ = try Checkpoint.TrainedModel(path: dir)
     }
 }
 

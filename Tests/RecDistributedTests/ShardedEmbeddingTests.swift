@@ -191,10 +191,10 @@ struct ShardedEmbeddingTests {
 struct ShardedTrainingTests {
     static func train(data: String, model: ModelKind, ranks: Int, sharding: EmbeddingSharding?, steps: Int,
                       checkpoint: String, resume: Bool = false, funnel: Bool = false, failingShardRank: Int? = nil,
-                      continueOnCheckpointFailure: Bool = false) throws -> [String: [Float]] {
+                      continueOnCheckpointFailure: Bool = false, hashBuckets: Int = 97) throws -> [String: [Float]] {
         _ = try InProcessGroup.run(size: ranks) { comm -> Int in
             var modelConfig = ModelConfig(kind: model)
-            modelConfig.hashBuckets = 97
+            modelConfig.hashBuckets = hashBuckets
             modelConfig.hidden = [16]
             modelConfig.bottom = [32, 16]
             modelConfig.top = [32]
