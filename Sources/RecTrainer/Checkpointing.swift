@@ -12,6 +12,7 @@ extension Trainer {
         var failure: (any Error)?
         if rank == 0 {
             do {
+                let started = MonotonicClock.nanoseconds()
                 let name = Checkpoint.name(step: state.step)
                 let record = books.lastRecord.flatMap { $0.step == state.step ? $0 : nil }
                 // `best` only ever names a checkpoint that was written and verified: a failed
@@ -26,6 +27,8 @@ extension Trainer {
                     lineage: books.lineage, data: books.data)
                 let path = perRank ? try writePerRankCheckpoint(root: root, saved: saved, buffers: buffers)!
                                    : try Checkpoint.write(root: root, state: saved, buffers: buffers)
+                // Written and committed, every rank's rows included.
+                let seconds = Double(MonotonicClock.nanoseconds() - started) / 1e9
                 if candidate.bestCheckpoint == name {
                     try Checkpoint.reported { try CheckpointDirectory.verify(path) }
                     try Checkpoint.writePointer(root: root, file: "best", to: name)
@@ -33,7 +36,7 @@ extension Trainer {
                 state = candidate
                 let removed = Checkpoint.prune(root: root, keep: config.keep, protected: state.bestCheckpoint, lineage: books.lineage)
                 books.lastCheckpoint = path
-                logger.info("checkpoint written to \(path)\(removed.isEmpty ? "" : " (removed \(removed.joined(separator: ", ")))")")
+                logger.info("checkpoint written to \(path) in \(String(format: "%.2f", seconds)) s\(removed.isEmpty ? "" : " (removed \(removed.joined(separator: ", ")))")")
             } catch {
                 failure = error
             }
