@@ -25,8 +25,9 @@ extension Trainer {
         let shared = try communicator.allreduceMax([seen ? 0 : 1])[0] == 0
         if rank == 0 {
             if written { unlink(marker) }
+            let why = funnelCheckpoints ? "REC_DIST_FUNNEL_CHECKPOINTS=1" : "the ranks do not share the directory"
             logger.info(shared ? "checkpoints: every rank writes its rows of the sharded tables to its own file in \(root) (a directory all ranks share)"
-                               : "checkpoints: rank 0 writes the whole tables to \(root), the sharded rows travelling to it (the ranks do not share the directory)")
+                               : "checkpoints: rank 0 writes the whole tables to \(root), the sharded rows travelling to it (\(why))")
         }
         books.sharedCheckpointDirectory = shared
         return shared
