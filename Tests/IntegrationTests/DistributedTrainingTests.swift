@@ -222,6 +222,15 @@ struct ShardedTablesCLITests {
             }
             #expect(resumed[0] == resumed[1], "resumed on \(ranks) rank(s): predict, explain or export differ")
         }
+        // A machine too small for the assembled tables (MPI_LOCALNRANKS shares this host's memory
+        // over 10^5 ranks): refused before anything is allocated or written, saying what it needs.
+        for command in [["predict", "--checkpoint", dir + "/files", "--input", data, "--out", dir + "/small.csv"],
+                        ["export", "--checkpoint", dir + "/files", "--out", dir + "/small-export"]] {
+            let out = try RecDist.run(RecDist.binary, command, environment: ["MPI_LOCALNRANKS": "100000"])
+            #expect(out.status == 64 && out.stderr.contains("to score") && out.stderr.contains("in 2 per-rank shard files")
+                    && out.stderr.contains("use a machine with more memory"), "\(command[0]): \(out.all)")
+            #expect(!FileManager.default.fileExists(atPath: command.last!), "\(command[0]) left \(command.last!)")
+        }
     }
 
     /// A disk that fills while the ranks write their shard files: the run stops naming the file
