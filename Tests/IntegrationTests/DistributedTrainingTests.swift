@@ -202,7 +202,8 @@ struct ShardedTablesCLITests {
         func outputs(_ name: String) throws -> [Data] {
             let ck = "\(dir)/\(name)"
             for command in [["predict", "--checkpoint", ck, "--input", data, "--limit", "500", "--out", ck + "-scores.csv"],
-                            ["explain", "--checkpoint", ck, "--data", data, "--max-rows", "500", "--repeats", "1", "--json-out", ck + "-explain.json"],
+                            ["explain", "--checkpoint", ck, "--data", data, "--max-rows", "500", "--repeats", "1", "--json-out", ck + "-explain.json",
+                             "--out", ck + "-explain.html"],
                             ["export", "--checkpoint", ck, "--out", ck + "-export"]] {
                 let out = try RecDist.single(command)
                 #expect(out.status == 0, "\(command[0]) \(name): \(out.all)")
