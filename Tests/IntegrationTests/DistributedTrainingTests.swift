@@ -234,6 +234,29 @@ struct ShardedTablesCLITests {
         }
     }
 
+    /// SIGUSR1 to mpirun (forwarded to the ranks, as SIGTERM from Slurm reaches them) stops a
+    /// row-sharded run with a checkpoint in shard files (exit 75); --auto-resume continues it on
+    /// 3 ranks table-sharded, writing 3 shard files.
+    @Test func stopSignalCheckpointsShardFiles() throws {
+        let dir = try RecDist.scratch("shard-stop"), data = try RecDist.synthData(rows: 3000)
+        let common = ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "5000", "--batch-size", "16", "--eval-every", "5",
+                      "--metrics-out", dir + "/m.jsonl", "--checkpoint-dir", dir + "/ck"]
+        let job = try RecDist.start("/usr/bin/env", ["mpirun"] + (getuid() == 0 ? ["--allow-run-as-root"] : [])
+                                    + ["--oversubscribe", "-np", "2", RecDist.binary] + common + ["--steps", "100000", "--embedding-sharding", "row"])
+        FaultTests.waitFor(dir + "/m.jsonl", job)
+        kill(job.process.processIdentifier, SIGUSR1)
+        let stopped = job.wait(timeout: 60)
+        #expect(stopped.status == 75 && stopped.stdout.contains("stopped by SIGUSR1"), "\(stopped.all)")
+        let latest = try String(contentsOfFile: dir + "/ck/latest", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let files = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/ck/\(latest)")
+        #expect(files.filter { $0.hasPrefix("shard-") }.sorted() == ["shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"])
+        let step = try #require(Int(latest.dropFirst("step-".count)))
+        let resumed = try RecDist.ranks(3, common + ["--steps", "\(step + 5)", "--embedding-sharding", "table", "--auto-resume"])
+        #expect(resumed.status == 0 && resumed.all.contains("resuming from \(dir)/ck/\(latest)"), "\(resumed.all)")
+        let final = String(format: "%@/ck/step-%08d", dir, step + 5)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: final).filter { $0.hasPrefix("shard-") }.count == 3)
+    }
+
     /// A disk that fills while the ranks write their shard files: the run stops naming the file
     /// and the disk, exit 1; nothing of the new checkpoint is left and the previous one, with
     /// `latest`, is intact.
