@@ -8,7 +8,8 @@ import RecData
 /// is in it are removed, and the previous checkpoints are untouched.
 ///
 /// Files other processes wrote into `temporary` (the per-rank shards of a sharded run, when the
-/// ranks share the directory) are listed with `add` from the size and CRC-32 their writer reported.
+/// ranks share the directory) are listed with `add` from the size and CRC-32 their writer
+/// reported, each checked to be there with that size.
 public final class CheckpointWriter {
     public let root: String
     public let name: String
@@ -33,13 +34,23 @@ public final class CheckpointWriter {
     /// Writes `file` in the temporary directory through `body`, fsyncs it and lists it.
     public func write(_ file: String, _ body: (FileSink) throws -> Void) throws {
         let (crc, size) = try Self.writeFile(directory.file(file), body)
-        add(file, crc: crc, size: size)
+        sums.append(Self.line(file, crc: crc, size: size))
     }
 
-    /// Lists `file`, written into `temporary` by another process, with the CRC-32 and size it reported.
-    public func add(_ file: String, crc: UInt32, size: Int) {
-        sums.append(String(format: "%08x %d %@", crc, size, file))
+    /// Lists `file`, written into `temporary` by another process, with the CRC-32 and size it
+    /// reported, once this process finds it there with that size (both see the same directory).
+    public func add(_ file: String, crc: UInt32, size: Int) throws(CheckpointError) {
+        let path = directory.file(file)
+        var info = stat()
+        guard stat(path, &info) == 0, Int(info.st_size) == size else {
+            let found = stat(path, &info) == 0 ? "\(info.st_size) bytes" : "no file"
+            throw CheckpointError(path: path, message: "its writer reported \(size) bytes written, the committing process finds \(found) (do all ranks see the same --checkpoint-dir?); nothing was committed")
+        }
+        sums.append(Self.line(file, crc: crc, size: size))
     }
+
+    /// `file`'s line in CHECKSUMS.
+    private static func line(_ file: String, crc: UInt32, size: Int) -> String { String(format: "%08x %d %@", crc, size, file) }
 
     /// Writes CHECKSUMS, renames the directory into place, points `latest` at it and returns its path.
     public func commit() throws -> String {

@@ -36,7 +36,8 @@ extension Trainer {
     /// Every rank: writes checkpoint `saved` (given on rank 0, nil elsewhere) with per-rank shard
     /// files. Rank 0 creates the temporary directory and announces it; every rank writes its
     /// shard file there (fsynced) and reports its size and CRC-32 to rank 0, which writes the
-    /// dense files meanwhile, then commits only if every rank succeeded, or removes the directory.
+    /// dense files meanwhile, then commits only if every rank succeeded and it finds every shard
+    /// file with its reported size, or removes the directory.
     /// Returns the checkpoint's path on rank 0. Collective, whatever fails on any rank.
     func writePerRankCheckpoint(root: String, saved: Checkpoint.State?, buffers: Checkpoint.Buffers) throws -> String? {
         var failure: (any Error)?
@@ -73,7 +74,7 @@ extension Trainer {
                 throw TrainingError.checkpoint(path: directory, message: "rank(s) \(failed.map(String.init).joined(separator: ", ")) could not write their shard files (each says why in its log); nothing was committed")
             }
             for r in 0..<worldSize {
-                writer.add(CheckpointDirectory.shardName(rank: r, of: worldSize), crc: UInt32(reports[3 * r + 1]), size: Int(reports[3 * r + 2]))
+                try writer.add(CheckpointDirectory.shardName(rank: r, of: worldSize), crc: UInt32(reports[3 * r + 1]), size: Int(reports[3 * r + 2]))
             }
             return try writer.commit()
         } catch {

@@ -130,6 +130,28 @@ struct PerRankCheckpointTests {
         _ = try Checkpoint.validate(previous)
     }
 
+    /// Rank 0 lists a shard file another rank reported only when it finds it in the temporary
+    /// directory with the reported size (the ranks see the same directory); otherwise nothing is
+    /// committed.
+    @Test func commitChecksTheReportedShardFiles() throws {
+        let root = ShardedTrainingTests.directory(), name = CheckpointDirectory.shardName(rank: 1, of: 2)
+        for (written, reported) in [(nil, 8), (12, 8), (8, 8)] as [(Int?, Int)] {
+            let writer = try CheckpointWriter(root: root, name: "step-00000001")
+            if let written { try Data(count: written).write(to: URL(fileURLWithPath: writer.temporary + "/" + name)) }
+            if written == reported {
+                try writer.add(name, crc: 0, size: reported)
+                _ = try writer.commit()
+                #expect(CheckpointDirectory.latest(in: root) == "step-00000001")
+                continue
+            }
+            let error = #expect(throws: CheckpointError.self, "written \(String(describing: written))") { try writer.add(name, crc: 0, size: reported) }
+            #expect(error?.path.hasSuffix(name) == true && error?.message.contains("reported 8 bytes written") == true, "\(String(describing: error))")
+            writer.abandon()
+            #expect(CheckpointDirectory.latest(in: root) == nil)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: root).isEmpty)
+        }
+    }
+
     /// A truncated, flipped or missing shard file is refused naming it: by CHECKSUMS when
     /// validated, scored and resumed from, and (checksums recomputed, as a hand edit would) by its
     /// header or by the list of shard files when scored and resumed from.
