@@ -126,12 +126,17 @@ public final class StagedFiles {
 
     /// Writes `bytes` as the future contents of `path`.
     public func stage(_ path: String, _ bytes: UnsafeRawBufferPointer) throws(DataError) {
+        try stage(path) { (file) throws(DataError) in try file.write(bytes) }
+    }
+
+    /// Writes the future contents of `path` through `body`, a part at a time.
+    public func stage(_ path: String, writing body: (OutputFile) throws(DataError) -> Void) throws(DataError) {
         let url = URL(fileURLWithPath: path)
         let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
         staged.append((temporary, path))
         do throws(DataError) {
             let file = try OutputFile(path: temporary)
-            try file.write(bytes)
+            try body(file)
             try file.close()
         } catch {
             var named = error   // the path the user asked for, not the temporary's

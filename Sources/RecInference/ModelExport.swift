@@ -187,13 +187,41 @@ public enum ModelExport {
         ]
     }
 
-    /// Writes `model.safetensors` and `model.json` into `directory` (created if needed).
+    /// Writes `model.safetensors` and `model.json` into `directory` (created if needed). The
+    /// weights are the checkpoint's model.safetensors, or, when its sharded tables are in per-rank
+    /// shard files, the same file written from the assembled tables.
     public static func write(_ trained: Checkpoint.TrainedModel, dataset: PreparedDataset?, to directory: String) throws {
         let description = try describe(trained, dataset: dataset)
         let weights = try MappedFile(path: trained.directory + "/model.safetensors")
+        let whole = try CheckpointDirectory.shardFiles(trained.directory).isEmpty
+        var metadata = try SafeTensors.parseHeader(weights.bytes, path: trained.directory + "/model.safetensors").metadata
+        metadata["rows"] = nil
+        let tensors = whole ? [] : wholeTensors(trained)
+        let header = whole ? Data() : try SafeTensors.header(for: tensors.map(\.source), metadata: metadata)
         try writeAll(to: directory) { files throws(DataError) in
-            try withExtendedLifetime(weights) { () throws(DataError) in try files.stage(directory + "/model.safetensors", weights.bytes) }
+            if whole {
+                try withExtendedLifetime(weights) { () throws(DataError) in try files.stage(directory + "/model.safetensors", weights.bytes) }
+            } else {
+                try files.stage(directory + "/model.safetensors") { (file) throws(DataError) in
+                    try file.write([UInt8](header))
+                    for tensor in tensors { try file.write(UnsafeRawBufferPointer(tensor.values)) }
+                }
+            }
             try files.stage(directory + "/model.json", try json(description))
+        }
+    }
+
+    /// The model's dense tensors by layout, then each embedding table whole: the layout of a
+    /// replicated run's model.safetensors.
+    static func wholeTensors(_ trained: Checkpoint.TrainedModel) -> [(source: SafeTensors.Source, values: UnsafeBufferPointer<Float>)] {
+        func tensor(_ name: String, _ shape: [Int], _ start: UnsafeMutablePointer<Float>) -> (SafeTensors.Source, UnsafeBufferPointer<Float>) {
+            let values = UnsafeBufferPointer(start: start, count: shape.reduce(1, *))
+            return (SafeTensors.Source(name: name, shape: shape, values: values), values)
+        }
+        let dense = trained.model.layout.entries.map { tensor($0.name, $0.shape, trained.parameters.pointer + $0.offset) }
+        guard let tables = trained.model.embeddings else { return dense }
+        return dense + (0..<tables.fields).map { f in
+            tensor("embedding.C\(f + 1)", [tables.rows(field: f), tables.dim], trained.embeddingTable.pointer + tables.firstRow(field: f) * tables.dim)
         }
     }
 

@@ -55,7 +55,9 @@ extension Checkpoint {
             let bytes = ModelMemory(model: state.config.model, maxBatch: maxBatch).inference
             let available = ModelMemory.availableToThisRank()
             if bytes.total > available.bytes {
-                throw TrainingError.modelConfig("the model in '\(directory)' (trainer.json: \(state.config.model.kind.rawValue)) needs \(ByteCount.format(bytes.total)) to score (\(bytes)), more than the \(ByteCount.format(available.bytes)) of \(available.source); use a machine with more memory")
+                let shards = try CheckpointDirectory.shardFiles(directory)
+                let assembled = shards.isEmpty ? "" : " (its tables are in \(shards.count) per-rank shard files and are assembled whole to score)"
+                throw TrainingError.modelConfig("the model in '\(directory)' (trainer.json: \(state.config.model.kind.rawValue)) needs \(ByteCount.format(bytes.total)) to score (\(bytes))\(assembled), more than the \(ByteCount.format(available.bytes)) of \(available.source); use a machine with more memory")
             }
             let model = makeModel(state.config.model, maxBatch: maxBatch)
             let parameters = FloatBuffer(count: model.layout.count)

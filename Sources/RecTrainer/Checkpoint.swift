@@ -92,32 +92,51 @@ public enum Checkpoint {
     static func write(root: String, state: State, buffers: Buffers, tables: [SafeTensors.Source],
                       embeddingState: [SafeTensors.Source]) throws -> String {
         do {
-            return try CheckpointDirectory.write(root: root, name: name(step: state.step)) { open in
-                let model = buffers.layout.entries.map { e in
-                    SafeTensors.Source(name: e.name, shape: e.shape,
-                                       values: UnsafeBufferPointer(start: buffers.parameters.pointer + e.offset, count: e.count))
-                } + tables
-                let sorted = JSONEncoder()
-                sorted.outputFormatting = [.sortedKeys]   // byte-identical files for identical states
-                let modelJSON = String(decoding: try sorted.encode(state.config.model), as: UTF8.self)
-                try SafeTensors.write(model, metadata: ["format": "rec-dist", "format_version": "\(formatVersion)",
-                                                        "step": "\(state.step)", "model": modelJSON],
-                                      to: try open("model.safetensors"))
-                let dense = buffers.optimizer.stateSlots.dense.map {
-                    SafeTensors.Source(name: $0.name, shape: [$0.buffer.count], values: UnsafeBufferPointer($0.buffer))
-                }
-                try SafeTensors.write(dense + embeddingState, metadata: ["step": "\(buffers.optimizer.step)",
-                                                                         "optimizer": buffers.optimizer.config.kind.rawValue],
-                                      to: try open("optimizer.safetensors"))
-                try open("trainer.json").write(try CheckpointDirectory.jsonEncoder().encode(state))
-            }
+            let writer = try CheckpointWriter(root: root, name: name(step: state.step))
+            try writeFiles(writer, state: state, buffers: buffers, tables: tables, embeddingState: embeddingState)
+            return try writer.commit()
         } catch {
-            let previous = CheckpointDirectory.latest(in: root).map { "the previous checkpoint \(root)/\($0) is intact" }
-                ?? "no previous checkpoint exists"
-            let (path, message) = (error as? CheckpointError).map { ($0.path, $0.message) }
-                ?? (root + "/" + name(step: state.step), "\(error.localizedDescription)")
-            throw TrainingError.checkpoint(path: path, message: "\(message); \(previous)")
+            throw failure(error, root: root, step: state.step)
         }
+    }
+
+    /// Writes model.safetensors (the dense tensors and `tables`), optimizer.safetensors (the
+    /// dense state and `embeddingState`) and trainer.json through `writer`. `modelRows` and
+    /// `optimizerRows` are the files' `rows` metadata when their tables are pieces
+    /// (`CheckpointTables`).
+    static func writeFiles(_ writer: CheckpointWriter, state: State, buffers: Buffers, tables: [SafeTensors.Source],
+                           embeddingState: [SafeTensors.Source], modelRows: [String: String] = [:], optimizerRows: [String: String] = [:]) throws {
+        let model = buffers.layout.entries.map { e in
+            SafeTensors.Source(name: e.name, shape: e.shape,
+                               values: UnsafeBufferPointer(start: buffers.parameters.pointer + e.offset, count: e.count))
+        } + tables
+        let sorted = JSONEncoder()
+        sorted.outputFormatting = [.sortedKeys]   // byte-identical files for identical states
+        let modelJSON = String(decoding: try sorted.encode(state.config.model), as: UTF8.self)
+        try writer.write("model.safetensors") {
+            try SafeTensors.write(model, metadata: modelRows.merging(["format": "rec-dist", "format_version": "\(formatVersion)",
+                                                                      "step": "\(state.step)", "model": modelJSON]) { $1 }, to: $0)
+        }
+        let dense = buffers.optimizer.stateSlots.dense.map {
+            SafeTensors.Source(name: $0.name, shape: [$0.buffer.count], values: UnsafeBufferPointer($0.buffer))
+        }
+        try writer.write("optimizer.safetensors") {
+            try SafeTensors.write(dense + embeddingState, metadata: optimizerRows.merging(["step": "\(buffers.optimizer.step)",
+                                                                                          "optimizer": buffers.optimizer.config.kind.rawValue]) { $1 },
+                                  to: $0)
+        }
+        try writer.write("trainer.json") { try $0.write(try CheckpointDirectory.jsonEncoder().encode(state)) }
+    }
+
+    /// A failed write of checkpoint `step` under `root` as `TrainingError.checkpoint`, saying
+    /// whether a previous checkpoint is there to resume from.
+    static func failure(_ error: any Error, root: String, step: Int) -> TrainingError {
+        let previous = CheckpointDirectory.latest(in: root).map { "the previous checkpoint \(root)/\($0) is intact" }
+            ?? "no previous checkpoint exists"
+        let (path, message) = (error as? CheckpointError).map { ($0.path, $0.message) }
+            ?? (error as? TrainingError).flatMap { if case .checkpoint(let path, let message) = $0 { (path, message) } else { nil } }
+            ?? (root + "/" + name(step: step), "\(error.localizedDescription)")
+        return TrainingError.checkpoint(path: path, message: "\(message); \(previous)")
     }
 
     /// Replaces `root/file` with a line naming `target`, atomically.
@@ -164,8 +183,12 @@ public enum Checkpoint {
         guard state.formatVersion == formatVersion else {
             throw TrainingError.checkpoint(path: dir, message: "format version \(state.formatVersion), this rec-dist reads version \(formatVersion); use the rec-dist that wrote it")
         }
-        var info = stat()
-        try state.check(dir, modelBytes: stat(dir + "/model.safetensors", &info) == 0 ? Int(info.st_size) : 0)
+        // The weights are in model.safetensors, and the sharded tables' rows in the shard files.
+        var info = stat(), weightBytes = 0
+        for file in try ["model.safetensors"] + reported({ try CheckpointDirectory.shardFiles(dir) }) where stat(dir + "/" + file, &info) == 0 {
+            weightBytes += Int(info.st_size)
+        }
+        try state.check(dir, modelBytes: weightBytes)
         return state
     }
 
@@ -178,15 +201,31 @@ public enum Checkpoint {
                                                      embeddingTable: buffers.embeddingTable, cause: "it was written for a different model configuration")
         }
         let optimizerFile = try MappedFile(path: dir + "/optimizer.safetensors")
-        let (stateEntries, _) = try reported { try SafeTensors.parseHeader(optimizerFile.bytes, path: dir + "/optimizer.safetensors") }
+        let (stateEntries, metadata) = try reported { try SafeTensors.parseHeader(optimizerFile.bytes, path: dir + "/optimizer.safetensors") }
+        let pieces = CheckpointTables.pieceNames(metadata)
         var loaded: [(name: String, values: [Float])] = []
-        for (name, entry) in stateEntries.sorted(by: { $0.key < $1.key }) {
+        for (name, entry) in stateEntries.sorted(by: { $0.key < $1.key }) where !pieces.contains(name) {
             var values = [Float](repeating: 0, count: entry.range.count / 4)
             try values.withUnsafeMutableBufferPointer { buffer in
                 SafeTensors.copy(entry, from: optimizerFile.bytes, into: buffer)
                 try reported { try CheckpointDirectory.requireFinite(UnsafeBufferPointer(buffer), tensor: name, file: dir + "/optimizer.safetensors") }
             }
             loaded.append((name, values))
+        }
+        if let tables = buffers.tables, try reported({ try !CheckpointDirectory.shardFiles(dir).isEmpty }) {
+            // Written by a sharded run in per-rank files: each embedding slot assembled over all rows.
+            let stored = try storedTables(dir, buffers: buffers)
+            for slot in buffers.optimizer.stateSlots.embedding {
+                try reported { try stored.requireFinite(slot.name, width: slot.perRow) }
+                var values = [Float](repeating: 0, count: tables.rowCount * slot.perRow)
+                values.withUnsafeMutableBufferPointer { buffer in
+                    for t in 0..<tables.fields {
+                        stored.read(slot.name, table: t, rows: 0..<tables.rows(field: t), width: slot.perRow,
+                                    into: buffer.baseAddress! + tables.firstRow(field: t) * slot.perRow)
+                    }
+                }
+                loaded.append((slot.name, values))
+            }
         }
         do {
             try buffers.optimizer.loadState(step: state.optimizerStep, buffers: loaded)

@@ -8,7 +8,7 @@ extension Checkpoint.State {
     static let countLimit = 1 << 48
 
     /// Checks every field of `trainer.json` by the rules its flag has, and that the model it
-    /// describes fits in `modelBytes` (the size of `model.safetensors`, which holds all its
+    /// describes fits in `modelBytes` (the size of `model.safetensors` and any shard files, which hold all its
     /// weights), before anything is allocated from it. The checksums only prove the files were
     /// not damaged since they were written; a hand edit with recomputed checksums must not trap,
     /// spin or allocate without bound.

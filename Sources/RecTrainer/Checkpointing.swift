@@ -8,9 +8,11 @@ extension Trainer {
     func writeCheckpoint(state: inout RunState, policy: CheckpointPolicy, buffers: Checkpoint.Buffers,
                          books: inout RunBooks) throws {
         guard let root = config.checkpointDir, books.checkpointedStep != state.step else { return }
+        let perRank = try buffers.sharding != nil && sharesCheckpointDirectory(root, books: &books)
         var failure: (any Error)?
         if rank == 0 {
             do {
+                let started = MonotonicClock.nanoseconds()
                 let name = Checkpoint.name(step: state.step)
                 let record = books.lastRecord.flatMap { $0.step == state.step ? $0 : nil }
                 // `best` only ever names a checkpoint that was written and verified: a failed
@@ -23,7 +25,10 @@ extension Trainer {
                     evaluation: record, bestMetric: candidate.bestMetric, bestCheckpoint: candidate.bestCheckpoint, config: config,
                     earlyStopBest: state.earlyStopBest, evaluationsSinceBest: state.evaluationsSinceBest,
                     lineage: books.lineage, data: books.data)
-                let path = try Checkpoint.write(root: root, state: saved, buffers: buffers)
+                let path = perRank ? try writePerRankCheckpoint(root: root, saved: saved, buffers: buffers)!
+                                   : try Checkpoint.write(root: root, state: saved, buffers: buffers)
+                // Written and committed, every rank's rows included.
+                let seconds = Double(MonotonicClock.nanoseconds() - started) / 1e9
                 if candidate.bestCheckpoint == name {
                     try Checkpoint.reported { try CheckpointDirectory.verify(path) }
                     try Checkpoint.writePointer(root: root, file: "best", to: name)
@@ -31,10 +36,12 @@ extension Trainer {
                 state = candidate
                 let removed = Checkpoint.prune(root: root, keep: config.keep, protected: state.bestCheckpoint, lineage: books.lineage)
                 books.lastCheckpoint = path
-                logger.info("checkpoint written to \(path)\(removed.isEmpty ? "" : " (removed \(removed.joined(separator: ", ")))")")
+                logger.info("checkpoint written to \(path) in \(String(format: "%.2f", seconds)) s\(removed.isEmpty ? "" : " (removed \(removed.joined(separator: ", ")))")")
             } catch {
                 failure = error
             }
+        } else if perRank {
+            do { _ = try writePerRankCheckpoint(root: root, saved: nil, buffers: buffers) } catch { failure = error }
         } else if buffers.sharding != nil {
             do { try Checkpoint.sendShards(buffers: buffers) } catch { failure = error }
         }

@@ -16,13 +16,8 @@ extension Trainer {
             }
         }
         try agree(failure, stage: "resuming from a checkpoint")
-        // Share the state: its length, then its JSON.
-        var length = [Double(payload.count)]
-        try length.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
-        guard length[0] > 0 else { return nil }
-        var bytes = [UInt8](payload)
-        if rank != 0 { bytes = [UInt8](repeating: 0, count: Int(length[0])) }
-        try bytes.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
+        let bytes = try broadcastBytes([UInt8](payload))
+        guard !bytes.isEmpty else { return nil }
         // Non-finite metrics (a NaN logloss without evaluation rows, an infinite calibration
         // when every evaluation label is 0) travel as strings, as in trainer.json.
         var state = try Checkpoint.jsonDecoder().decode(Checkpoint.State.self, from: Data(bytes))

@@ -10,6 +10,9 @@ struct RunBooks {
     var lastCheckpoint: String?
     var checkpointedStep = -1
     var lastCheckpointTime = Date()
+    /// Whether the ranks share the checkpoint directory (decided at the first checkpoint of a
+    /// run with sharded tables).
+    var sharedCheckpointDirectory: Bool?
     /// Steps skipped as non-finite (--skip-nonfinite).
     var skippedSteps = 0
     /// The signal that stopped the run, or 0; the step early stopping ended it at.

@@ -4,13 +4,14 @@ import RecCore
 import RecData
 import RecDistributed
 
-/// Checkpoints of runs whose tables are sharded (`ShardedEmbeddings`).
+/// Checkpoints of runs whose tables are sharded (`ShardedEmbeddings`), through rank 0 (the
+/// funnel; when the ranks share the checkpoint directory each writes its own shard file instead:
+/// `writePerRankCheckpoint`), and resuming from any checkpoint into sharded tables.
 ///
-/// They hold the same files as a replicated run's, in the same layout: each table whole as
-/// `embedding.C<k>` and each embedding optimizer slot over all rows, in global row order. So
-/// `predict`, `export` and the other readers read them unchanged (on one machine, when the
-/// tables fit its memory), and a run resumes from one on any number of ranks and under any plan
-/// (each rank takes its own rows of the new plan).
+/// The funnel writes the same files as a replicated run's, in the same layout: each table whole
+/// as `embedding.C<k>` and each embedding optimizer slot over all rows, in global row order. A
+/// run resumes from either kind on any number of ranks and under any plan (each rank takes its
+/// own rows of the new plan).
 ///
 /// Rank 0 writes and reads the files; the sharded tables' rows travel between it and their
 /// owners a chunk of rows at a time (`ShardedEmbeddings.collect` / `distribute`), so no shared
@@ -55,7 +56,15 @@ extension Checkpoint {
         let sharding = buffers.sharding!
         guard let slot = entry.slot else { return (sharding.storage.pointer, sharding.dim) }
         let state = buffers.optimizer.stateSlots.embedding[slot]
-        return (state.buffer.baseAddress!, state.perRow)
+        return (slotBase(state.buffer, buffers: buffers), state.perRow)
+    }
+
+    /// The first float of an embedding optimizer slot on this rank. A rank that holds no rows
+    /// (a table of fewer rows than ranks, row-wise; fewer tables than ranks, table-wise) has
+    /// empty slots without an address; it moves 0 rows of them, so the table storage's address,
+    /// never read or written through here, stands in.
+    static func slotBase(_ slot: UnsafeMutableBufferPointer<Float>, buffers: Buffers) -> UnsafeMutablePointer<Float> {
+        slot.baseAddress ?? buffers.sharding!.storage.pointer
     }
 
     /// Rank 0's model tensor for table `t` of a sharded run: from its storage when replicated,
@@ -136,36 +145,36 @@ extension Checkpoint {
 
     // MARK: - Resuming
 
+    /// Rank 0: checkpoint `dir`'s tables and embedding optimizer state (whole or in shard files),
+    /// checked against this run's tables and optimizer.
+    static func storedTables(_ dir: String, buffers: Buffers) throws -> CheckpointTables {
+        try reported {
+            try CheckpointTables(dir, tables: buffers.tables!, slots: buffers.optimizer.stateSlots.embedding.map { ($0.name, $0.perRow) },
+                                 cause: "it was written for a different model configuration or with another --optimizer")
+        }
+    }
+
     /// Every rank: takes its rows of every table and embedding optimizer slot from checkpoint
-    /// `dir` (read by rank 0; nil elsewhere), under this run's plan. Collective.
+    /// `dir` (read by rank 0, whichever way its tables were written; nil elsewhere), under this
+    /// run's plan. Collective.
     static func receiveShards(from dir: String?, buffers: Buffers) throws {
         let sharding = buffers.sharding!, tables = sharding.tables
-        var files: [MappedFile] = []
-        var entries: [[String: SafeTensors.Entry]] = []
-        if let dir {
-            for name in ["model.safetensors", "optimizer.safetensors"] {
-                let file = try MappedFile(path: dir + "/" + name)
-                entries.append(try reported { try SafeTensors.parseHeader(file.bytes, path: dir + "/" + name) }.entries)
-                files.append(file)
-            }
-        }
-        /// Rank 0: the floats of tensor `name` in file `k`, from float `offset` on.
-        func source(_ k: Int, _ name: String, offset: Int) -> UnsafePointer<Float>? {
-            guard dir != nil, let entry = entries[k][name] else { return nil }
-            return (files[k].bytes.baseAddress! + entry.range.lowerBound).assumingMemoryBound(to: Float.self) + offset
-        }
-        for t in 0..<tables.fields {
-            for rows in sharding.chunks(table: t, chunk: chunkRows) {
-                try sharding.distribute(table: t, rows: rows, from: source(0, "embedding.C\(t + 1)", offset: rows.lowerBound * tables.dim),
-                                        width: tables.dim, into: sharding.storage.pointer)
-            }
-        }
-        for state in buffers.optimizer.stateSlots.embedding {
+        let stored = try dir.map { try storedTables($0, buffers: buffers) }
+        let slots = [(name: "embedding", width: tables.dim, buffer: sharding.storage.pointer)]
+            + buffers.optimizer.stateSlots.embedding.map { ($0.name, $0.perRow, slotBase($0.buffer, buffers: buffers)) }
+        let chunk = UnsafeMutablePointer<Float>.allocate(capacity: stored == nil ? 0 : chunkRows * (slots.map { $0.1 }.max() ?? 1))
+        defer { chunk.deallocate() }
+        for (base, width, local) in slots {
             for t in 0..<tables.fields {
                 for rows in sharding.chunks(table: t, chunk: chunkRows) {
-                    let offset = (tables.firstRow(field: t) + rows.lowerBound) * state.perRow
-                    try sharding.distribute(table: t, rows: rows, from: source(1, state.name, offset: offset),
-                                            width: state.perRow, into: state.buffer.baseAddress!)
+                    // Rank 0: the rows in place when the file holds them in order, else assembled.
+                    let source = stored.map { stored in
+                        stored.contiguous(base, table: t, rows: rows, width: width) ?? {
+                            stored.read(base, table: t, rows: rows, width: width, into: chunk)
+                            return UnsafePointer(chunk)
+                        }()
+                    }
+                    try sharding.distribute(table: t, rows: rows, from: source, width: width, into: local)
                 }
             }
         }
@@ -180,13 +189,15 @@ extension Checkpoint {
             try CheckpointDirectory.readModelTensors(dir, layout: buffers.layout, parameters: buffers.parameters, tables: tables,
                                                      embeddingTable: nil, cause: "it was written for a different model configuration")
         }
+        let stored = try storedTables(dir, buffers: buffers)
         let path = dir + "/optimizer.safetensors"
         let file = try MappedFile(path: path)
-        let (entries, _) = try reported { try SafeTensors.parseHeader(file.bytes, path: path) }
+        let (entries, metadata) = try reported { try SafeTensors.parseHeader(file.bytes, path: path) }
         let slots = buffers.optimizer.stateSlots
-        let expected = slots.dense.map { ($0.name, $0.buffer.count) } + slots.embedding.map { ($0.name, tables.rowCount * $0.perRow) }
-        guard Set(entries.keys) == Set(expected.map(\.0)) else {
-            throw TrainingError.checkpoint(path: path, message: "optimizer state: it holds \(entries.keys.sorted()), this run's optimizer needs \(expected.map(\.0).sorted()); was it written with another --optimizer?")
+        let held = Set(entries.keys).subtracting(CheckpointTables.pieceNames(metadata))
+        let expected = slots.dense.map { ($0.name, $0.buffer.count) } + (stored.isSharded ? [] : slots.embedding.map { ($0.name, tables.rowCount * $0.perRow) })
+        guard held == Set(expected.map(\.0)) else {
+            throw TrainingError.checkpoint(path: path, message: "optimizer state: it holds \(held.sorted()), this run's optimizer needs \(expected.map(\.0).sorted()); was it written with another --optimizer?")
         }
         for (name, count) in expected where entries[name]!.range.count != count * 4 {
             throw TrainingError.checkpoint(path: path, message: "optimizer state: \(name) has \(entries[name]!.range.count / 4) values, this model needs \(count)")
@@ -195,12 +206,18 @@ extension Checkpoint {
         // Every value is checked here, before the rows travel: a collective cannot stop half-way.
         let model = try MappedFile(path: dir + "/model.safetensors")
         let (modelEntries, _) = try reported { try SafeTensors.parseHeader(model.bytes, path: dir + "/model.safetensors") }
-        for (mapped, entries, name) in [(model, modelEntries, "model.safetensors"), (file, entries, "optimizer.safetensors")] {
+        let tableNames = Set((0..<tables.fields).map { "embedding.C\($0 + 1)" })
+        for (mapped, entries, name) in [(model, modelEntries.filter { !tableNames.contains($0.key) }, "model.safetensors"),
+                                        (file, entries.filter { slots.dense.map(\.name).contains($0.key) }, "optimizer.safetensors")] {
             for (tensor, entry) in entries {
                 let values = UnsafeBufferPointer(start: (mapped.bytes.baseAddress! + entry.range.lowerBound).assumingMemoryBound(to: Float.self),
                                                  count: entry.range.count / 4)
                 try reported { try CheckpointDirectory.requireFinite(values, tensor: tensor, file: dir + "/" + name) }
             }
+        }
+        try reported {
+            try stored.requireFinite("embedding", width: tables.dim)
+            for slot in slots.embedding { try stored.requireFinite(slot.name, width: slot.perRow) }
         }
         do { try buffers.optimizer.restoreStep(state.optimizerStep) } catch {
             throw TrainingError.checkpoint(path: dir, message: "optimizer state: \(error)")

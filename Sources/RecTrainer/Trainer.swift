@@ -22,6 +22,11 @@ public final class Trainer {
     public var progress = ProgressMode.lines
     /// Rank 0, after resuming: the checkpoint read (sharded tables are sent from it afterwards).
     var resumedDirectory: String?
+    /// Sharded checkpoints through rank 0 even when the ranks share the directory (tests and
+    /// measurements compare the two ways; `REC_DIST_FUNNEL_CHECKPOINTS=1` sets it).
+    var funnelCheckpoints = ProcessInfo.processInfo.environment["REC_DIST_FUNNEL_CHECKPOINTS"] == "1"
+    /// Tests: the rank whose shard file cannot be written, as if its disk were full.
+    var failingShardRank: Int?
 
     public init(config: TrainingConfig, communicator: any Communicator, logger: Logger) {
         self.config = config

@@ -151,7 +151,9 @@ struct DistributedTrainingTests {
     }
 }
 
-/// Sharded embedding tables from the command line, under real mpirun ranks.
+/// Sharded embedding tables from the command line, under real mpirun ranks. Serialized: MPI
+/// jobs share 2 cores.
+@Suite(.serialized)
 struct ShardedTablesCLITests {
     /// 26 tables of 50000 rows x 16 with Adam need about 255 MB per rank replicated: over a
     /// --memory-per-rank of 200M that is refused before any allocation (64, with the numbers);
@@ -174,5 +176,111 @@ struct ShardedTablesCLITests {
         let predicted = try RecDist.single(["predict", "--checkpoint", dir + "/ck", "--input", data, "--limit", "5", "--out", "-"])
         #expect(predicted.status == 0, "\(predicted.all)")
         #expect(predicted.stdout.split(separator: "\n").count >= 5, "\(predicted.all)")
+    }
+
+    /// Under real ranks sharing a directory, row-sharded on 2 ranks: every rank writes its shard
+    /// file, and the checkpoint scores, explains and exports exactly as the same run checkpointed
+    /// through rank 0 (REC_DIST_FUNNEL_CHECKPOINTS=1); resumed on 3 ranks table-sharded and on
+    /// one replicated, both give bitwise the same models.
+    @Test func shardFilesEqualTheFunnel() throws {
+        let dir = try RecDist.scratch("shard-files"), data = try RecDist.synthData(rows: 3000)
+        let common = ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "5000", "--optimizer", "adam",
+                      "--batch-size", "32", "--eval-every", "5"]
+        for (name, funnel) in [("files", "0"), ("funnel", "1")] {
+            let out = try RecDist.run("/bin/bash", [RecDist.packageRoot + "/launch.sh", "-np", "2", "--"] + common
+                                      + ["--steps", "10", "--embedding-sharding", "row", "--checkpoint-dir", "\(dir)/\(name)"],
+                                      environment: ["REC_DIST_FUNNEL_CHECKPOINTS": funnel])
+            try #require(out.status == 0, "\(out.all)")
+            let expected = funnel == "1" ? "the sharded rows travelling to it (REC_DIST_FUNNEL_CHECKPOINTS=1)" : "every rank writes its rows"
+            #expect(out.all.contains(expected), "\(out.all)")
+        }
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/files/step-00000010").sorted()
+        #expect(files.filter { $0.hasPrefix("shard-") } == ["shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"])
+        #expect(try String(contentsOfFile: dir + "/files/step-00000010/CHECKSUMS", encoding: .utf8).contains("shard-00001-of-00002.safetensors"))
+        #expect(try !FileManager.default.contentsOfDirectory(atPath: dir + "/funnel/step-00000010").contains { $0.hasPrefix("shard-") })
+        /// What a one-process command writes from checkpoint directory `name`.
+        func outputs(_ name: String) throws -> [Data] {
+            let ck = "\(dir)/\(name)"
+            for command in [["predict", "--checkpoint", ck, "--input", data, "--limit", "500", "--out", ck + "-scores.csv"],
+                            ["explain", "--checkpoint", ck, "--data", data, "--max-rows", "500", "--repeats", "1", "--json-out", ck + "-explain.json",
+                             "--out", ck + "-explain.html"],
+                            ["export", "--checkpoint", ck, "--out", ck + "-export"]] {
+                let out = try RecDist.single(command)
+                #expect(out.status == 0, "\(command[0]) \(name): \(out.all)")
+            }
+            return try [ck + "-scores.csv", ck + "-explain.json", ck + "-export/model.safetensors"].map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+        }
+        #expect(try outputs("files") == outputs("funnel"), "predict, explain or export differ")
+        // Resumed elsewhere from either: the same models.
+        for (ranks, plan) in [(3, ["--embedding-sharding", "table"]), (1, [])] {
+            var resumed: [[Data]] = []
+            for name in ["files", "funnel"] {
+                let copy = "\(dir)/\(name)-\(ranks)"
+                try FileManager.default.copyItem(atPath: "\(dir)/\(name)", toPath: copy)
+                let out = try RecDist.ranks(ranks, common + ["--steps", "20", "--checkpoint-dir", copy, "--auto-resume"] + plan)
+                try #require(out.status == 0 && out.all.contains("resuming from \(copy)/step-00000010"), "\(out.all)")
+                resumed.append(try outputs("\(name)-\(ranks)"))
+            }
+            #expect(resumed[0] == resumed[1], "resumed on \(ranks) rank(s): predict, explain or export differ")
+        }
+        // A machine too small for the assembled tables (MPI_LOCALNRANKS shares this host's memory
+        // over 10^5 ranks): refused before anything is allocated or written, saying what it needs.
+        for command in [["predict", "--checkpoint", dir + "/files", "--input", data, "--out", dir + "/small.csv"],
+                        ["export", "--checkpoint", dir + "/files", "--out", dir + "/small-export"]] {
+            let out = try RecDist.run(RecDist.binary, command, environment: ["MPI_LOCALNRANKS": "100000"])
+            #expect(out.status == 64 && out.stderr.contains("to score") && out.stderr.contains("in 2 per-rank shard files")
+                    && out.stderr.contains("use a machine with more memory"), "\(command[0]): \(out.all)")
+            #expect(!FileManager.default.fileExists(atPath: command.last!), "\(command[0]) left \(command.last!)")
+        }
+    }
+
+    /// SIGUSR1 to mpirun (forwarded to the ranks, as SIGTERM from Slurm reaches them) stops a
+    /// row-sharded run with a checkpoint in shard files (exit 75); --auto-resume continues it on
+    /// 3 ranks table-sharded, writing 3 shard files.
+    @Test func stopSignalCheckpointsShardFiles() throws {
+        let dir = try RecDist.scratch("shard-stop"), data = try RecDist.synthData(rows: 3000)
+        let common = ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "5000", "--batch-size", "16", "--eval-every", "5",
+                      "--metrics-out", dir + "/m.jsonl", "--checkpoint-dir", dir + "/ck"]
+        let job = try RecDist.start("/usr/bin/env", ["mpirun"] + (getuid() == 0 ? ["--allow-run-as-root"] : [])
+                                    + ["--oversubscribe", "-np", "2", RecDist.binary] + common + ["--steps", "100000", "--embedding-sharding", "row"])
+        FaultTests.waitFor(dir + "/m.jsonl", job)
+        kill(job.process.processIdentifier, SIGUSR1)
+        let stopped = job.wait(timeout: 60)
+        #expect(stopped.status == 75 && stopped.stdout.contains("stopped by SIGUSR1"), "\(stopped.all)")
+        let latest = try String(contentsOfFile: dir + "/ck/latest", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let files = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/ck/\(latest)")
+        #expect(files.filter { $0.hasPrefix("shard-") }.sorted() == ["shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"])
+        let step = try #require(Int(latest.dropFirst("step-".count)))
+        let resumed = try RecDist.ranks(3, common + ["--steps", "\(step + 5)", "--embedding-sharding", "table", "--auto-resume"])
+        #expect(resumed.status == 0 && resumed.all.contains("resuming from \(dir)/ck/\(latest)"), "\(resumed.all)")
+        let final = String(format: "%@/ck/step-%08d", dir, step + 5)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: final).filter { $0.hasPrefix("shard-") }.count == 3)
+    }
+
+    /// A disk that fills while the ranks write their shard files: the run stops naming the file
+    /// and the disk, exit 1; nothing of the new checkpoint is left and the previous one, with
+    /// `latest`, is intact.
+    @Test func fullDiskDuringShardFiles() throws {
+        guard getuid() == 0 else {
+            Issue.record("this test mounts a small tmpfs and needs root")
+            return
+        }
+        let dir = try RecDist.scratch("shard-full"), data = try RecDist.synthData(rows: 3000), tiny = dir + "/tiny"
+        try FileManager.default.createDirectory(atPath: tiny, withIntermediateDirectories: true)
+        // A checkpoint takes about 55 MB (two 26 MB shard files): one fits, two do not.
+        let mount = try RecDist.run("/bin/mount", ["-t", "tmpfs", "-o", "size=80m", "tmpfs", tiny])
+        try #require(mount.status == 0, "cannot mount a tmpfs: \(mount.all)")
+        defer { _ = try? RecDist.run("/bin/umount", ["-l", tiny]) }
+        let out = try RecDist.ranks(2, ["train", "--data", data, "--model", "dlrm", "--hash-buckets", "10000", "--optimizer", "adam",
+                                        "--batch-size", "32", "--steps", "10", "--checkpoint-every", "5", "--embedding-sharding", "row",
+                                        "--checkpoint-dir", tiny + "/ck"])
+        #expect(out.status == 1, "\(out.all)")
+        #expect(out.stderr.contains("No space left on device") && out.stderr.contains("step-00000005 is intact"), "\(out.all)")
+        #expect(out.stderr.contains(".safetensors"), "\(out.all)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tiny + "/ck").filter { $0.hasPrefix("step-") || $0.contains(".tmp") }
+                == ["step-00000005"])
+        #expect(try String(contentsOfFile: tiny + "/ck/latest", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) == "step-00000005")
+        let predicted = try RecDist.single(["predict", "--checkpoint", tiny + "/ck", "--input", data, "--limit", "5", "--out", "-"])
+        #expect(predicted.status == 0, "\(predicted.all)")
     }
 }

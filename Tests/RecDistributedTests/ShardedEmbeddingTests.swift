@@ -3,7 +3,7 @@ import Logging
 import RecCore
 import RecDistributed
 import RecDistributedTesting
-import RecTrainer
+@testable import RecTrainer
 import Testing
 
 /// Sharded embedding tables against the replicated reference: the same global batches on N
@@ -190,10 +190,11 @@ struct ShardedEmbeddingTests {
 /// training, and a resume on another number of ranks under another plan equal to a straight run.
 struct ShardedTrainingTests {
     static func train(data: String, model: ModelKind, ranks: Int, sharding: EmbeddingSharding?, steps: Int,
-                      checkpoint: String, resume: Bool = false) throws -> [String: [Float]] {
+                      checkpoint: String, resume: Bool = false, funnel: Bool = false, failingShardRank: Int? = nil,
+                      continueOnCheckpointFailure: Bool = false, hashBuckets: Int = 97) throws -> [String: [Float]] {
         _ = try InProcessGroup.run(size: ranks) { comm -> Int in
             var modelConfig = ModelConfig(kind: model)
-            modelConfig.hashBuckets = 97
+            modelConfig.hashBuckets = hashBuckets
             modelConfig.hidden = [16]
             modelConfig.bottom = [32, 16]
             modelConfig.top = [32]
@@ -206,9 +207,12 @@ struct ShardedTrainingTests {
             config.checkpointDir = checkpoint
             config.embeddingSharding = sharding
             if resume { config.resume = "latest" }
+            config.continueOnCheckpointFailure = continueOnCheckpointFailure
             var logger = Logger(label: "test")
             logger.logLevel = .error
-            return try Trainer(config: config, communicator: comm, logger: logger).run().steps
+            let trainer = Trainer(config: config, communicator: comm, logger: logger)
+            (trainer.funnelCheckpoints, trainer.failingShardRank) = (funnel, failingShardRank)
+            return try trainer.run().steps
         }
         let (_, tensors) = try Checkpoint.readModel(at: checkpoint)
         return Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0.values) })
