@@ -13,13 +13,16 @@ public struct ModelConfigError: Error, CustomStringConvertible, Equatable {
 }
 
 extension ModelConfig {
+    /// The widest MLP layer a configuration may ask for.
+    public static let maxLayerWidth = 65_536
+
     /// Checks that the configuration describes a model that can be built, with the first
     /// problem's key and reason. Shapes that come from the data (field counts, vocabulary sizes)
     /// must have been filled in first.
     public func validate() throws(ModelConfigError) {
         func widths(_ key: String, _ w: [Int]) throws(ModelConfigError) {
-            if let bad = w.first(where: { $0 < 1 || $0 > 65_536 }) {
-                throw ModelConfigError(key: key, "layer width \(bad) is out of range: use 1 to 65536")
+            if let bad = w.first(where: { $0 < 1 || $0 > Self.maxLayerWidth }) {
+                throw ModelConfigError(key: key, "layer width \(bad) is out of range: use 1 to \(Self.maxLayerWidth)")
             }
         }
         try widths("hidden", hidden)

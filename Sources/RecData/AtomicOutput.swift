@@ -4,13 +4,17 @@ import Foundation
 /// sibling (`.NAME.TAG-PID`), which `commit()` fsyncs and renames into place, replacing an older
 /// directory of that name only once the new one is complete. A crash, a full disk or an
 /// `abandon()` leaves the previous directory untouched. Prepared datasets and checkpoints are
-/// written this way.
+/// written this way. The temporary and the files named through `file(_:)` are removed also when
+/// an input shrinks under its mapping (`MappingGuard`'s exit 74).
 public final class AtomicDirectory {
     /// Where the directory appears on `commit()`.
     public let path: String
     /// The hidden sibling the files are written into.
     public let temporary: String
     private var finished = false
+    /// `MappingGuard.removeOnExit` slots of the temporary and of its files, by path.
+    private var cleanupSlots: [String: Int] = [:]
+    private let lock = NSLock()
 
     /// Creates the temporary directory (and `path`'s parent if needed); `tag` names what is being
     /// written in the temporary's name.
@@ -29,6 +33,7 @@ public final class AtomicDirectory {
             throw DataError(file: path, message: "cannot create '\(temporary)': \(DataError.systemMessage(errno))",
                             hint: "check that the directory is writable")
         }
+        cleanupSlots[temporary] = MappingGuard.removeOnExit(temporary)
     }
 
     deinit { abandon() }
@@ -48,7 +53,21 @@ public final class AtomicDirectory {
     }
 
     /// A path inside the temporary directory.
-    public func file(_ name: String) -> String { (temporary as NSString).appendingPathComponent(name) }
+    public func file(_ name: String) -> String {
+        let path = (temporary as NSString).appendingPathComponent(name)
+        lock.withLock {
+            if !finished && cleanupSlots.index(forKey: path) == nil { cleanupSlots[path] = MappingGuard.removeOnExit(path) }
+        }
+        return path
+    }
+
+    /// Stops removing the temporary's paths on exit (committed or abandoned).
+    private func releaseCleanup() {
+        lock.withLock {
+            for case let slot? in cleanupSlots.values { MappingGuard.keep(slot) }
+            cleanupSlots = [:]
+        }
+    }
 
     /// Moves the finished directory into place: fsyncs it, moves an older `path` aside, renames,
     /// removes the older one and fsyncs the parent. If the rename fails the older one is put back.
@@ -71,6 +90,7 @@ public final class AtomicDirectory {
             throw DataError(file: path, message: "cannot rename '\(temporary)' into place: \(message)")
         }
         finished = true
+        releaseCleanup()
         if let old { try? fm.removeItem(atPath: old) }
         syncPath((path as NSString).deletingLastPathComponent)
     }
@@ -80,6 +100,7 @@ public final class AtomicDirectory {
         guard !finished else { return }
         finished = true
         try? FileManager.default.removeItem(atPath: temporary)
+        releaseCleanup()
     }
 }
 

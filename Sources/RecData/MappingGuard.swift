@@ -10,8 +10,12 @@ import Foundation
 /// the file and what to do, and exits with status 74 (EX_IOERR). A SIGBUS anywhere else goes on
 /// to the handler that was installed before (the Swift runtime's crash report).
 ///
-/// The handler only reads a fixed table of addresses and pre-formatted messages and calls
-/// `write` and `_exit`, which are async-signal-safe.
+/// Before exiting it removes the files registered with `removeOnExit` (an `AtomicDirectory`'s
+/// temporary directory and the files written into it), so a prepare stopped this way leaves
+/// nothing behind.
+///
+/// The handler only reads fixed tables of addresses, pre-formatted messages and paths, and calls
+/// `write`, `unlink`, `rmdir` and `_exit`, which are async-signal-safe.
 enum MappingGuard {
     /// The exit status after a mapped file shrank.
     static let exitCode: Int32 = 74
@@ -20,6 +24,13 @@ enum MappingGuard {
     nonisolated(unsafe) static let table: UnsafeMutablePointer<Int> = {
         let table = UnsafeMutablePointer<Int>.allocate(capacity: capacity * 4)
         table.initialize(repeating: 0, count: capacity * 4)
+        return table
+    }()
+    static let cleanupCapacity = 256
+    /// Per slot: the address of a NUL-terminated path to remove on exit, or 0.
+    nonisolated(unsafe) static let cleanup: UnsafeMutablePointer<Int> = {
+        let table = UnsafeMutablePointer<Int>.allocate(capacity: cleanupCapacity)
+        table.initialize(repeating: 0, count: cleanupCapacity)
         return table
     }()
     nonisolated(unsafe) static var previous = sigaction()
@@ -58,6 +69,31 @@ enum MappingGuard {
         }
     }
 
+    /// Removes `path` (a file, or an empty directory once its registered files are gone) if the
+    /// process exits for a shrunk mapping; returns the slot to pass to `keep`, or nil when every
+    /// slot is taken.
+    static func removeOnExit(_ path: String) -> Int? {
+        lock.withLock { () -> Int? in
+            for slot in 0..<cleanupCapacity where cleanup[slot] == 0 {
+                let bytes = Array(path.utf8) + [0]
+                let text = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes.count)
+                text.initialize(from: bytes, count: bytes.count)
+                cleanup[slot] = Int(bitPattern: text)
+                return slot
+            }
+            return nil
+        }
+    }
+
+    /// Stops removing the path of `slot` on exit.
+    static func keep(_ slot: Int) {
+        lock.withLock {
+            let text = cleanup[slot]
+            cleanup[slot] = 0
+            UnsafeMutablePointer<UInt8>(bitPattern: text)?.deallocate()
+        }
+    }
+
     private static func install() {
         var action = sigaction()
         action.__sigaction_handler.sa_sigaction = { signal, info, context in
@@ -66,6 +102,14 @@ enum MappingGuard {
                 let base = MappingGuard.table[slot * 4]
                 if base != 0 && address >= base && address < base + MappingGuard.table[slot * 4 + 1] {
                     _ = write(2, UnsafeRawPointer(bitPattern: MappingGuard.table[slot * 4 + 2]), MappingGuard.table[slot * 4 + 3])
+                    // Files first, then the directories they were in (each call fails harmlessly
+                    // on the other kind).
+                    for i in 0..<MappingGuard.cleanupCapacity {
+                        if let path = UnsafePointer<CChar>(bitPattern: MappingGuard.cleanup[i]) { _ = unlink(path) }
+                    }
+                    for i in 0..<MappingGuard.cleanupCapacity {
+                        if let path = UnsafePointer<CChar>(bitPattern: MappingGuard.cleanup[i]) { _ = rmdir(path) }
+                    }
                     _exit(MappingGuard.exitCode)
                 }
             }

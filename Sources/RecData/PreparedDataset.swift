@@ -172,6 +172,16 @@ public final class PreparedDataset: Sendable {
         guard hex64(hash) == manifest.schemaHash else {
             throw DataError(file: path, message: "the schema does not match its hash (was the manifest edited?)", hint: rerun)
         }
+        // Ranking groups (one held-out positive and its sampled negatives) exist only in the
+        // evaluation splits of a leave-last-out split, and tile their split exactly; evaluation
+        // relies on that.
+        for split in manifest.splits {
+            guard let size = split.groupSize else { continue }
+            guard size >= 1, split.name != "train", manifest.options.split == .leaveLastOut, split.rows % size == 0 else {
+                throw DataError(file: path, message: "split \(split.name): group_size \(size) does not fit a split of \(split.rows) rows prepared with --split \(manifest.options.split.rawValue) (was the manifest edited?)",
+                                hint: rerun)
+            }
+        }
         self.manifest = manifest
         schemaHash = hash
     }

@@ -244,12 +244,22 @@ public final class PreparedSplitReader: @unchecked Sendable {
         guard u32(12) == PreparedSplitFormat.headerSize else {
             throw DataError(file: path, message: "unexpected header size \(u32(12))", hint: Self.rerun)
         }
+        // The header's checksum can only be checked once the sizes are known, so a damaged header
+        // is read first: every count is bounded before the sizes are computed from it (a flipped
+        // high bit must be an error naming the file, not an arithmetic overflow).
+        let rows = u64(16), rowsPerGroup = u32(32), denseCount = u32(24), categoricalCount = u32(28)
+        let rowBytes = 4 * (1 + denseCount + categoricalCount)
+        let dataBytes = Int(rows & (1 << 48 - 1)).multipliedReportingOverflow(by: rowBytes)
+        guard rows < 1 << 48, rowsPerGroup >= 1, denseCount < 1 << 24, categoricalCount < 1 << 24,
+              !dataBytes.overflow, dataBytes.partialValue < 1 << 60 else {
+            throw DataError(file: path, message: "inconsistent header (rows \(rows), \(denseCount) + \(categoricalCount) fields)",
+                            hint: Self.rerun)
+        }
         let nameBytes = UnsafeRawBufferPointer(start: start + 64, count: 16).prefix { $0 != 0 }
-        let header = PreparedSplitHeader(rows: Int(u64(16)), denseCount: u32(24), categoricalCount: u32(28),
-                                         rowsPerGroup: u32(32), schemaHash: u64(56),
+        let header = PreparedSplitHeader(rows: Int(rows), denseCount: denseCount, categoricalCount: categoricalCount,
+                                         rowsPerGroup: rowsPerGroup, schemaHash: u64(56),
                                          split: String(decoding: nameBytes, as: UTF8.self))
-        guard header.rowsPerGroup >= 1, header.rows >= 0, header.rows < 1 << 48, u32(36) == header.groupCount,
-              Int(u64(40)) == header.checksumOffset, Int(u64(48)) == header.fileSize else {
+        guard u32(36) == header.groupCount, u64(40) == UInt64(header.checksumOffset), u64(48) == UInt64(header.fileSize) else {
             throw DataError(file: path, message: "inconsistent header (rows \(header.rows), \(u32(36)) groups of \(header.rowsPerGroup))",
                             hint: Self.rerun)
         }

@@ -22,7 +22,9 @@ public struct BlockCyclicShard: Sendable, Equatable {
     public let rank: Int
     /// Number of ranks.
     public let worldSize: Int
-    /// Rows per rank per step.
+    /// Rows per rank per step: the block asked for, or the number of rows when that is smaller (a
+    /// larger block holds the same rows, and bounding it keeps the batch arithmetic from overflowing
+    /// for a block such as `--batch-size 9223372036854775807`).
     public let blockSize: Int
     /// The global row indices being shared out.
     public let rows: Range<Int>
@@ -35,7 +37,7 @@ public struct BlockCyclicShard: Sendable, Equatable {
         precondition(rows.lowerBound >= 0, "row indices must be nonnegative, got \(rows)")
         self.rank = rank
         self.worldSize = worldSize
-        self.blockSize = blockSize
+        self.blockSize = min(blockSize, max(rows.count, 1))
         self.rows = rows
     }
 

@@ -60,20 +60,25 @@ public struct ModelConfigFile: Sendable {
         for key in dict.keys.sorted() where !Self.keys.contains(key) {
             throw fail(key, "unknown key; the keys are \(Self.keys.joined(separator: ", "))")
         }
+        /// `v` as an Int: nil when it is not a whole number; a whole number beyond Int is out of
+        /// range (not "not an integer").
+        func whole(_ key: String, _ v: Any) throws -> Int? {
+            guard let n = v as? NSNumber, !Self.isBoolean(n) else { return nil }
+            if let i = Int(exactly: n.doubleValue) { return i }
+            if ["q", "l", "i", "s"].contains(String(cString: n.objCType)) { return n.intValue }
+            guard n.doubleValue.isFinite && n.doubleValue.rounded() == n.doubleValue else { return nil }
+            throw fail(key, "\(n) is out of range")
+        }
         func int(_ key: String) throws -> Int? {
             guard let v = dict[key] else { return nil }
-            guard let n = v as? NSNumber, !Self.isBoolean(n), let i = Int(exactly: n.doubleValue) else {
-                throw fail(key, "expected an integer, got \(Self.describe(v))")
-            }
+            guard let i = try whole(key, v) else { throw fail(key, "expected an integer, got \(Self.describe(v))") }
             return i
         }
         func ints(_ key: String) throws -> [Int]? {
             guard let v = dict[key] else { return nil }
             guard let a = v as? [Any] else { throw fail(key, "expected an array of integers, got \(Self.describe(v))") }
             return try a.map { e in
-                guard let n = e as? NSNumber, !Self.isBoolean(n), let i = Int(exactly: n.doubleValue) else {
-                    throw fail(key, "expected an array of integers, found \(Self.describe(e))")
-                }
+                guard let i = try whole(key, e) else { throw fail(key, "expected an array of integers, found \(Self.describe(e))") }
                 return i
             }
         }
@@ -87,7 +92,7 @@ public struct ModelConfigFile: Sendable {
             guard let a = v as? [Any], !a.isEmpty else { throw fail(key, "expected a non-empty array of field names or indices, got \(Self.describe(v))") }
             return try a.map { e in
                 if let s = e as? String { return .name(s) }
-                if let n = e as? NSNumber, !Self.isBoolean(n), let i = Int(exactly: n.doubleValue) { return .index(i) }
+                if let i = try whole(key, e) { return .index(i) }
                 throw fail(key, "expected field names or indices, found \(Self.describe(e))")
             }
         }

@@ -18,13 +18,16 @@ struct RunPlan {
     let baseRate: Float
 
     init(config: TrainingConfig, source: any BatchSource, start: RunState, worldSize: Int) {
-        func ceilDiv(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
+        // Without overflow for any --steps or --epochs: a run too long to count ends at Int.max steps.
+        func ceilDiv(_ a: Int, _ b: Int) -> Int { a / b + (a % b == 0 ? 0 : 1) }
         accumulate = config.optimizer.accumulate
         stepsPerEpoch = ceilDiv(source.batchesPerEpoch, accumulate)
         firstStep = start.step
         let remainingInEpoch = ceilDiv(source.batchesLeft(from: start.offset), accumulate)
-        lastStep = config.steps ?? (start.step + remainingInEpoch + max(config.epochs - start.epoch - 1, 0) * stepsPerEpoch)
-        totalEpochs = max(1, (lastStep + stepsPerEpoch - 1) / max(stepsPerEpoch, 1))
+        let later = max(config.epochs - start.epoch - 1, 0).multipliedReportingOverflow(by: stepsPerEpoch)
+        let planned = (start.step + remainingInEpoch).addingReportingOverflow(later.partialValue)
+        lastStep = config.steps ?? (later.overflow || planned.overflow ? Int.max : planned.partialValue)
+        totalEpochs = max(1, ceilDiv(lastStep, max(stepsPerEpoch, 1)))
         logEvery = config.logEvery > 0 ? config.logEvery : max(1, (lastStep - start.step) / 20)
         baseRate = config.optimizer.learningRate * (config.optimizer.scaleByWorldSize ? Float(worldSize) : 1)
     }

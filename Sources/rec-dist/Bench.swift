@@ -44,6 +44,10 @@ struct Bench: ParsableCommand {
     @OptionGroup(title: "Step, memory and communication") var step: StepOptions
     @OptionGroup var logging: LoggingOptions
 
+    func validate() throws {
+        if residentDataMb < 1 || residentDataMb > 1 << 30 { throw outOfRange("--resident-data-mb", residentDataMb, "use 1 to 1073741824 MB") }
+    }
+
     func run() throws {
         BLASKernels.reexecWithNativeKernelsIfNeeded()
         GEMM.setThreads(step.blasThreads)

@@ -14,9 +14,10 @@ struct BenchTimingOptions: ParsableArguments {
     var sgemmSeconds: Double = 1
 
     func validate() throws {
-        if windows < 1 { throw ValidationError("--windows must be at least 1.") }
-        if warmupSteps < 0 { throw ValidationError("--warmup-steps must be 0 or more.") }
-        if !(windowSeconds > 0) { throw ValidationError("--window-seconds must be positive.") }
-        if !(sgemmSeconds > 0) { throw ValidationError("--sgemm-seconds must be positive.") }
+        if windows < 1 || windows > 10_000 { throw outOfRange("--windows", windows, "use 1 to 10000 windows") }
+        if warmupSteps < 0 || warmupSteps > 1_000_000 { throw outOfRange("--warmup-steps", warmupSteps, "use 0 to 1000000 steps") }
+        if !(warmupSeconds >= 0 && warmupSeconds <= 3600) { throw outOfRange("--warmup-seconds", warmupSeconds, "use 0 to 3600 seconds") }
+        if !(windowSeconds > 0 && windowSeconds <= 3600) { throw outOfRange("--window-seconds", windowSeconds, "use more than 0, up to 3600 seconds") }
+        if !(sgemmSeconds > 0 && sgemmSeconds <= 3600) { throw outOfRange("--sgemm-seconds", sgemmSeconds, "use more than 0, up to 3600 seconds") }
     }
 }

@@ -19,7 +19,7 @@ struct PreparedDataFlags: ParsableArguments {
         if shuffleWindow < 0 { throw ValidationError("--shuffle-window \(shuffleWindow) is out of range: use 0 (whole split) or a row count.") }
         if !["valid", "test"].contains(evalSplit) { throw ValidationError("--eval-split \(evalSplit): use valid or test.") }
         if prefetch < 2 || prefetch > 64 { throw ValidationError("--prefetch \(prefetch) is out of range: use 2 to 64.") }
-        if residentData < 1 { throw ValidationError("--resident-data \(residentData) is out of range: use 1 MB or more.") }
+        if residentData < 1 || residentData > 1 << 30 { throw outOfRange("--resident-data", residentData, "use 1 to 1073741824 MB") }
     }
 
     var options: PreparedDataOptions {

@@ -57,7 +57,7 @@ struct EvaluationRowsOptions: ParsableArguments {
                 range = DataSplit.trainEval(rowCount: count, evalFraction: trained.training.evalFraction).eval
                 what = "the held-out rows of \(data)"
             }
-            range = range.lowerBound..<min(range.upperBound, range.lowerBound + maxRows)
+            range = range.lowerBound..<(range.lowerBound + min(range.count, maxRows))
             let parsed = try CriteoTSV.parse(file, selecting: { range.contains($0) })
             rows = FeatureRowsBuffer(parsed)
             fields = PermutationImportance.fields(readBy: config, dense: (1...CriteoFormat.denseCount).map { "I\($0)" },

@@ -41,6 +41,11 @@ struct ModelShapeOptions: ParsableArguments {
     var initializer: Initializer?
 
     func validate() throws {
+        for (flag, layers) in [("--hidden", hidden), ("--bottom", bottom), ("--top", top)] {
+            if let bad = layers?.widths.first(where: { $0 > ModelConfig.maxLayerWidth }) {
+                throw outOfRange(flag, bad, "use layer widths 1 to \(ModelConfig.maxLayerWidth)")
+            }
+        }
         if let denseFeatures, !(1...13).contains(denseFeatures) { throw outOfRange("--dense-features", denseFeatures, "use 1 to 13") }
         if let embeddingDim, embeddingDim < 1 || embeddingDim > 1024 { throw outOfRange("--embedding-dim", embeddingDim, "use 1 to 1024") }
         if let factors, factors < 1 || factors > 1024 { throw outOfRange("--factors", factors, "use 1 to 1024") }

@@ -18,7 +18,7 @@ struct StepOptions: ParsableArguments {
 
     func validate() throws {
         if let hashBuckets, hashBuckets < 2 || hashBuckets > 1 << 26 { throw outOfRange("--hash-buckets", hashBuckets, "use 2 to 67108864") }
-        if blasThreads < 1 { throw outOfRange("--blas-threads", blasThreads, "use 1 or more") }
+        if blasThreads < 1 || blasThreads > 1024 { throw outOfRange("--blas-threads", blasThreads, "use 1 to 1024 threads per rank") }
         if bucketKib < 1 || bucketKib > 1 << 20 { throw outOfRange("--bucket-kib", bucketKib, "use 1 to 1048576, e.g. 1024 (1 MiB)") }
         if let memoryPerRank, memoryPerRank.bytes < 1 << 20 || memoryPerRank.bytes > 1 << 50 {
             throw outOfRange("--memory-per-rank", memoryPerRank.text, "use 1M to 1024T, e.g. 8G")

@@ -13,19 +13,6 @@ struct CheckpointFuzzTests {
     /// Exit codes the README documents for these commands.
     static let documented: Set<Int32> = [0, 1, 64, 74]
 
-    /// SplitMix64: the mutations are a pure function of the seed.
-    struct RNG {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    }
-
     /// CRC-32 (IEEE), as CHECKSUMS records it.
     static func crc32(_ data: Data) -> UInt32 {
         var crc: UInt32 = 0xFFFF_FFFF
@@ -47,7 +34,7 @@ struct CheckpointFuzzTests {
 
     /// One mutation of checkpoint `dir`, described for the failure message; `names` what a
     /// refusal may name.
-    static func mutate(_ dir: String, rng: inout RNG) throws -> (what: String, names: [String]) {
+    static func mutate(_ dir: String, rng: inout SeededRNG) throws -> (what: String, names: [String]) {
         switch rng.below(3) {
         case 0:
             let file = files[rng.below(files.count)], path = dir + "/" + file
@@ -89,7 +76,7 @@ struct CheckpointFuzzTests {
         let base = try RecDist.scratch("fuzz-base")
         let trained = try RecDist.single(["train", "--data", data, "--steps", "2", "--checkpoint-every", "1", "--checkpoint-dir", base])
         try #require(trained.status == 0, "\(trained.all)")
-        var rng = RNG(state: Self.seed)
+        var rng = SeededRNG(state: Self.seed)
         for i in 0..<24 {
             let root = try RecDist.scratch("fuzz-\(i)")
             try FileManager.default.removeItem(atPath: root)

@@ -6,15 +6,6 @@ import Testing
 /// when the data bounds the batch, trains.
 @Suite(.serialized)
 struct SizeFaultTests {
-    /// The run under /usr/bin/time: its output and its peak RSS in MB (the last line of stderr).
-    static func measured(_ arguments: [String]) throws -> (out: RecDist.Output, peakMB: Int) {
-        var out = try RecDist.run("/usr/bin/time", ["-f", "%M", RecDist.binary] + arguments)
-        let lines = out.stderr.split(separator: "\n")
-        let kb = Int(lines.last ?? "") ?? -1
-        out.stderr = lines.dropLast().joined(separator: "\n")
-        return (out, kb / 1024)
-    }
-
     @Test func sizesBeyondTheMachineAreRefused() throws {
         let data = try RecDist.synthData(rows: 2000)
         let dir = try RecDist.scratch("sizes")
@@ -30,7 +21,7 @@ struct SizeFaultTests {
             (["bench", "--case", "dlrm:100000000", "--windows", "1"], ["dlrm:100000000", "TiB"]),
         ]
         for (args, names) in cases {
-            let (out, peak) = try Self.measured(args + ["--steps", "1"].filter { _ in args[0] == "train" })
+            let (out, peak) = try RecDist.measured(args + ["--steps", "1"].filter { _ in args[0] == "train" })
             #expect(out.status == 64, "\(args): \(out.all)")
             for name in names { #expect(out.stderr.contains(name), "\(args) should name \(name): \(out.stderr)") }
             #expect(!out.all.contains("failed to allocate") && peak > 0 && peak < 1024, "\(args): peak RSS \(peak) MB")
@@ -41,7 +32,7 @@ struct SizeFaultTests {
     @Test func aBatchNeverExceedsTheData() throws {
         let data = try RecDist.synthData(rows: 2000)
         for model in ["mlp", "dlrm"] {
-            let (out, peak) = try Self.measured(["train", "--data", data, "--model", model, "--batch-size", "1000000000000", "--steps", "2"])
+            let (out, peak) = try RecDist.measured(["train", "--data", data, "--model", model, "--batch-size", "1000000000000", "--steps", "2"])
             #expect(out.status == 0 && out.stdout.contains("done: 2 steps, 3600 samples"), "\(model): \(out.all)")
             #expect(peak < 1024, "\(model): peak RSS \(peak) MB")
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// Runs the real `rec-dist` binary, alone or under `mpirun`, and reads what it wrote.
@@ -141,6 +142,19 @@ enum RecDist {
         try run("/bin/bash", [packageRoot + "/launch.sh", "-np", "\(n)", "--"] + arguments, timeout: timeout)
     }
 
+    /// `rec-dist ARGS` under /usr/bin/time: its output (without time's lines) and its peak RSS in
+    /// MB (-1 when time did not report it). A signal that ends rec-dist is exit status 128 + signal.
+    static func measured(_ arguments: [String], timeout: Double = 300) throws -> (out: Output, peakMB: Int) {
+        var out = try run("/usr/bin/time", ["-f", "%M", binary] + arguments, timeout: timeout)
+        var lines = out.stderr.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        while lines.last == "" { lines.removeLast() }
+        let kb = Int(lines.last ?? "") ?? -1
+        if kb >= 0 { lines.removeLast() }
+        lines.removeAll { $0.hasPrefix("Command exited with non-zero status") || $0.hasPrefix("Command terminated by signal") }
+        out.stderr = lines.joined(separator: "\n")
+        return (out, kb < 0 ? -1 : kb / 1024)
+    }
+
     /// A fresh directory under the system's temporary directory.
     static func scratch(_ name: String) throws -> String {
         let path = NSTemporaryDirectory() + "rec-dist-tests/\(name)-\(UUID().uuidString.prefix(8))"
@@ -209,3 +223,34 @@ final class DataCache: @unchecked Sendable {
 }
 
 struct TestDataError: Error { var message: String }
+
+/// SplitMix64: seeded test decisions (mutations, values) that are a pure function of the seed.
+struct SeededRNG {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}
+
+/// Runs `body` for 0..<count, a few at a time (runs of the binary wait mostly on MPI's start-up),
+/// and collects the problems it reports; a thrown error is one. Report problems this way, not
+/// with #expect, which needs the test's own thread.
+func concurrently(_ count: Int, width: Int = 4, _ body: @Sendable @escaping (Int) throws -> [String]) -> [String] {
+    let problems = Mutex<[String]>([])
+    let next = Mutex(0)
+    DispatchQueue.concurrentPerform(iterations: width) { _ in
+        while true {
+            let i = next.withLock { n -> Int in n += 1; return n - 1 }
+            guard i < count else { return }
+            let found: [String]
+            do { found = try body(i) } catch { found = ["case \(i): \(error)"] }
+            if !found.isEmpty { problems.withLock { $0.append(contentsOf: found) } }
+        }
+    }
+    return problems.withLock { $0 }
+}
