@@ -6,8 +6,9 @@ import RecCore
 ///
 /// **Dense gradients** (the flat buffer: the layout's parameters, then whatever control values
 /// the caller appends to be summed with them, such as the step's loss and the trainer's stop and
-/// checkpoint flags) are cut into buckets of whole tensors, about `bucketBytes` each, counted from the end of the layout:
-/// a model's backward pass finishes its layers in decreasing layout order, so each bucket is final
+/// checkpoint flags) are cut into buckets of whole tensors, about `bucketBytes` each, counted from
+/// the end of the layout, and at most `maxBuckets` (a deep model with small buckets gets larger
+/// ones, so the collectives in flight stay within what a communicator can hold): a model's backward pass finishes its layers in decreasing layout order, so each bucket is final
 /// as soon as the backward pass of its layers is done, and its allreduce starts then
 /// (`denseFinal(from:)`), in place. The 1/globalBatch scale is folded into the loss gradient, so
 /// the sum is the average.
@@ -102,11 +103,17 @@ public final class GradientSync {
     var sparseStart: UInt64 = 0
     var localUnique = 0
 
+    /// The most dense buckets: with the embedding exchange's two collectives and a sharded
+    /// step's one, what is in flight stays under the 16 requests `MPICommunicator` and
+    /// `InProcessCommunicator` hold.
+    public static let maxBuckets = 8
+
     /// - Parameters:
     ///   - denseCount: floats in the dense gradient buffer (parameters + the caller's control values).
     ///   - boundaries: offsets where a bucket may end (the tensors' offsets); 0 and `denseCount`
     ///     are implied.
-    ///   - bucketBytes: the smallest bucket, in bytes, except the one at offset 0 (the last).
+    ///   - bucketBytes: the smallest bucket, in bytes, except the one at offset 0 (the last);
+    ///     doubled until there are at most `maxBuckets`.
     ///   - embeddingRows: rows of the embedding table (0 without one).
     ///   - maxLocalPairs: the most (row, gradient) pairs one rank produces per step.
     ///   - localSums: `.rows` path: send per-rank sums of distinct rows instead of every pair
@@ -130,12 +137,16 @@ public final class GradientSync {
         cuts.insert(0)
         let sortedCuts = cuts.sorted(by: >)
         var buckets: [Range<Int>] = []
-        var upper = denseCount
-        for cut in sortedCuts where (upper - cut) * 4 >= bucketBytes || cut == 0 {
-            if cut < upper { buckets.append(cut..<upper) }
-            upper = cut
-        }
-        if denseCount == 0 { buckets = [] }
+        var smallest = max(bucketBytes, 1)
+        repeat {
+            buckets = []
+            var upper = denseCount
+            for cut in sortedCuts where (upper - cut) * 4 >= smallest || cut == 0 {
+                if cut < upper { buckets.append(cut..<upper) }
+                upper = cut
+            }
+            smallest *= 2
+        } while buckets.count > Self.maxBuckets
         self.buckets = buckets
 
         let exchange: EmbeddingExchange

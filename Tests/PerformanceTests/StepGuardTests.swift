@@ -447,4 +447,34 @@ struct NonblockingCollectiveTests {
             #expect(r[2] == [100, 400, 300, 100, 100])
         }
     }
+
+    /// A deep model with small buckets (a boundary every 10 floats, 4-byte buckets: 100 buckets
+    /// asked for) gets at most `maxBuckets` larger ones, which tile the buffer, and the same sums;
+    /// before, its collectives overflowed the communicator's requests and the rank trapped.
+    @Test(arguments: [2, 3])
+    func manySmallBucketsAreMerged(size: Int) throws {
+        let results = try InProcessGroup.run(size: size) { comm -> [[Float]] in
+            var rng = RNG(seed: 6, stream: UInt64(comm.rank))
+            let values = (0..<1000).map { _ in rng.uniform(-1, 1) }
+            let offsets = Array(stride(from: 990, through: 0, by: -10))
+            let sync = GradientSync(communicator: comm, denseCount: 1000, boundaries: offsets,
+                                    bucketBytes: 4, embeddingRows: 0, dim: 1, maxLocalPairs: 0)
+            let g = FloatBuffer(count: 1000)
+            g.assign(values)
+            sync.beginStep(gradients: g.pointer)
+            for offset in offsets { try sync.denseFinal(from: offset) }
+            try sync.finish()
+            var blocking = values
+            try blocking.withUnsafeMutableBufferPointer { try comm.allreduceSum($0) }
+            return [g.toArray(), blocking, sync.buckets.flatMap { [Float]([Float($0.lowerBound), Float($0.upperBound)]) }]
+        }
+        for r in results {
+            #expect(r[0] == r[1])
+            let bounds = r[2]
+            #expect(bounds.count / 2 >= 2 && bounds.count / 2 <= GradientSync.maxBuckets, "\(bounds.count / 2) buckets")
+            // From the end of the buffer down to 0, each bucket ending where the previous began.
+            #expect(bounds[1] == 1000 && bounds[bounds.count - 2] == 0)
+            for k in stride(from: 2, to: bounds.count, by: 2) { #expect(bounds[k + 1] == bounds[k - 2]) }
+        }
+    }
 }
