@@ -175,11 +175,21 @@ enum RecDist {
         }
     }
 
-    /// The float tensors of a checkpoint's model.safetensors, by name.
+    /// The float tensors of a checkpoint's model, by name: its model.safetensors, or, when its
+    /// sharded tables are in per-rank shard files, the model.safetensors `rec-dist export`
+    /// assembles from them (the same tensors a replicated checkpoint holds).
     static func checkpointTensors(_ directory: String) throws -> [String: [Float]] {
         let latest = try String(contentsOfFile: directory + "/latest", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        let data = try Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(latest)/model.safetensors"))
+        var weights = "\(directory)/\(latest)/model.safetensors"
+        let files = try FileManager.default.contentsOfDirectory(atPath: "\(directory)/\(latest)")
+        if files.contains(where: { $0.hasPrefix("shard-") && $0.hasSuffix(".safetensors") }) {
+            let exported = try scratch("assembled")
+            let export = try single(["export", "--checkpoint", directory, "--out", exported])
+            #expect(export.status == 0, "export of the shard-file checkpoint \(directory): \(export.all)")
+            weights = exported + "/model.safetensors"
+        }
+        let data = try Data(contentsOf: URL(fileURLWithPath: weights))
         let length = Int(data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
         let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + length))) as! [String: Any]
         var out: [String: [Float]] = [:]
