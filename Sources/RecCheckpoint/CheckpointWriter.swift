@@ -49,8 +49,12 @@ public final class CheckpointWriter {
         sums.append(Self.line(file, crc: crc, size: size))
     }
 
-    /// `file`'s line in CHECKSUMS.
-    private static func line(_ file: String, crc: UInt32, size: Int) -> String { String(format: "%08x %d %@", crc, size, file) }
+    /// `file`'s line in CHECKSUMS: the CRC-32 in 8 hex digits, the size in bytes (any size: not
+    /// through a C format, whose `%d` would cut it to 32 bits), the name.
+    static func line(_ file: String, crc: UInt32, size: Int) -> String {
+        let hex = String(crc, radix: 16)
+        return String(repeating: "0", count: 8 - hex.count) + hex + " \(size) \(file)"
+    }
 
     /// Writes CHECKSUMS, renames the directory into place, points `latest` at it and returns its path.
     public func commit() throws -> String {

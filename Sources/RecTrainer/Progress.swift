@@ -79,7 +79,7 @@ public struct ProgressReport: Sendable {
     public static func duration(_ seconds: Double?) -> String {
         guard let seconds, seconds.isFinite, seconds >= 0 else { return "--:--" }
         let s = Int(seconds.rounded())
-        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+        return s >= 3600 ? String(format: "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60) : String(format: "%ld:%02ld", s / 60, s % 60)
     }
 
     /// The plain periodic line (log files, Slurm): `step 40/200  epoch 1/1  loss 0.5123  81234 samples/s  ETA 0:12`.
@@ -92,7 +92,7 @@ public struct ProgressReport: Sendable {
     public func bar(width: Int) -> String {
         let fraction = totalSteps > 0 ? min(max(Double(step) / Double(totalSteps), 0), 1) : 0
         let head = "epoch \(epoch)/\(totalEpochs) "
-        let tail = String(format: " %d/%d %5.1f%%  %d samples/s  loss %@  ETA %@", step, totalSteps, fraction * 100,
+        let tail = String(format: " %ld/%ld %5.1f%%  %ld samples/s  loss %@  ETA %@", step, totalSteps, fraction * 100,
                           Int(samplesPerSecond), loss.map { String(format: "%.4f", $0) } ?? "n/a", Self.duration(eta))
         let cells = max(10, min(40, width - 1 - head.count - tail.count - 2))
         let eighths = Int((fraction * Double(cells) * 8).rounded(.down))

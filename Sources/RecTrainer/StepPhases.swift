@@ -76,7 +76,7 @@ extension StepPhases {
         let n = Double(max(steps, 1)) * 1e6
         let other = total - min(total, dataWait + forward + backward + exposedCommunication + optimizer)
         return "step time (mean over \(steps) steps): " +
-            String(format: "total %.3f ms = data wait %.3f + forward %.3f + backward %.3f + communication %.3f + optimizer %.3f + other %.3f; peak resident memory %d MB",
+            String(format: "total %.3f ms = data wait %.3f + forward %.3f + backward %.3f + communication %.3f + optimizer %.3f + other %.3f; peak resident memory %ld MB",
                    Double(total) / n, Double(dataWait) / n, Double(forward) / n, Double(backward) / n,
                    Double(exposedCommunication) / n, Double(optimizer) / n, Double(other) / n, ResidentMemory.peakMegabytes())
     }

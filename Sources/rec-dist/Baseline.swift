@@ -27,7 +27,7 @@ struct Baseline: ParsableCommand {
     func run() throws {
         try exitingOnError {
             let r = try PopularityBaseline.evaluate(path: data, split: evalSplit, k: k)
-            print(String(format: "most-popular on %@ (%d users): HR@%d %.4f, NDCG@%d %.4f", r.split, r.groups, k, r.hitRate, k, r.ndcg))
+            print(String(format: "most-popular on %@ (%ld users): HR@%ld %.4f, NDCG@%ld %.4f", r.split, r.groups, k, r.hitRate, k, r.ndcg))
         }
     }
 }

@@ -147,7 +147,7 @@ struct Train: ParsableCommand {
             lines.append("final evaluation (\(e.eval_rows) rows): auc \(e.auc.map { String(format: "%.4f", $0) } ?? "n/a"), logloss \(String(format: "%.4f", e.logloss)), accuracy \(String(format: "%.4f", e.accuracy))" + (e.calibration.map { String(format: ", calibration %.4f", $0) } ?? "") + (e.rmse.map { String(format: ", rmse %.4f", $0) } ?? "") + (e.mae.map { String(format: ", mae %.4f", $0) } ?? "") + (e.oracle_auc.map { String(format: ", oracle auc %.4f", $0) } ?? ""))
             if let k = e.k, let protocolText = e.ranking_protocol, let hr = e.hit_rate_at_k, let ndcg = e.ndcg_at_k,
                let recall = e.recall_at_k, let mrr = e.mrr {
-                lines.append("ranking (\(e.ranked_users ?? 0) users, \(protocolText)): " + String(format: "HR@%d %.4f, NDCG@%d %.4f, Recall@%d %.4f, MRR %.4f", k, hr, k, ndcg, k, recall, mrr))
+                lines.append("ranking (\(e.ranked_users ?? 0) users, \(protocolText)): " + String(format: "HR@%ld %.4f, NDCG@%ld %.4f, Recall@%ld %.4f, MRR %.4f", k, hr, k, ndcg, k, recall, mrr))
             }
         }
         if let s = result.stoppedEarlyAt { lines.append("stopped early at step \(s) (--early-stop-patience)") }

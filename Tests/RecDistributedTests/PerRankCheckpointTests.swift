@@ -152,6 +152,23 @@ struct PerRankCheckpointTests {
         }
     }
 
+    /// A shard file over 4 GiB (a sparse file here) is listed in CHECKSUMS with its whole size and
+    /// the checkpoint validates; a 32-bit format once wrote 5 GiB + 1 as 1073741825 and the
+    /// checkpoint of a 10 GiB model was refused as truncated right after it was written.
+    @Test func shardFilesOver4GiBAreListedWhole() throws {
+        let root = ShardedTrainingTests.directory(), name = CheckpointDirectory.shardName(rank: 1, of: 2)
+        let size = 5 << 30 + 1
+        let writer = try CheckpointWriter(root: root, name: "step-00000001")
+        let path = writer.temporary + "/" + name
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
+        #expect(truncate(path, off_t(size)) == 0)
+        try writer.add(name, crc: 0xab, size: size)
+        let committed = try writer.commit()
+        let checksums = try String(contentsOfFile: committed + "/CHECKSUMS", encoding: .utf8)
+        #expect(checksums == "000000ab \(size) \(name)\n", "\(checksums)")
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
     /// A truncated, flipped or missing shard file is refused naming it: by CHECKSUMS when
     /// validated, scored and resumed from, and (checksums recomputed, as a hand edit would) by its
     /// header or by the list of shard files when scored and resumed from.
