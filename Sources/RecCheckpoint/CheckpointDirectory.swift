@@ -21,7 +21,7 @@ public enum CheckpointDirectory {
 
     /// The file rank `rank` of `ranks` writes its rows of the sharded tables to.
     public static func shardName(rank: Int, of ranks: Int) -> String {
-        String(format: "shard-%05d-of-%05d.safetensors", rank, ranks)
+        String(format: "shard-%05ld-of-%05ld.safetensors", rank, ranks)
     }
 
     /// (rank, ranks) of a `shardName`, or nil for any other name.
@@ -34,7 +34,7 @@ public enum CheckpointDirectory {
     }
 
     /// The directory name of the checkpoint after `step` optimizer steps.
-    public static func name(step: Int) -> String { String(format: "step-%08d", step) }
+    public static func name(step: Int) -> String { String(format: "step-%08ld", step) }
 
     // MARK: - Writing (`CheckpointWriter` writes a checkpoint's files)
 
@@ -114,8 +114,24 @@ public enum CheckpointDirectory {
             guard mapped.bytes.count == e.size else {
                 throw fail("\(file) has \(mapped.bytes.count) bytes, CHECKSUMS says \(e.size) (truncated?)")
             }
-            guard CRC32.checksum(mapped.bytes) == e.crc else { throw fail("\(file) does not match its CRC-32 (corrupted)") }
+            guard checksumDroppingPages(mapped) == e.crc else { throw fail("\(file) does not match its CRC-32 (corrupted)") }
         }
+    }
+
+    /// The CRC-32 of a mapped file, read 64 MiB at a time; each part's pages are let go once
+    /// read, so verifying a checkpoint of many gigabytes does not add them to the process's
+    /// resident set (they stay in the page cache).
+    static func checksumDroppingPages(_ mapped: MappedFile) -> UInt32 {
+        var crc = CRC32()
+        let bytes = mapped.bytes, part = 64 << 20
+        var at = 0
+        while at < bytes.count {
+            let n = min(part, bytes.count - at)
+            crc.update(UnsafeRawBufferPointer(rebasing: bytes[at..<(at + n)]))
+            mapped.releasePages(at..<(at + n))
+            at += n
+        }
+        return crc.value
     }
 
     /// The files CHECKSUMS lists, with their CRC-32 and size (not checked against the files).

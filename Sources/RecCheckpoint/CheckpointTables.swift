@@ -144,8 +144,16 @@ public final class CheckpointTables {
                 let values = UnsafeBufferPointer(start: (mapped[p.file].bytes.baseAddress! + p.offset).assumingMemoryBound(to: Float.self),
                                                  count: p.count * width)
                 try CheckpointDirectory.requireFinite(values, tensor: isSharded ? name : (p.file == 0 ? name : base), file: paths[p.file])
+                mapped[p.file].releasePages(p.offset..<(p.offset + p.count * width * 4))
             }
         }
+    }
+
+    /// Lets every page of the files go from the process's resident set (they stay in the page
+    /// cache): a reader that has copied some rows out calls it, so reading a checkpoint of many
+    /// gigabytes does not keep them all resident.
+    public func releasePages() {
+        for file in mapped { file.releasePages(0..<file.bytes.count) }
     }
 
     /// The tensors a file's metadata `rows` names as pieces of tables.

@@ -176,6 +176,7 @@ extension Checkpoint {
                     }
                     try sharding.distribute(table: t, rows: rows, from: source, width: width, into: local)
                 }
+                stored?.releasePages()   // rank 0 keeps its own rows, not the whole checkpoint
             }
         }
     }
