@@ -42,19 +42,17 @@ public final class CheckpointWriter {
     public func add(_ file: String, crc: UInt32, size: Int) throws(CheckpointError) {
         let path = directory.file(file)
         var info = stat()
-        guard stat(path, &info) == 0, Int(info.st_size) == size else {
-            let found = stat(path, &info) == 0 ? "\(info.st_size) bytes" : "no file"
+        let exists = stat(path, &info) == 0
+        guard exists, Int(info.st_size) == size else {
+            let found = exists ? "\(info.st_size) bytes" : "no file"
             throw CheckpointError(path: path, message: "its writer reported \(size) bytes written, the committing process finds \(found) (do all ranks see the same --checkpoint-dir?); nothing was committed")
         }
         sums.append(Self.line(file, crc: crc, size: size))
     }
 
-    /// `file`'s line in CHECKSUMS: the CRC-32 in 8 hex digits, the size in bytes (any size: not
-    /// through a C format, whose `%d` would cut it to 32 bits), the name.
-    static func line(_ file: String, crc: UInt32, size: Int) -> String {
-        let hex = String(crc, radix: 16)
-        return String(repeating: "0", count: 8 - hex.count) + hex + " \(size) \(file)"
-    }
+    /// `file`'s line in CHECKSUMS: the CRC-32 in 8 hex digits, the size in bytes (`%ld`: a
+    /// Swift Int through `%d` is cut to 32 bits), the name.
+    static func line(_ file: String, crc: UInt32, size: Int) -> String { String(format: "%08x %ld %@", crc, size, file) }
 
     /// Writes CHECKSUMS, renames the directory into place, points `latest` at it and returns its path.
     public func commit() throws -> String {

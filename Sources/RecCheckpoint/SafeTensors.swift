@@ -44,6 +44,11 @@ public enum SafeTensors {
             count = shape.reduce(1, *)
             content = .produced(produce)
         }
+        /// The values of a borrowed tensor; nil for one produced while it is written.
+        public var values: UnsafeBufferPointer<Float>? {
+            if case .values(let values) = content { return values }
+            return nil
+        }
     }
 
     /// One header entry, checked against the file's size.

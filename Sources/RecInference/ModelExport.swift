@@ -196,32 +196,20 @@ public enum ModelExport {
         let whole = try CheckpointDirectory.shardFiles(trained.directory).isEmpty
         var metadata = try SafeTensors.parseHeader(weights.bytes, path: trained.directory + "/model.safetensors").metadata
         metadata["rows"] = nil
-        let tensors = whole ? [] : wholeTensors(trained)
-        let header = whole ? Data() : try SafeTensors.header(for: tensors.map(\.source), metadata: metadata)
+        // The layout of a replicated run's model.safetensors: the dense tensors, each table whole.
+        let tensors = whole ? [] : Checkpoint.denseSources(trained.model.layout, in: trained.parameters.pointer)
+            + Checkpoint.wholeTableSources(trained.model.embeddings, in: trained.embeddingTable.pointer)
+        let header = whole ? Data() : try SafeTensors.header(for: tensors, metadata: metadata)
         try writeAll(to: directory) { files throws(DataError) in
             if whole {
                 try withExtendedLifetime(weights) { () throws(DataError) in try files.stage(directory + "/model.safetensors", weights.bytes) }
             } else {
                 try files.stage(directory + "/model.safetensors") { (file) throws(DataError) in
                     try file.write([UInt8](header))
-                    for tensor in tensors { try file.write(UnsafeRawBufferPointer(tensor.values)) }
+                    for tensor in tensors { try file.write(UnsafeRawBufferPointer(tensor.values!)) }
                 }
             }
             try files.stage(directory + "/model.json", try json(description))
-        }
-    }
-
-    /// The model's dense tensors by layout, then each embedding table whole: the layout of a
-    /// replicated run's model.safetensors.
-    static func wholeTensors(_ trained: Checkpoint.TrainedModel) -> [(source: SafeTensors.Source, values: UnsafeBufferPointer<Float>)] {
-        func tensor(_ name: String, _ shape: [Int], _ start: UnsafeMutablePointer<Float>) -> (SafeTensors.Source, UnsafeBufferPointer<Float>) {
-            let values = UnsafeBufferPointer(start: start, count: shape.reduce(1, *))
-            return (SafeTensors.Source(name: name, shape: shape, values: values), values)
-        }
-        let dense = trained.model.layout.entries.map { tensor($0.name, $0.shape, trained.parameters.pointer + $0.offset) }
-        guard let tables = trained.model.embeddings else { return dense }
-        return dense + (0..<tables.fields).map { f in
-            tensor("embedding.C\(f + 1)", [tables.rows(field: f), tables.dim], trained.embeddingTable.pointer + tables.firstRow(field: f) * tables.dim)
         }
     }
 

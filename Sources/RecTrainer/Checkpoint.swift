@@ -76,12 +76,7 @@ public enum Checkpoint {
     /// rank 0's part of a collective (`writeSharded`).
     static func write(root: String, state: State, buffers: Buffers) throws -> String {
         if buffers.sharding != nil { return try writeSharded(root: root, state: state, buffers: buffers) }
-        let tables = buffers.tables.map { t in
-            (0..<t.fields).map { f in
-                SafeTensors.Source(name: "embedding.C\(f + 1)", shape: [t.rows(field: f), t.dim],
-                                   values: UnsafeBufferPointer(start: buffers.embeddingTable.pointer + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim))
-            }
-        } ?? []
+        let tables = wholeTableSources(buffers.tables, in: buffers.embeddingTable.pointer)
         let embeddingState = buffers.optimizer.stateSlots.embedding.map {
             SafeTensors.Source(name: $0.name, shape: [$0.buffer.count], values: UnsafeBufferPointer($0.buffer))
         }
@@ -106,10 +101,7 @@ public enum Checkpoint {
     /// (`CheckpointTables`).
     static func writeFiles(_ writer: CheckpointWriter, state: State, buffers: Buffers, tables: [SafeTensors.Source],
                            embeddingState: [SafeTensors.Source], modelRows: [String: String] = [:], optimizerRows: [String: String] = [:]) throws {
-        let model = buffers.layout.entries.map { e in
-            SafeTensors.Source(name: e.name, shape: e.shape,
-                               values: UnsafeBufferPointer(start: buffers.parameters.pointer + e.offset, count: e.count))
-        } + tables
+        let model = denseSources(buffers.layout, in: buffers.parameters.pointer) + tables
         let sorted = JSONEncoder()
         sorted.outputFormatting = [.sortedKeys]   // byte-identical files for identical states
         let modelJSON = String(decoding: try sorted.encode(state.config.model), as: UTF8.self)
@@ -126,6 +118,23 @@ public enum Checkpoint {
                                   to: $0)
         }
         try writer.write("trainer.json") { try $0.write(try CheckpointDirectory.jsonEncoder().encode(state)) }
+    }
+
+    /// model.safetensors' dense tensors: the layout's, from `parameters`.
+    public static func denseSources(_ layout: ParameterLayout, in parameters: UnsafePointer<Float>) -> [SafeTensors.Source] {
+        layout.entries.map { e in
+            SafeTensors.Source(name: e.name, shape: e.shape, values: UnsafeBufferPointer(start: parameters + e.offset, count: e.count))
+        }
+    }
+
+    /// model.safetensors' tables when they are whole: `embedding.C<k>` for each of `tables`, from
+    /// `embeddingTable` (none without tables).
+    public static func wholeTableSources(_ tables: EmbeddingTables?, in embeddingTable: UnsafePointer<Float>) -> [SafeTensors.Source] {
+        guard let t = tables else { return [] }
+        return (0..<t.fields).map { f in
+            SafeTensors.Source(name: "embedding.C\(f + 1)", shape: [t.rows(field: f), t.dim],
+                               values: UnsafeBufferPointer(start: embeddingTable + t.firstRow(field: f) * t.dim, count: t.rows(field: f) * t.dim))
+        }
     }
 
     /// A failed write of checkpoint `step` under `root` as `TrainingError.checkpoint`, saying
