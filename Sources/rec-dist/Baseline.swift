@@ -21,7 +21,7 @@ struct Baseline: ParsableCommand {
 
     func validate() throws {
         if !["valid", "test"].contains(evalSplit) { throw ValidationError("--eval-split \(evalSplit): use valid or test.") }
-        if k < 1 { throw ValidationError("--k \(k) is out of range: use 1 or more.") }
+        if k < 1 { throw outOfRange("--k", k, "use 1 or more") }
     }
 
     func run() throws {

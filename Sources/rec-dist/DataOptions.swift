@@ -16,9 +16,9 @@ struct PreparedDataFlags: ParsableArguments {
     var residentData: Int = 256
 
     func validate() throws {
-        if shuffleWindow < 0 { throw ValidationError("--shuffle-window \(shuffleWindow) is out of range: use 0 (whole split) or a row count.") }
+        if shuffleWindow < 0 { throw outOfRange("--shuffle-window", shuffleWindow, "use 0 (whole split) or a row count") }
         if !["valid", "test"].contains(evalSplit) { throw ValidationError("--eval-split \(evalSplit): use valid or test.") }
-        if prefetch < 2 || prefetch > 64 { throw ValidationError("--prefetch \(prefetch) is out of range: use 2 to 64.") }
+        if prefetch < 2 || prefetch > 64 { throw outOfRange("--prefetch", prefetch, "use 2 to 64") }
         if residentData < 1 || residentData > 1 << 30 { throw outOfRange("--resident-data", residentData, "use 1 to 1073741824 MB") }
     }
 
