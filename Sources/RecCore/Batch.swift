@@ -28,8 +28,9 @@ public final class SparseGradient {
     public let capacity: Int
     /// Number of (row, gradient) pairs filled.
     public var count: Int = 0
-    /// rows: (capacity) global embedding row indices.
-    public let rows: UnsafeMutablePointer<Int32>
+    /// rows: (capacity) global embedding row indices (64-bit: the tables together may hold more
+    /// than 2^31 rows).
+    public let rows: UnsafeMutablePointer<Int>
     /// values: (capacity, dim).
     public let values: UnsafeMutablePointer<Float>
 

@@ -96,21 +96,21 @@ public struct EmbeddingTables: Sendable, Equatable {
     @inline(__always)
     public func lookup(categorical: UnsafePointer<UInt32>, batch: Int, table: UnsafePointer<Float>,
                        out: UnsafeMutablePointer<Float>, slots: Int, firstSlot: Int,
-                       rows: UnsafeMutablePointer<Int32>) {
+                       rows: UnsafeMutablePointer<Int>) {
         let dim = self.dim, fields = self.fields, n = batch * fields
         // Rows first, then the copies, each row's cache line requested `ahead` copies early: the
         // table is far larger than the caches, so the copy loop waits on memory otherwise.
         for i in 0..<n {
-            rows[i] = Int32(truncatingIfNeeded: row(field: i % fields, value: categorical[i]))
+            rows[i] = row(field: i % fields, value: categorical[i])
         }
         let ahead = 16
-        for i in 0..<min(ahead, n) { rd_prefetch(table + Int(rows[i]) * dim) }
+        for i in 0..<min(ahead, n) { rd_prefetch(table + rows[i] * dim) }
         var i = 0
         for b in 0..<batch {
             let base = out + (b * slots + firstSlot) * dim
             for f in 0..<fields {
-                if i + ahead < n { rd_prefetch(table + Int(rows[i + ahead]) * dim) }
-                let dst = base + f * dim, src = table + Int(rows[i]) * dim
+                if i + ahead < n { rd_prefetch(table + rows[i + ahead] * dim) }
+                let dst = base + f * dim, src = table + rows[i] * dim
                 if dim == 16 {
                     SIMDAccess.store(SIMDAccess.load(src, as: SIMD16<Float>.self), dst)
                 } else {
@@ -376,12 +376,12 @@ extension EmbeddingTables {
     /// column `columns[t]` of example b. categorical: (batch, width).
     @inline(__always)
     public func gatherRows(categorical: UnsafePointer<UInt32>, width: Int, columns: [Int], batch: Int,
-                           rows: UnsafeMutablePointer<Int32>) {
+                           rows: UnsafeMutablePointer<Int>) {
         let fields = self.fields
         precondition(columns.count == fields)
         for b in 0..<batch {
             for t in 0..<fields {
-                rows[b * fields + t] = Int32(truncatingIfNeeded: row(field: t, value: categorical[b * width + columns[t]]))
+                rows[b * fields + t] = row(field: t, value: categorical[b * width + columns[t]])
             }
         }
     }

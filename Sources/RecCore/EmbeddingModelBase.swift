@@ -13,7 +13,7 @@ public class EmbeddingModelBase {
     public var trainingContext: TrainingContext?
     let tables: EmbeddingTables
     let columns: [Int]
-    let rows: UnsafeMutablePointer<Int32>
+    let rows: UnsafeMutablePointer<Int>
 
     init(config: ModelConfig, maxBatch: Int, tables: EmbeddingTables, columns: [Int], layout: ParameterLayout) {
         self.config = config
@@ -29,7 +29,7 @@ public class EmbeddingModelBase {
     public var embeddings: EmbeddingTables? { tables }
 
     /// Bytes of `rows`, for the models' `activationBytes`.
-    var rowsBytes: Int { maxBatch * columns.count * 4 }
+    var rowsBytes: Int { maxBatch * columns.count * MemoryLayout<Int>.size }
 
     /// The table rows of `columns` for the batch's examples, into `rows`.
     func gatherRows(_ batch: BatchView) {

@@ -59,7 +59,7 @@ public final class NCFModel: EmbeddingModelBase, RecModel {
         gatherRows(batch)
         let xp = x.pointer, zp = z.pointer, gp = gmfInputs.pointer
         for b in 0..<n {
-            let pu = embeddingTable + Int(rows[2 * b]) * rowWidth, qi = embeddingTable + Int(rows[2 * b + 1]) * rowWidth
+            let pu = embeddingTable + rows[2 * b] * rowWidth, qi = embeddingTable + rows[2 * b + 1] * rowWidth
             let zb = zp + b * zWidth, xb = xp + b * 2 * e, gb = gp + b * 2 * f
             for k in 0..<f { zb[k] = pu[k] * qi[k]; gb[k] = pu[k]; gb[f + k] = qi[k] }
             for k in 0..<e { xb[k] = pu[f + k]; xb[e + k] = qi[f + k] }
@@ -161,7 +161,7 @@ public final class TwoTowerModel: EmbeddingModelBase, RecModel {
         let e = config.embeddingDim, width = columns.count
         for b in 0..<n {
             for t in 0..<count {
-                let src = table + Int(rows[b * width + first + t]) * e, dst = x + (b * count + t) * e
+                let src = table + rows[b * width + first + t] * e, dst = x + (b * count + t) * e
                 for k in 0..<e { dst[k] = src[k] }
             }
         }

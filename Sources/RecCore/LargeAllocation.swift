@@ -39,7 +39,18 @@ public enum LargeAllocation {
         return UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
     }
 
-    /// Frees memory from `allocate(bytes:)`, given the same `bytes`.
+    /// `bytes` of zeros, 64-byte aligned. A mapping of its own is zero already, so its pages cost
+    /// memory only once written: a map over a huge table holds only the pages a run touches.
+    public static func allocateZeroed(bytes: Int) -> UnsafeMutableRawPointer {
+        let raw = allocate(bytes: bytes)
+        #if os(Linux)
+        if bytes >= hugePageThreshold { return raw }
+        #endif
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: max(bytes, 1))
+        return raw
+    }
+
+    /// Frees memory from `allocate(bytes:)` or `allocateZeroed(bytes:)`, given the same `bytes`.
     public static func deallocate(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
         #if os(Linux)
         if bytes >= hugePageThreshold {

@@ -56,7 +56,7 @@ public final class LogisticRegressionModel: EmbeddingModelBase, RecModel {
         gatherRows(batch)
         for b in 0..<n {
             var s: Float = 0
-            for f in 0..<fields { s += embeddingTable[Int(rows[b * fields + f])] }
+            for f in 0..<fields { s += embeddingTable[rows[b * fields + f]] }
             z[b] += s
         }
         return UnsafePointer(z)
@@ -133,7 +133,7 @@ public final class WideDeepModel: EmbeddingModelBase, RecModel {
             for j in 0..<d { xb[j] = transform.apply(batch.dense[b * d + j]) }
             var wide: Float = 0
             for f in 0..<fields {
-                let row = embeddingTable + Int(rows[b * fields + f]) * rowWidth
+                let row = embeddingTable + rows[b * fields + f] * rowWidth
                 wide += row[0]
                 let dst = xb + d + f * e
                 for k in 0..<e { dst[k] = row[1 + k] }

@@ -30,7 +30,7 @@ extension ModelConfig {
         try widths("top", top)
         if embeddingDim < 1 || embeddingDim > 1024 { throw ModelConfigError(key: "embedding_dim", "\(embeddingDim) is out of range: use 1 to 1024") }
         if factors < 1 || factors > 1024 { throw ModelConfigError(key: "factors", "\(factors) is out of range: use 1 to 1024") }
-        if hashBuckets < 2 || hashBuckets > 1 << 26 { throw ModelConfigError(key: "hash_buckets", "\(hashBuckets) is out of range: use 2 to 67108864") }
+        if hashBuckets < 2 || hashBuckets > 1 << 32 { throw ModelConfigError(key: "hash_buckets", "\(hashBuckets) is out of range: use 2 to 4294967296 (the hashes are 32-bit)") }
         let stacks = Self.stackNames(kind)
         for (name, _) in activations.sorted(by: { $0.key < $1.key }) where !stacks.contains(name) {
             throw ModelConfigError(key: "activation.\(name)", "\(kind.rawValue) has no MLP named '\(name)'; its MLPs: \(stacks.isEmpty ? "none" : stacks.joined(separator: ", "))")
@@ -82,11 +82,9 @@ extension ModelConfig {
             }
         }
         if let tables = modelTables {
-            let (values, overflow) = tables.rowCount.multipliedReportingOverflow(by: tables.dim)
-            // Row indices are 32-bit in the data-parallel exchange; sharded tables are limited by
-            // memory alone (the run's plan checks it).
-            if overflow || tables.rowCount >= Int(Int32.max) {
-                throw ModelConfigError(key: "hash_buckets", "the embedding tables (\(tables.rowCount) rows x \(tables.dim), \(values) values) have 2^31 rows or more; lower hash_buckets")
+            // Beyond this, memory decides (the run's plan checks it against each rank's).
+            if tables.rowCount.multipliedReportingOverflow(by: tables.dim * 4).overflow {
+                throw ModelConfigError(key: "hash_buckets", "the embedding tables (\(tables.rowCount) rows x \(tables.dim)) cannot be addressed; lower hash_buckets")
             }
         }
     }

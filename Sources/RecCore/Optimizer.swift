@@ -129,7 +129,7 @@ public final class Optimizer {
     ///   - embeddings: `(embeddingRows * embeddingDim)`; row `r` occupies `[r*dim, (r+1)*dim)`.
     ///   - rows: `(k)` distinct row indices in `0..<embeddingRows`, in any order.
     ///   - gradients: `(k, embeddingDim)`; row `i` is the gradient of row `rows[i]`.
-    public func updateRows(embeddings: UnsafeMutableBufferPointer<Float>, rows: UnsafeBufferPointer<Int32>,
+    public func updateRows(embeddings: UnsafeMutableBufferPointer<Float>, rows: UnsafeBufferPointer<Int>,
                            gradients: UnsafeBufferPointer<Float>) {
         let dim = embeddingDim
         precondition(embeddings.count == embeddingRows * dim,
@@ -149,14 +149,14 @@ public final class Optimizer {
         let ahead = 8, n = rows.count
         for i in 0..<n {
             if i + ahead < n {
-                let next = Int(rows[i + ahead]) * dim
+                let next = rows[i + ahead] * dim
                 if next >= 0 && next < limit * dim {
                     rd_prefetch_write(p + next)
                     if let a { rd_prefetch_write(a + (rowwise ? next / dim : next)) }
                     if let b { rd_prefetch_write(b + next) }
                 }
             }
-            let r = Int(rows[i])
+            let r = rows[i]
             precondition(r >= 0 && r < limit, "Optimizer.updateRows: row \(r) out of range 0..<\(limit)")
             let offset = r * dim
             if rowwise {
@@ -167,7 +167,7 @@ public final class Optimizer {
         }
     }
 
-    private static func areDistinct(_ rows: UnsafeBufferPointer<Int32>) -> Bool {
+    private static func areDistinct(_ rows: UnsafeBufferPointer<Int>) -> Bool {
         Set(rows).count == rows.count
     }
 }

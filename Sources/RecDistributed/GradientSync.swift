@@ -19,7 +19,7 @@ import RecCore
 /// - `.local` (1 rank): nothing to exchange; pairs are summed per distinct row.
 /// - `.rows`: each rank sums its own pairs per distinct row (`localSums`, the default), then
 ///   every rank's rows and sums are allgathered (their count first, then (row, sums) records in
-///   one allgatherv: Horovod's sparse allreduce of deduplicated ids and values) and summed per
+///   one allgatherv, the row as 64 bits: Horovod's sparse allreduce of deduplicated ids and values) and summed per
 ///   distinct row in rank order. Each rank sums its pairs straight into its own fixed block of
 ///   the receive buffer, which the allgatherv sends in place. A rank never sends more than its pairs, and sends fewer
 ///   whenever a row repeats in its batch (dlrm at batch 1024: 6.7 K rows instead of 26.6 K
@@ -62,7 +62,7 @@ public final class GradientSync {
     /// `.rows`: sum each rank's pairs per distinct row before sending (default; see the type's notes).
     public let localSums: Bool
     /// Coalesced output: distinct rows (`rowCount` of them).
-    public let rows: UnsafeMutablePointer<Int32>
+    public let rows: UnsafeMutablePointer<Int>
     /// Coalesced output: (rowCount, dim) summed gradients.
     public let values: FloatBuffer
     public internal(set) var rowCount = 0
@@ -72,16 +72,20 @@ public final class GradientSync {
     let size: Int
     let me: Int
     let maxLocalPairs: Int
-    /// Floats per exchanged pair: the row (bit pattern) followed by `dim` gradient values.
+    /// Floats per exchanged record: the row (an Int64 in the first two floats' bytes) followed by
+    /// `dim` gradient values.
     let stride: Int
-    let send: FloatBuffer          // .dense: (maxLocalPairs, stride) distinct rows; .rows with localSums: (maxLocalPairs, dim)
-    let receive: FloatBuffer       // .rows: (size * maxLocalPairs, dim) gradients; .dense: (rows, dim + 1)
-    let receiveRows: UnsafeMutablePointer<Int32>    // .rows without localSums: (size * maxLocalPairs)
+    /// Floats per row of the `.dense` path's buffer: `dim` gradient values and the touch count.
+    let denseWidth: Int
+    let send: FloatBuffer          // .dense: (maxLocalPairs, stride) distinct rows
+    let receive: FloatBuffer       // .rows: (size * maxLocalPairs, stride) records, or (.., dim) without local sums; .dense: (rows, denseWidth)
+    let receiveRows: UnsafeMutablePointer<Int>      // .rows without localSums: (size * maxLocalPairs)
     let rowBytes: UnsafeMutablePointer<Int>         // (size)
     let rowOffsets: UnsafeMutablePointer<Int>       // (size)
     // This step's outgoing rows and gradients (.rows): the model's own buffers, or the local sums.
-    var outRows: UnsafePointer<Int32>?
+    var outRows: UnsafePointer<Int>?
     var outValues: UnsafePointer<Float>?
+    /// Per table row: 1 + its slot among this step's distinct rows, 0 if the step has not touched it.
     let slotOfRow: UnsafeMutablePointer<Int32>
     let localCounts: UnsafeMutablePointer<Int>      // (size): distinct rows per rank
     let countBytes: UnsafeMutablePointer<Int>       // (size): 8 each
@@ -130,7 +134,8 @@ public final class GradientSync {
         self.maxLocalPairs = maxLocalPairs
         size = communicator.size
         me = communicator.rank
-        stride = dim + 1
+        stride = dim + 2
+        denseWidth = dim + 1
 
         // Buckets from the end: grow each until it reaches bucketBytes at a boundary.
         var cuts = Set(boundaries.filter { $0 > 0 && $0 < denseCount })
@@ -167,7 +172,7 @@ public final class GradientSync {
         values = FloatBuffer(count: maxRows * dim)
         switch exchange {
         case .rows:
-            // With local sums, (row bits, dim values) records, one allgatherv, each rank's block
+            // With local sums, (row, dim values) records, one allgatherv, each rank's block
             // at a fixed place (rank x maxLocalPairs records), where the rank sums its own pairs
             // (in place: no send buffer, no copy of its own block); without, the gradients only
             // (the rows travel in a second allgatherv, from the model's buffers).
@@ -175,7 +180,7 @@ public final class GradientSync {
             receive = FloatBuffer(count: size * maxLocalPairs * (localSums ? stride : dim))
         case .dense:
             send = FloatBuffer(count: maxLocalPairs * stride)
-            receive = FloatBuffer(count: embeddingRows * stride)
+            receive = FloatBuffer(count: embeddingRows * denseWidth)
         case .none, .local:
             send = FloatBuffer(count: 0)
             receive = FloatBuffer(count: 0)
@@ -184,9 +189,9 @@ public final class GradientSync {
         receiveRows = .allocate(capacity: receiveRowCount)
         receiveRows.initialize(repeating: 0, count: receiveRowCount)
         let mapRows = exchange == .none ? 1 : embeddingRows
-        // One slot per table row (huge pages: the rows a step touches are scattered over it).
-        slotOfRow = LargeAllocation.allocate(bytes: mapRows * 4)
-            .initializeMemory(as: Int32.self, repeating: -1, count: mapRows)
+        // One slot per table row, 0 where none (huge pages: the rows a step touches are scattered
+        // over it; only the pages touched take memory).
+        slotOfRow = LargeAllocation.allocateZeroed(bytes: mapRows * 4).bindMemory(to: Int32.self, capacity: mapRows)
         localCounts = .allocate(capacity: size)
         localCounts.initialize(repeating: 0, count: size)
         countBytes = .allocate(capacity: size)
@@ -236,8 +241,8 @@ public final class GradientSync {
     public var bufferBytes: Int {
         let mapRows = embeddingExchange == .none ? 1 : embeddingRows
         let rowSlots = embeddingExchange == .rows && !localSums ? size * maxLocalPairs : 0
-        return (values.count + send.count + receive.count) * 4 + mapRows * 4 + rowSlots * 4
-            + max(min(size * maxLocalPairs, embeddingRows), 1) * 4
+        return (values.count + send.count + receive.count) * 4 + mapRows * 4
+            + (rowSlots + max(min(size * maxLocalPairs, embeddingRows), 1)) * MemoryLayout<Int>.size
     }
 
     // MARK: - One step
@@ -332,12 +337,11 @@ public final class GradientSync {
             let touched = coalesceLocal(local, rowsOut: nil, valuesOut: send.pointer, interleaved: true)
             traffic.localRows = touched
             let d = receive.pointer
-            d.update(repeating: 0, count: embeddingRows * stride)
+            d.update(repeating: 0, count: embeddingRows * denseWidth)
             let s = send.pointer
             for i in 0..<touched {
-                let row = Int(Int32(bitPattern: s[i * stride].bitPattern))
-                let dst = d + row * stride
-                (dst).update(from: s + i * stride + 1, count: dim)
+                let dst = d + Self.row(of: s + i * stride) * denseWidth
+                dst.update(from: s + i * stride + Self.rowFloats, count: dim)
                 dst[dim] = 1
             }
             let s0 = MonotonicClock.nanoseconds()
@@ -408,7 +412,7 @@ public final class GradientSync {
             pairBytes[r] = localCounts[r] * recordFloats * 4
             pairOffsets[r] = localSums ? r * maxLocalPairs * stride * 4 : total
             total += pairBytes[r]
-            rowBytes[r] = localSums ? 0 : localCounts[r] * 4
+            rowBytes[r] = localSums ? 0 : localCounts[r] * MemoryLayout<Int>.size
             rowOffsets[r] = totalRows
             totalRows += rowBytes[r]
         }

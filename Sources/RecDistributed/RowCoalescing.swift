@@ -5,23 +5,37 @@ import RecCore
 /// for a rank's own pairs and for what arrives from the other ranks.
 extension GradientSync {
     /// Sums `local`'s pairs per distinct row, in order of first appearance. Writes either
-    /// interleaved (row bits, values) records to `valuesOut`, or rows to `rowsOut` and values to
-    /// `valuesOut`. Returns the number of distinct rows.
-    func coalesceLocal(_ local: SparseGradient, rowsOut: UnsafeMutablePointer<Int32>?,
+    /// interleaved (row, values) records (`stride` floats each, see `row(of:)`) to `valuesOut`, or
+    /// rows to `rowsOut` and values to `valuesOut`. Returns the number of distinct rows.
+    func coalesceLocal(_ local: SparseGradient, rowsOut: UnsafeMutablePointer<Int>?,
                                valuesOut: UnsafeMutablePointer<Float>, interleaved: Bool) -> Int {
-        let dim = self.dim, stride = interleaved ? self.stride : dim, lead = interleaved ? 1 : 0
+        let dim = self.dim, stride = interleaved ? self.stride : dim, lead = interleaved ? Self.rowFloats : 0
         let map = slotOfRow, pairRows = local.rows, pairValues = local.values
         var unique = 0
         coalesce(local.count, into: &unique, row: { pairRows[$0] }, values: { UnsafePointer(pairValues + $0 * dim) },
                  output: { valuesOut + $0 * stride + lead }) { slot, row in
-            if interleaved { valuesOut[slot * stride] = Float(bitPattern: UInt32(bitPattern: row)) } else { rowsOut![slot] = row }
+            if interleaved { Self.setRow(row, of: valuesOut + slot * stride) } else { rowsOut![slot] = row }
         }
         // Reset the map for the next step.
         for i in 0..<unique {
-            let row = interleaved ? Int(Int32(bitPattern: valuesOut[i * stride].bitPattern)) : Int(rowsOut![i])
-            map[row] = -1
+            map[interleaved ? Self.row(of: valuesOut + i * stride) : rowsOut![i]] = 0
         }
         return unique
+    }
+
+    /// Floats an exchanged record's row takes: an Int64, so that the tables together may hold
+    /// more than 2^31 rows.
+    static let rowFloats = 2
+
+    /// The row of the record at `record`.
+    @inline(__always)
+    static func row(of record: UnsafePointer<Float>) -> Int {
+        Int(UnsafeRawPointer(record).loadUnaligned(as: Int64.self))
+    }
+
+    @inline(__always)
+    static func setRow(_ row: Int, of record: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(record).storeBytes(of: Int64(row), as: Int64.self)
     }
 
     /// Sums `n` (row, values) items into per-row sums, in order of first appearance: item `i` has
@@ -30,19 +44,18 @@ extension GradientSync {
     /// distinct rows (it may start above 0 to continue an earlier call); the row map holds their
     /// slots until the caller resets it.
     @inline(__always)
-    private func coalesce(_ n: Int, into unique: inout Int, row: (Int) -> Int32, values: (Int) -> UnsafePointer<Float>,
-                          output: (Int) -> UnsafeMutablePointer<Float>, first: (Int, Int32) -> Void) {
+    private func coalesce(_ n: Int, into unique: inout Int, row: (Int) -> Int, values: (Int) -> UnsafePointer<Float>,
+                          output: (Int) -> UnsafeMutablePointer<Float>, first: (Int, Int) -> Void) {
         let map = slotOfRow, limit = embeddingRows, dim = self.dim
         for i in 0..<n {
             // The map is as large as the table: ask for a later item's slot early.
-            if i + Self.ahead < n { rd_prefetch(map + Int(row(i + Self.ahead))) }
-            let row32 = row(i)
-            let r = Int(row32)
+            if i + Self.ahead < n { rd_prefetch(map + row(i + Self.ahead)) }
+            let r = row(i)
             precondition(r >= 0 && r < limit, "embedding row \(r) out of range")
-            let slot = Int(map[r])
+            let slot = Int(map[r]) - 1
             if slot < 0 {
-                map[r] = Int32(truncatingIfNeeded: unique)
-                first(unique, row32)
+                map[r] = Int32(truncatingIfNeeded: unique + 1)
+                first(unique, r)
                 Self.copy(values(i), to: output(unique), dim)
                 unique += 1
             } else {
@@ -78,7 +91,7 @@ extension GradientSync {
     func mergeReceived() throws {
         let t0 = MonotonicClock.nanoseconds()
         defer { timing.merging += MonotonicClock.nanoseconds() - t0 }
-        let dim = self.dim, stride = self.stride
+        let dim = self.dim, stride = self.stride, denseWidth = self.denseWidth
         let g = receive.pointer, v = values.pointer, map = slotOfRow
         var unique = 0
         switch embeddingExchange {
@@ -87,23 +100,24 @@ extension GradientSync {
             for r in 0..<size { pairs += localCounts[r] }
             let distinct = rows
             if localSums {
-                // (row bits, values) records, in rank order, each rank's block at its fixed place.
+                // (row, values) records, in rank order, each rank's block at its fixed place.
                 for r in 0..<size {
                     let block = g + r * maxLocalPairs * stride
-                    coalesce(localCounts[r], into: &unique, row: { Int32(bitPattern: block[$0 * stride].bitPattern) },
-                             values: { UnsafePointer(block + $0 * stride + 1) }, output: { v + $0 * dim }, first: { distinct[$0] = $1 })
+                    coalesce(localCounts[r], into: &unique, row: { Self.row(of: block + $0 * stride) },
+                             values: { UnsafePointer(block + $0 * stride + Self.rowFloats) }, output: { v + $0 * dim },
+                             first: { distinct[$0] = $1 })
                 }
             } else {
                 let pairRows = receiveRows
                 coalesce(pairs, into: &unique, row: { pairRows[$0] }, values: { UnsafePointer(g + $0 * dim) },
                          output: { v + $0 * dim }, first: { distinct[$0] = $1 })
             }
-            for i in 0..<unique { map[Int(rows[i])] = -1 }
+            for i in 0..<unique { map[rows[i]] = 0 }
         case .dense:
             for row in 0..<embeddingRows {
-                let src = g + row * stride
+                let src = g + row * denseWidth
                 if src[dim] > 0 {
-                    rows[unique] = Int32(truncatingIfNeeded: row)
+                    rows[unique] = row
                     (v + unique * dim).update(from: src, count: dim)
                     unique += 1
                 }

@@ -42,7 +42,7 @@ public final class ShardedEmbeddings {
     /// After `exchangeGradients`: the distinct rows of `storage` this rank owns that the step
     /// touched, and their summed gradients (ownedCount, dim).
     public private(set) var ownedCount = 0
-    public var ownedRows: UnsafePointer<Int32> { UnsafePointer(owned.pointer) }
+    public var ownedRows: UnsafePointer<Int> { UnsafePointer(owned.pointer) }
     public var ownedValues: UnsafeMutablePointer<Float> { ownedGradients.pointer }
     /// Bytes this rank sent in the step's exchanges (lookups and gradients), for `bench`.
     public private(set) var lookupBytesSent = 0
@@ -80,7 +80,7 @@ public final class ShardedEmbeddings {
     var outgoingCount = 0
     let sendRecords: UnsafeMutableRawPointer         // (maxPairs, recordBytes), by owner
     let receiveRecords = GrowableBuffer<UInt8>(capacity: 1)
-    let owned = GrowableBuffer<Int32>(capacity: 1)
+    let owned = GrowableBuffer<Int>(capacity: 1)
     let ownedGradients = GrowableBuffer<Float>(capacity: 1)   // (distinct owned rows, dim)
     let ownedMap: SlotMap
     var recordBytes: Int { 8 + dim * 4 }
@@ -113,9 +113,7 @@ public final class ShardedEmbeddings {
         dim = tables.dim
         let fields = tables.fields
         bases = (0..<size).map { r in (0..<fields).map { plan.localBase(table: $0, rank: r) } }
-        let localRows = plan.localRows(rank: rank)
-        precondition(localRows < Int(Int32.max), "\(localRows) rows on rank \(rank): more than 2^31 per rank")
-        storage = FloatBuffer(count: localRows * dim)
+        storage = FloatBuffer(count: plan.localRows(rank: rank) * dim)
         let pairs = fields * self.capacity
         maxPairs = pairs * max(accumulate, 1)
         replicated = SparseGradient(capacity: maxPairs, dim: dim)
@@ -171,7 +169,7 @@ public final class ShardedEmbeddings {
     /// Bytes of the buffers allocated at creation, `storage` included (for the memory accounting).
     public var bufferBytes: Int {
         let pairs = tables.fields * capacity
-        return storage.count * 4 + replicated.capacity * (dim + 1) * 4 + pairs * (8 + 4 + 4 + 8 + 8 + 4 + 4 + dim * 4)
+        return storage.count * 4 + replicated.capacity * (dim * 4 + 8) + pairs * (8 + 4 + 4 + 8 + 8 + 4 + 4 + dim * 4)
             + capacity * width * 4 + maxPairs * (4 + 8 + dim * 4 + recordBytes) + ownedGradients.capacity * 4
     }
 
@@ -341,7 +339,7 @@ public final class ShardedEmbeddings {
             guard let owner else {
                 let k = replicated.count
                 precondition(k < replicated.capacity, "more embedding pairs than the step was built for")
-                replicated.rows[k] = Int32(bases[rank][t] + index)
+                replicated.rows[k] = bases[rank][t] + index
                 (replicated.values + k * dim).update(from: g, count: dim)
                 replicated.count = k + 1
                 continue
@@ -389,7 +387,7 @@ public final class ShardedEmbeddings {
             let (slot, inserted) = ownedMap.slot(for: local, orInsert: Int32(distinct))
             let dst = sums + Int(slot) * dim
             if inserted {
-                owned.pointer[distinct] = Int32(local)
+                owned.pointer[distinct] = local
                 distinct += 1
                 for k in 0..<dim { dst[k] = (record + 8 + k * 4).loadUnaligned(as: Float.self) }
             } else {

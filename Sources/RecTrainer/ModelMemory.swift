@@ -56,8 +56,9 @@ public struct ModelMemory: Sendable {
         parts.add("step bookkeeping", 4096)
         if let tables {
             // The pairs of one micro-batch and of a whole step; the exchange's buffers hold at
-            // most every rank's pairs or every row (the dense exchange: one record per row).
-            let stride = tables.dim + 1
+            // most every rank's pairs or every row (the dense exchange: one record per row). A
+            // pair: a 64-bit row and dim floats.
+            let stride = tables.dim + 2
             let pairs = Self.product(maxBatch, categoricalFields), stepPairs = Self.product(pairs, optimizer.accumulate)
             let exchanged = min(Self.product(stepPairs, worldSize), tables.rowCount)
             var exchange = Self.product(exchanged, stride * 4)

@@ -39,9 +39,6 @@ extension TrainingConfig {
                 throw TrainingError.notEnoughData("'\(dataPath)' has no categorical fields; \(model.kind.rawValue) needs embeddings, use --model mlp")
             }
             config.model = try config.model.withFieldRoles(dataset.manifest.schema, source: "'\(dataPath)'")
-            if let tables = config.model.modelTables, tables.rowCount >= Int(Int32.max) {
-                throw TrainingError.notEnoughData("the embedding tables of '\(dataPath)' have \(tables.rowCount) rows, 2^31 or more; prepare with a larger --min-count or fewer --hash-buckets")
-            }
         }
         if evalPath != nil {
             throw TrainingError.notEnoughData("--eval applies to TSV data; a prepared dataset evaluates its own split (--eval-split valid or test)")

@@ -137,7 +137,7 @@ public final class TrainingStep<Model: RecModel> {
         }
         let rowwise = optimizer.config.kind == .rowwiseAdagrad
         return (parameters: (parameterCount + embedding) * 4,
-                gradients: gradients.count * 4 + (sparse.capacity + (accumulated?.capacity ?? 0)) * (dim + 1) * 4
+                gradients: gradients.count * 4 + (sparse.capacity + (accumulated?.capacity ?? 0)) * (dim * 4 + 8)
                     + sync.bufferBytes + exchange,
                 optimizerState: slots * (parameterCount + (rowwise ? embedding / dim : embedding)) * 4,
                 activations: model.activationBytes + dLogits.count * 4 + working)

@@ -17,7 +17,7 @@ struct StepOptions: ParsableArguments {
     var memoryPerRank: ByteCountArgument?
 
     func validate() throws {
-        if let hashBuckets, hashBuckets < 2 || hashBuckets > 1 << 26 { throw outOfRange("--hash-buckets", hashBuckets, "use 2 to 67108864") }
+        if let hashBuckets, hashBuckets < 2 || hashBuckets > 1 << 32 { throw outOfRange("--hash-buckets", hashBuckets, "use 2 to 4294967296 (the hashes are 32-bit)") }
         if blasThreads < 1 || blasThreads > 1024 { throw outOfRange("--blas-threads", blasThreads, "use 1 to 1024 threads per rank") }
         if bucketKib < 1 || bucketKib > 1 << 20 { throw outOfRange("--bucket-kib", bucketKib, "use 1 to 1048576, e.g. 1024 (1 MiB)") }
         if let memoryPerRank, memoryPerRank.bytes < 1 << 20 || memoryPerRank.bytes > 1 << 50 {

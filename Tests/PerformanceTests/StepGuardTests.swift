@@ -269,9 +269,9 @@ struct ExchangeTrafficTests {
     static let dim = 4
 
     /// Rank r's pairs: rows drawn from `rows`, with repeats.
-    static func pairs(rank: Int, rows: Int, count: Int) -> [Int32] {
+    static func pairs(rank: Int, rows: Int, count: Int) -> [Int] {
         var rng = RNG(seed: 21, stream: UInt64(rank))
-        return (0..<count).map { _ in Int32(rng.nextInt(below: rows)) }
+        return (0..<count).map { _ in rng.nextInt(below: rows) }
     }
 
     @Test(arguments: [(2, 400, false), (3, 400, false), (2, 400, true), (3, 400, true), (2, 30, false), (3, 40, true)])
@@ -304,9 +304,10 @@ struct ExchangeTrafficTests {
             #expect(r[0] == (dense ? 2 : 1))
             #expect(r[1] == 4 * denseCount)
             #expect(r[6] == 3)   // buckets end at the boundaries 70 and 40
-            let pair = 4 * (dim + 1)
+            let pair = 8 + 4 * dim               // a 64-bit row and its gradient values
+            let denseRow = 4 * (dim + 1)         // the gradient values and the touch count
             if dense {
-                #expect(r[2] == rows * pair && r[3] == rows * pair)
+                #expect(r[2] == rows * denseRow && r[3] == rows * denseRow)
                 #expect(r[4] == distinct[rank])
             } else {
                 #expect(r[2] == 8 + sent[rank] * pair)
@@ -347,7 +348,7 @@ struct ExchangeTrafficTests {
             return [t.denseBytes, t.embeddingSentBytes, t.embeddingReceivedBytes,
                     localSums ? rows.count : batch * config.categoricalFields, model.layout.count]
         }
-        let pair = 4 * (16 + 1)   // the row and its 16 gradient values
+        let pair = 8 + 4 * 16   // the 64-bit row and its 16 gradient values
         for r in results {
             #expect(r[0] == 4 * (r[4] + StepSlot.count))
             #expect(r[1] == 8 + r[3] * pair)

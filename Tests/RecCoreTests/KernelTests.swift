@@ -149,7 +149,7 @@ struct KernelTests {
         let table = (0..<(tables.rowCount * dim)).map { Float($0) }
         let categorical: [UInt32] = [0, 5, 77, 3, 0, 12]
         var out = [Float](repeating: -1, count: batch * fields * dim)
-        var rows = [Int32](repeating: -1, count: batch * fields)
+        var rows = [Int](repeating: -1, count: batch * fields)
         categorical.withUnsafeBufferPointer { pc in
             table.withUnsafeBufferPointer { pt in
                 out.withUnsafeMutableBufferPointer { po in

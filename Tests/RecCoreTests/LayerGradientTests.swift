@@ -233,6 +233,18 @@ struct LayerGradientTests {
         // Two buckets: every non-missing hash shares id 1.
         let two = EmbeddingTables(fields: 2, buckets: 2, dim: 1)
         #expect(two.row(field: 1, hash: 0) == 2 && two.row(field: 1, hash: 12345) == 3)
+        // Tables of 2^32 buckets (the most 32-bit hashes can fill): rows beyond 2^32 in all, as
+        // the batch's row list carries them.
+        let huge = EmbeddingTables(fields: 3, buckets: 1 << 32, dim: 1)
+        #expect(huge.rowCount == 3 << 32)
+        #expect(huge.row(field: 2, hash: UInt32.max) == (2 << 32) + 1 + Int(UInt32.max % UInt32.max))
+        #expect(huge.row(field: 2, hash: UInt32.max - 1) == (2 << 32) + Int(UInt32.max))
+        let categorical: [UInt32] = [7, 0, UInt32.max - 1, 0, 9, 1]
+        var rows = [Int](repeating: -1, count: 6)
+        categorical.withUnsafeBufferPointer { c in
+            rows.withUnsafeMutableBufferPointer { huge.gatherRows(categorical: c.baseAddress!, width: 3, columns: [0, 1, 2], batch: 2, rows: $0.baseAddress!) }
+        }
+        #expect(rows == [8, 1 << 32, (2 << 32) + Int(UInt32.max), 0, (1 << 32) + 10, (2 << 32) + 2])
     }
 
     @Test("EmbeddingTables with per-field sizes and direct ids")
@@ -263,7 +275,7 @@ struct LayerGradientTests {
         let categorical: [UInt32] = [0, 49, 7, 98, 0, UInt32.max]
         let expectedRows: [Int] = [0, 51, 108, 1, 50, 139]
         var out = [Float](repeating: -1, count: batch * slots * dim)
-        var rows = [Int32](repeating: -1, count: batch * fields)
+        var rows = [Int](repeating: -1, count: batch * fields)
         categorical.withUnsafeBufferPointer { pc in
             table.withUnsafeBufferPointer { pt in
                 out.withUnsafeMutableBufferPointer { po in
@@ -274,7 +286,7 @@ struct LayerGradientTests {
                 }
             }
         }
-        #expect(rows.map(Int.init) == expectedRows)
+        #expect(rows == expectedRows)
         for b in 0..<batch {
             for s in 0..<slots {
                 let got = Array(out[((b * slots + s) * dim)..<((b * slots + s + 1) * dim)])

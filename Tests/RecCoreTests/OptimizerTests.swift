@@ -125,8 +125,8 @@ func randomValues(_ n: Int, _ rng: inout RNG, spread: Double = 0) -> [Float] {
 }
 
 /// `k` distinct values of 0..<n in random order.
-func randomSubset(_ k: Int, of n: Int, _ rng: inout RNG) -> [Int32] {
-    var all = (0..<n).map(Int32.init)
+func randomSubset(_ k: Int, of n: Int, _ rng: inout RNG) -> [Int] {
+    var all = Array(0..<n)
     for i in stride(from: n - 1, to: 0, by: -1) { all.swapAt(i, rng.nextInt(below: i + 1)) }
     return Array(all.prefix(k))
 }
@@ -137,7 +137,7 @@ func denseStep(_ opt: Optimizer, _ parameters: inout [Float], _ gradients: [Floa
     }
 }
 
-func rowStep(_ opt: Optimizer, _ embeddings: inout [Float], _ rows: [Int32], _ gradients: [Float]) {
+func rowStep(_ opt: Optimizer, _ embeddings: inout [Float], _ rows: [Int], _ gradients: [Float]) {
     embeddings.withUnsafeMutableBufferPointer { e in
         rows.withUnsafeBufferPointer { r in
             gradients.withUnsafeBufferPointer { g in opt.updateRows(embeddings: e, rows: r, gradients: g) }
@@ -281,7 +281,7 @@ struct OptimizerTests {
 
             let stateAfter = opt.stateBuffers().filter { $0.name.hasPrefix("embedding.") }
             #expect(stateAfter.count == ReferenceOptimizer(config: c.config, parameters: []).state.count)
-            let touchedSet = Set(touched.map(Int.init))
+            let touchedSet = Set(touched)
             for r in 0..<rows where !touchedSet.contains(r) {
                 let range = r * dim ..< (r + 1) * dim
                 #expect(embeddings[range].map(\.bitPattern) == before[range].map(\.bitPattern),
@@ -495,7 +495,7 @@ struct RowwiseAdagradTests {
             expectParametersClose(dense, denseReference.p, "step \(t) dense (element-wise Adagrad)")
             let acc = opt.stateBuffers().first { $0.name == "embedding.accumulator" }!.values
             expectClose(acc, reference.acc, relative: 1e-5, absolute: 0, "step \(t) row accumulators")
-            let set = Set(touched.map(Int.init))
+            let set = Set(touched)
             for r in 0..<rows where !set.contains(r) {
                 #expect(embeddings[(r * dim)..<((r + 1) * dim)].map(\.bitPattern) == before[(r * dim)..<((r + 1) * dim)].map(\.bitPattern))
                 #expect(acc[r].bitPattern == accBefore[r].bitPattern)

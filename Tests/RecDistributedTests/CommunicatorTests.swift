@@ -38,37 +38,45 @@ struct CommunicatorTests {
         }
     }
 
-    /// Coalesced sparse gradients equal a dense scatter-add of every rank's pairs, on every rank.
-    @Test(arguments: [1, 2, 3])
-    func sparseExchangeMatchesDenseAccumulation(size: Int) throws {
+    /// Coalesced sparse gradients equal a dense scatter-add of every rank's pairs, on every rank:
+    /// on a small table (the dense exchange from 2 ranks), and on 40 rows at the end of a table of
+    /// more than 2^31 rows (the row-record exchange, rows beyond 32 bits; the row map's pages are
+    /// mapped untouched, so this costs megabytes).
+    @Test(arguments: [(1, 0, true), (2, 0, true), (3, 0, true), (1, 1 << 31 | 5, true), (2, 1 << 31 | 5, true),
+                      (3, 1 << 31 | 5, true), (2, 1 << 31 | 5, false)])
+    func sparseExchangeMatchesDenseAccumulation(size: Int, firstRow: Int, localSums: Bool) throws {
         let rows = 40, dim = 3, pairsPerRank = 25
-        @Sendable func pairs(rank: Int) -> ([Int32], [Float]) {
+        @Sendable func pairs(rank: Int) -> ([Int], [Float]) {
             var rng = RNG(seed: 11, stream: UInt64(rank))
-            let r = (0..<(pairsPerRank - rank)).map { _ in Int32(rng.nextInt(below: rows)) }
+            let r = (0..<(pairsPerRank - rank)).map { _ in rng.nextInt(below: rows) }
             let v = (0..<(r.count * dim)).map { _ in rng.uniform(-1, 1) }
             return (r, v)
         }
         var dense = [Double](repeating: 0, count: rows * dim)
         for rank in 0..<size {
             let (r, v) = pairs(rank: rank)
-            for (i, row) in r.enumerated() { for k in 0..<dim { dense[Int(row) * dim + k] += Double(v[i * dim + k]) } }
+            for (i, row) in r.enumerated() { for k in 0..<dim { dense[row * dim + k] += Double(v[i * dim + k]) } }
         }
         let results = try InProcessGroup.run(size: size) { comm -> [Double] in
-            let sync = GradientSync(communicator: comm, embeddingRows: rows, dim: dim, maxLocalPairs: pairsPerRank)
+            let sync = GradientSync(communicator: comm, denseCount: 0, embeddingRows: firstRow + rows, dim: dim,
+                                    maxLocalPairs: pairsPerRank, localSums: localSums)
+            #expect(sync.embeddingExchange == (size == 1 ? .local : firstRow == 0 ? .dense : .rows))
             let local = SparseGradient(capacity: pairsPerRank, dim: dim)
             let (r, v) = pairs(rank: comm.rank)
             local.count = r.count
-            for i in r.indices { local.rows[i] = r[i] }
+            for i in r.indices { local.rows[i] = firstRow + r[i] }
             for i in v.indices { local.values[i] = v[i] }
             var out = [Double](repeating: 0, count: rows * dim)
             for _ in 0..<2 {   // twice: the row map must be reset between steps
                 try sync.exchange(local)
                 out = [Double](repeating: 0, count: rows * dim)
-                var seen = Set<Int32>()
+                var seen = Set<Int>()
                 for i in 0..<sync.rowCount {
-                    let row = sync.rows[i]
+                    let row = sync.rows[i] - firstRow
                     #expect(seen.insert(row).inserted, "row \(row) appears twice after coalescing")
-                    for k in 0..<dim { out[Int(row) * dim + k] = Double(sync.values.pointer[i * dim + k]) }
+                    #expect(row >= 0 && row < rows, "row \(sync.rows[i]) is not one of the pairs' rows")
+                    guard row >= 0 && row < rows else { continue }
+                    for k in 0..<dim { out[row * dim + k] = Double(sync.values.pointer[i * dim + k]) }
                 }
             }
             return out

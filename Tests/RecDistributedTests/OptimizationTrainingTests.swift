@@ -196,7 +196,7 @@ struct OptimizationTrainingTests {
             _ = try step.synchronize()
             let n = model.layout.count, dim = model.embeddings!.dim
             let dense = Array(UnsafeBufferPointer(start: step.gradients.pointer, count: n)).map(Double.init)
-            let rows = Array(UnsafeBufferPointer(start: step.sync.rows, count: step.sync.rowCount)).map(Int.init)
+            let rows = Array(UnsafeBufferPointer(start: step.sync.rows, count: step.sync.rowCount))
             let rowGradients = Array(UnsafeBufferPointer(start: step.sync.values.pointer, count: rows.count * dim)).map(Double.init)
             let denseSquares = dense.reduce(0) { $0 + $1 * $1 }, rowSquares = rowGradients.reduce(0) { $0 + $1 * $1 }
             let norm = (denseSquares + rowSquares).squareRoot()
