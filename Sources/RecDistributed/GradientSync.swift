@@ -19,11 +19,12 @@ import RecCore
 /// - `.local` (1 rank): nothing to exchange; pairs are summed per distinct row.
 /// - `.rows`: each rank sums its own pairs per distinct row (`localSums`, the default), then
 ///   every rank's rows and sums are allgathered (their count first, then (row, sums) records in
-///   one allgatherv, the row as 64 bits: Horovod's sparse allreduce of deduplicated ids and values) and summed per
-///   distinct row in rank order. Each rank sums its pairs straight into its own fixed block of
-///   the receive buffer, which the allgatherv sends in place. A rank never sends more than its pairs, and sends fewer
-///   whenever a row repeats in its batch (dlrm at batch 1024: 6.7 K rows instead of 26.6 K
-///   pairs, 4x fewer bytes and 4x less merging; docs/performance.md), so it is on by default;
+///   one allgatherv, the row as 64 bits: Horovod's sparse allreduce of deduplicated ids and
+///   values) and summed per distinct row in rank order. Each rank sums its pairs straight into
+///   its own fixed block of the receive buffer, which the allgatherv sends in place. A rank
+///   never sends more than its pairs, and sends fewer whenever a row repeats in its batch
+///   (dlrm at batch 1024: 6.7 K rows instead of 26.6 K pairs, 4x fewer bytes and 4x less
+///   merging; docs/performance.md), so it is on by default;
 ///   the sums associate as (rank 0's partial) + (rank 1's partial), as on the `.dense` path.
 ///   With `localSums` off, the pairs go as they are, straight from the model's buffers, and
 ///   each row's sum is in global example order (kept to compare, and for `bench --no-local-sums`).
