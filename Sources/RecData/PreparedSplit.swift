@@ -46,15 +46,6 @@ public struct PreparedSplitHeader: Sendable, Equatable {
     public var schemaHash: UInt64
     public var split: String
 
-    public init(rows: Int, denseCount: Int, categoricalCount: Int, rowsPerGroup: Int, schemaHash: UInt64, split: String) {
-        self.rows = rows
-        self.denseCount = denseCount
-        self.categoricalCount = categoricalCount
-        self.rowsPerGroup = rowsPerGroup
-        self.schemaHash = schemaHash
-        self.split = split
-    }
-
     /// Bytes of one row across its columns.
     public var rowBytes: Int { 4 * (1 + denseCount + categoricalCount) }
     /// Number of row groups.

@@ -65,16 +65,6 @@ public struct ProgressReport: Sendable {
     /// Seconds left, estimated from the run's mean step time so far (nil when unknown).
     public var eta: Double?
 
-    public init(step: Int, totalSteps: Int, epoch: Int, totalEpochs: Int, samplesPerSecond: Double, loss: Double?, eta: Double?) {
-        self.step = step
-        self.totalSteps = totalSteps
-        self.epoch = epoch
-        self.totalEpochs = totalEpochs
-        self.samplesPerSecond = samplesPerSecond
-        self.loss = loss
-        self.eta = eta
-    }
-
     /// "1:05", "12:03:09", "--:--" when unknown.
     public static func duration(_ seconds: Double?) -> String {
         guard let seconds, seconds.isFinite, seconds >= 0 else { return "--:--" }
