@@ -16,6 +16,7 @@ public enum Benchmark {
     /// Runs every case; every rank gets the same report (figures gathered over ranks).
     public static func run(options: BenchmarkOptions, communicator: any Communicator,
                            progress: (String) -> Void = { _ in }) throws -> BenchmarkReport {
+        try communicator.requireSameConfiguration(options)
         let start = MonotonicClock.nanoseconds()
         let loadStart = loadAverage()
         Denormals.flushToZero()

@@ -20,7 +20,7 @@ extension Trainer {
             try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
             written = (try? replaceFile(at: marker, with: Array(nonce.utf8))) != nil
         }
-        let announced = String(decoding: try broadcastBytes(written ? Array(marker.utf8) : []), as: UTF8.self)
+        let announced = String(decoding: try communicator.broadcastBytes(written ? Array(marker.utf8) : []), as: UTF8.self)
         let seen = !announced.isEmpty && (try? String(contentsOfFile: announced, encoding: .utf8)) == announced.components(separatedBy: "-").last
         let shared = try communicator.allreduceMax([seen ? 0 : 1])[0] == 0
         if rank == 0 {
@@ -46,8 +46,8 @@ extension Trainer {
         if let saved {
             do { writer = try CheckpointWriter(root: root, name: Checkpoint.name(step: saved.step)) } catch { failure = error }
         }
-        let directory = String(decoding: try broadcastBytes(Array((writer?.temporary ?? "").utf8)), as: UTF8.self)
-        let shardSet = String(decoding: try broadcastBytes(rank == 0 ? Array(UUID().uuidString.utf8) : []), as: UTF8.self)
+        let directory = String(decoding: try communicator.broadcastBytes(Array((writer?.temporary ?? "").utf8)), as: UTF8.self)
+        let shardSet = String(decoding: try communicator.broadcastBytes(rank == 0 ? Array(UUID().uuidString.utf8) : []), as: UTF8.self)
         // Reports by rank: (written, CRC-32, size), exact in doubles, summed from one rank each.
         var reports = [Double](repeating: 0, count: 3 * worldSize)
         if !directory.isEmpty {
@@ -83,15 +83,5 @@ extension Trainer {
             writer?.abandon()
             throw Checkpoint.failure(error, root: root, step: saved.step)
         }
-    }
-
-    /// Rank 0's `bytes` on every rank (its length, then its bytes). Collective.
-    func broadcastBytes(_ bytes: [UInt8]) throws -> [UInt8] {
-        var length = [Double(bytes.count)]
-        try length.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
-        guard length[0] > 0 else { return [] }
-        var received = rank == 0 ? bytes : [UInt8](repeating: 0, count: Int(length[0]))
-        try received.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
-        return received
     }
 }
