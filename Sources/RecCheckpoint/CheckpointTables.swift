@@ -13,7 +13,10 @@ import RecData
 ///   and `<slot>.C<k>` (their state, (count, perRow)); the replicated tables are whole pieces in
 ///   model.safetensors and optimizer.safetensors. Every file's metadata `rows` maps each piece to
 ///   the global rows it holds, `[first, stride, count]` (rows first, first + stride, ...), so
-///   the tables are reassembled without knowing the plan that wrote them.
+///   the tables are reassembled without knowing the plan that wrote them. model.safetensors and
+///   every shard file carry the same metadata `shard_set`, a random id drawn for each checkpoint,
+///   so a shard file of another checkpoint (another run's, or an earlier write of this step's)
+///   is refused by name.
 ///
 /// The files are mapped, not read: a piece is copied only when its rows are asked for. Every
 /// piece is checked against the tables' shapes when the checkpoint is opened, and the pieces of a
@@ -21,7 +24,10 @@ import RecData
 public final class CheckpointTables {
     /// Rows `first + i·stride` for i in 0..<count, `width` floats each, from byte `offset` of file
     /// `file`, where its tensor takes `bytes` bytes.
-    struct Piece { var file: Int; var offset: Int; var bytes: Int; var first: Int; var stride: Int; var count: Int }
+    struct Piece { var file: Int; var offset: Int; var bytes: Int; var shape: [Int]; var first: Int; var stride: Int; var count: Int }
+
+    /// The metadata key of the id that ties a checkpoint's shard files to its model.safetensors.
+    public static let shardSetKey = "shard_set"
 
     public let tables: EmbeddingTables
     /// Whether the tables are in per-rank shard files.
@@ -49,7 +55,23 @@ public final class CheckpointTables {
         self.mapped = mapped
         let bases = [("embedding", tables.dim)] + slots.map { ($0.name, $0.perRow) }
         if isSharded {
-            for (k, header) in headers.enumerated() { try index(file: k, header.entries, rows: header.metadata["rows"]) }
+            let set = headers[0].metadata[Self.shardSetKey], firstShard = paths.count - shards.count
+            for (k, header) in headers.enumerated() {
+                if k >= firstShard {
+                    guard header.metadata["format"] == "rec-dist-shard" else {
+                        throw CheckpointError(path: paths[k], message: "its metadata 'format' is \(header.metadata["format"].map { "'\($0)'" } ?? "missing"), not 'rec-dist-shard'; the file is damaged or not a shard file of rec-dist")
+                    }
+                    guard header.metadata[Self.shardSetKey] == set else {
+                        throw CheckpointDirectory.damaged(dir, "\(shards[k - firstShard]) belongs to another checkpoint (its \(Self.shardSetKey) is \(header.metadata[Self.shardSetKey] ?? "missing"), model.safetensors' is \(set ?? "missing")): a shard file copied in from another run or another checkpoint")
+                    }
+                    // Every tensor of a shard file is a piece of a table, with its rows named.
+                    let named = Self.pieceNames(header.metadata)
+                    if let unnamed = header.entries.keys.sorted().first(where: { !named.contains($0) }) {
+                        throw CheckpointError(path: paths[k], message: "its metadata 'rows' does not say which rows tensor \(unnamed) holds; the file is damaged")
+                    }
+                }
+                try index(file: k, header.entries, rows: header.metadata["rows"])
+            }
         } else {
             // Whole: the tables in model.safetensors, each slot over all rows in optimizer.safetensors.
             for t in 0..<tables.fields {
@@ -60,7 +82,8 @@ public final class CheckpointTables {
                 guard entry.shape == [tables.rows(field: t), tables.dim] else {
                     throw CheckpointError(path: dir, message: "tensor \(name) has shape \(entry.shape), this model needs \([tables.rows(field: t), tables.dim]); \(cause)")
                 }
-                pieces[name] = [Piece(file: 0, offset: entry.range.lowerBound, bytes: entry.range.count, first: 0, stride: 1, count: tables.rows(field: t))]
+                pieces[name] = [Piece(file: 0, offset: entry.range.lowerBound, bytes: entry.range.count, shape: entry.shape, first: 0, stride: 1,
+                                      count: tables.rows(field: t))]
             }
             for (name, perRow) in slots {
                 guard let entry = headers[1].entries[name], entry.range.count == tables.rowCount * perRow * 4 else {
@@ -68,7 +91,8 @@ public final class CheckpointTables {
                 }
                 for t in 0..<tables.fields {
                     pieces["\(name).C\(t + 1)"] = [Piece(file: 1, offset: entry.range.lowerBound + tables.firstRow(field: t) * perRow * 4,
-                                                         bytes: tables.rows(field: t) * perRow * 4, first: 0, stride: 1, count: tables.rows(field: t))]
+                                                         bytes: tables.rows(field: t) * perRow * 4, shape: [tables.rows(field: t), perRow],
+                                                         first: 0, stride: 1, count: tables.rows(field: t))]
                 }
             }
         }
@@ -87,7 +111,7 @@ public final class CheckpointTables {
             guard r.count == 3, r[0] >= 0, r[1] >= 1, r[2] >= 0, let entry = entries[name] else {
                 throw CheckpointError(path: paths[k], message: "its metadata 'rows' gives tensor \(name) the rows \(r), which are not [first, stride, count] of a tensor of the file; the file is damaged")
             }
-            pieces[name, default: []].append(Piece(file: k, offset: entry.range.lowerBound, bytes: entry.range.count,
+            pieces[name, default: []].append(Piece(file: k, offset: entry.range.lowerBound, bytes: entry.range.count, shape: entry.shape,
                                                   first: r[0], stride: r[1], count: r[2]))
         }
     }
@@ -103,8 +127,8 @@ public final class CheckpointTables {
         let stride = parts.count
         for p in parts {
             guard p.stride == stride, p.first < stride, p.count == (p.first < rows ? (rows - p.first + stride - 1) / stride : 0),
-                  p.bytes == p.count * width * 4 else {
-                throw CheckpointError(path: paths[p.file], message: "its piece of tensor \(name) (rows from \(p.first) every \(p.stride), \(p.count) of them, \(p.bytes / 4) values) does not fit the other pieces or a table of \(rows) rows x \(width); \(cause)")
+                  p.bytes == p.count * width * 4, p.shape == [p.count, width] else {
+                throw CheckpointError(path: paths[p.file], message: "its piece of tensor \(name) (rows from \(p.first) every \(p.stride), \(p.count) of them, shape \(p.shape)) does not fit the other pieces or a table of \(rows) rows x \(width); \(cause)")
             }
         }
         guard Set(parts.map(\.first)).count == stride else {

@@ -196,6 +196,7 @@ public enum ModelExport {
         let whole = try CheckpointDirectory.shardFiles(trained.directory).isEmpty
         var metadata = try SafeTensors.parseHeader(weights.bytes, path: trained.directory + "/model.safetensors").metadata
         metadata["rows"] = nil
+        metadata[CheckpointTables.shardSetKey] = nil
         // The layout of a replicated run's model.safetensors: the dense tensors, each table whole.
         let tensors = whole ? [] : Checkpoint.denseSources(trained.model.layout, in: trained.parameters.pointer)
             + Checkpoint.wholeTableSources(trained.model.embeddings, in: trained.embeddingTable.pointer)

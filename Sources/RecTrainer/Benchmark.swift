@@ -16,6 +16,7 @@ public enum Benchmark {
     /// Runs every case; every rank gets the same report (figures gathered over ranks).
     public static func run(options: BenchmarkOptions, communicator: any Communicator,
                            progress: (String) -> Void = { _ in }) throws -> BenchmarkReport {
+        try communicator.requireSameConfiguration(options)
         let start = MonotonicClock.nanoseconds()
         let loadStart = loadAverage()
         Denormals.flushToZero()
@@ -23,7 +24,7 @@ public enum Benchmark {
         let dataset = try options.dataPath.map { try PreparedDataset(directory: $0) }
         for benchCase in options.cases {
             progress("\(benchCase) on \(communicator.size) rank(s)...")
-            func shaped(_ kind: ModelKind) -> ModelConfig {
+            func shaped(_ kind: ModelKind) throws -> ModelConfig {
                 var config = ModelConfig.preset(kind)
                 if kind == .ncf || kind == .twoTower {   // synthetic rows: fields 0 and 1 as user and item
                     config.userFields = [0]
@@ -31,18 +32,22 @@ public enum Benchmark {
                 }
                 config.hashBuckets = options.hashBuckets
                 if let dataset {   // the model the prepared data asks for, as `train` builds it
+                    if kind == .mlp && dataset.denseCount == 0 {
+                        throw TrainingError.modelConfig("--case \(benchCase) does not fit --data '\(dataset.directory)': it has no dense fields, and the mlp reads only dense fields; bench another model on it (dlrm, ncf, ...)")
+                    }
                     config.denseInputs = dataset.denseCount
                     config.categoricalFields = dataset.categoricalCount
                     config.vocabularySizes = dataset.manifest.vocabularySizes
                     config.denseTransform = .identity
-                    config.mlpDenseFeatures = min(config.mlpDenseFeatures, max(dataset.denseCount, 1))
-                    config = (try? config.withFieldRoles(dataset.manifest.schema)) ?? config
+                    config.mlpDenseFeatures = min(config.mlpDenseFeatures, dataset.denseCount)
+                    config = try config.withFieldRoles(dataset.manifest.schema, source: "--data '\(dataset.directory)'",
+                                                       configuration: "--case \(benchCase)")
                 }
                 return config
             }
             // The model as `train` builds it (an existential opened into the generic step); with
             // sharded tables, its working tables and the sharded storage.
-            let config = shaped(benchCase.model), batch = benchCase.batchSize
+            let config = try shaped(benchCase.model), batch = benchCase.batchSize
             var sharding: ShardedEmbeddings?
             // Checked against the memory before anything large is allocated, as train does; the
             // rows come from the pool (or the loader's prefetch ring), and rank 0 may train alone

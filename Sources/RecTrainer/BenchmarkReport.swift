@@ -35,7 +35,7 @@ public struct BenchmarkCase: Sendable, Codable, Equatable, CustomStringConvertib
 }
 
 /// How the benchmark runs.
-public struct BenchmarkOptions: Sendable {
+public struct BenchmarkOptions: Sendable, Encodable {
     public var cases: [BenchmarkCase] = BenchmarkCase.standard
     /// Untimed steps before the windows (at least this many, and at least `warmupSeconds`).
     public var warmupSteps = 20

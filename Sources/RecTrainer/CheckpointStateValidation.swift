@@ -45,6 +45,8 @@ extension Checkpoint.State {
         if let steps = c.steps { try count("config.steps", steps, from: 1) }
         try count("config.keep", c.keep, from: 1)
         try count("config.optimizer.accumulate", c.optimizer.accumulate, from: 1, to: 4096)
+        if let bytes = c.bucketBytes { try count("config.bucketBytes", bytes, from: 1 << 10, to: 1 << 30) }   // --bucket-kib 1 to 1048576
+        if let bytes = c.memoryPerRank { try count("config.memoryPerRank", bytes, from: 1 << 20, to: 1 << 50) }   // --memory-per-rank 1M to 1024T
         if !(c.evalFraction >= 0 && c.evalFraction < 1) { throw refuse("config.evalFraction", "\(c.evalFraction) is outside [0, 1)") }
         if !(c.optimizer.learningRate > 0 && c.optimizer.learningRate.isFinite) {
             throw refuse("config.optimizer.learningRate", "\(c.optimizer.learningRate) is not a positive finite rate")

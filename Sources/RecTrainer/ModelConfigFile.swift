@@ -158,8 +158,9 @@ public struct ModelConfigFile: Sendable {
     }
 
     /// Writes the file's values into `config` (whose kind is already decided). `fieldNames`: the
-    /// categorical field names of the data, to resolve `user_fields` and `item_fields` by name.
-    public func apply(to config: inout ModelConfig, fieldNames: [String]) throws {
+    /// categorical field names of the data `data` (named in a refusal), to resolve `user_fields`
+    /// and `item_fields` by name.
+    public func apply(to config: inout ModelConfig, fieldNames: [String], data: String) throws {
         let stacks = ModelConfig.stackNames(config.kind)
         if let hidden { config.hidden = hidden }
         if let denseFeatures { config.mlpDenseFeatures = denseFeatures }
@@ -180,12 +181,12 @@ public struct ModelConfigFile: Sendable {
                 switch ref {
                 case .index(let i):
                     guard i >= 0 && i < fieldNames.count else {
-                        throw fail(key, "field index \(i) is outside the data's \(fieldNames.count) categorical fields")
+                        throw fail(key, "field index \(i) is outside the \(fieldNames.count) categorical fields of '\(data)'")
                     }
                     return i
                 case .name(let n):
                     guard let i = fieldNames.firstIndex(of: n) else {
-                        throw fail(key, "the data has no categorical field '\(n)'; its fields: \(fieldNames.joined(separator: ", "))")
+                        throw fail(key, "'\(data)' has no categorical field '\(n)'; its fields: \(fieldNames.joined(separator: ", "))")
                     }
                     return i
                 }

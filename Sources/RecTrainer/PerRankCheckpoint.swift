@@ -20,7 +20,7 @@ extension Trainer {
             try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
             written = (try? replaceFile(at: marker, with: Array(nonce.utf8))) != nil
         }
-        let announced = String(decoding: try broadcastBytes(written ? Array(marker.utf8) : []), as: UTF8.self)
+        let announced = String(decoding: try communicator.broadcastBytes(written ? Array(marker.utf8) : []), as: UTF8.self)
         let seen = !announced.isEmpty && (try? String(contentsOfFile: announced, encoding: .utf8)) == announced.components(separatedBy: "-").last
         let shared = try communicator.allreduceMax([seen ? 0 : 1])[0] == 0
         if rank == 0 {
@@ -34,7 +34,8 @@ extension Trainer {
     }
 
     /// Every rank: writes checkpoint `saved` (given on rank 0, nil elsewhere) with per-rank shard
-    /// files. Rank 0 creates the temporary directory and announces it; every rank writes its
+    /// files. Rank 0 creates the temporary directory and announces it with the checkpoint's shard
+    /// set (a random id every file of this checkpoint carries); every rank writes its
     /// shard file there (fsynced) and reports its size and CRC-32 to rank 0, which writes the
     /// dense files meanwhile, then commits only if every rank succeeded and it finds every shard
     /// file with its reported size, or removes the directory.
@@ -45,7 +46,8 @@ extension Trainer {
         if let saved {
             do { writer = try CheckpointWriter(root: root, name: Checkpoint.name(step: saved.step)) } catch { failure = error }
         }
-        let directory = String(decoding: try broadcastBytes(Array((writer?.temporary ?? "").utf8)), as: UTF8.self)
+        let directory = String(decoding: try communicator.broadcastBytes(Array((writer?.temporary ?? "").utf8)), as: UTF8.self)
+        let shardSet = String(decoding: try communicator.broadcastBytes(rank == 0 ? Array(UUID().uuidString.utf8) : []), as: UTF8.self)
         // Reports by rank: (written, CRC-32, size), exact in doubles, summed from one rank each.
         var reports = [Double](repeating: 0, count: 3 * worldSize)
         if !directory.isEmpty {
@@ -53,14 +55,14 @@ extension Trainer {
                 if failingShardRank == rank {
                     throw TrainingError.checkpoint(path: directory + "/" + CheckpointDirectory.shardName(rank: rank, of: worldSize), message: "no space left on device (injected)")
                 }
-                let (crc, size) = try Checkpoint.writeShardFile(in: directory, rank: rank, buffers: buffers)
+                let (crc, size) = try Checkpoint.writeShardFile(in: directory, rank: rank, shardSet: shardSet, buffers: buffers)
                 reports.replaceSubrange(3 * rank..<3 * rank + 3, with: [1, Double(crc), Double(size)])
             } catch {
                 failure = error
             }
         }
         if let writer, let saved, failure == nil {
-            do { try Checkpoint.writeDenseFiles(writer, state: saved, buffers: buffers) } catch { failure = error }
+            do { try Checkpoint.writeDenseFiles(writer, state: saved, buffers: buffers, shardSet: shardSet) } catch { failure = error }
         }
         reports = try communicator.allreduceSum(reports)
         guard let saved else {
@@ -81,15 +83,5 @@ extension Trainer {
             writer?.abandon()
             throw Checkpoint.failure(error, root: root, step: saved.step)
         }
-    }
-
-    /// Rank 0's `bytes` on every rank (its length, then its bytes). Collective.
-    func broadcastBytes(_ bytes: [UInt8]) throws -> [UInt8] {
-        var length = [Double(bytes.count)]
-        try length.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
-        guard length[0] > 0 else { return [] }
-        var received = rank == 0 ? bytes : [UInt8](repeating: 0, count: Int(length[0]))
-        try received.withUnsafeMutableBytes { try communicator.broadcast($0, root: 0) }
-        return received
     }
 }

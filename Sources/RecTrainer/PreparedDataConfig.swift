@@ -11,12 +11,15 @@ extension TrainingConfig {
     /// applied it). For a TSV file, the configuration unchanged.
     ///
     /// The mlp reads the first `min(mlpDenseFeatures, dense fields)` dense fields.
-    public func resolvingPreparedData() throws -> TrainingConfig {
+    ///
+    /// `configFile` (the `--model-config` file, if any) is named in a refusal beside the data.
+    public func resolvingPreparedData(configFile: String? = nil) throws -> TrainingConfig {
+        let configuration = configFile.map { "the model configuration of --model-config \($0)" } ?? "the model configuration"
         guard usesPreparedData else {
             do {
                 try model.validate()
             } catch {
-                throw TrainingError.modelConfig("the model configuration does not fit '\(dataPath)' (13 dense, 26 categorical fields C1-C26): \(error)")
+                throw TrainingError.modelConfig("\(configuration) does not fit '\(dataPath)' (13 dense, 26 categorical fields C1-C26): \(error)")
             }
             return self
         }
@@ -38,7 +41,8 @@ extension TrainingConfig {
             guard c > 0 else {
                 throw TrainingError.notEnoughData("'\(dataPath)' has no categorical fields; \(model.kind.rawValue) needs embeddings, use --model mlp")
             }
-            config.model = try config.model.withFieldRoles(dataset.manifest.schema, source: "'\(dataPath)'")
+            config.model = try config.model.withFieldRoles(dataset.manifest.schema, source: "the prepared dataset '\(dataPath)'",
+                                                           configuration: configuration)
         }
         if evalPath != nil {
             throw TrainingError.notEnoughData("--eval applies to TSV data; a prepared dataset evaluates its own split (--eval-split valid or test)")
@@ -52,8 +56,10 @@ extension ModelConfig {
     /// dataset's field roles where the configuration does not name them: ncf reads the `user`
     /// and the `item` field; two-tower's user side is the `user` and `user-feature` fields, its
     /// item side the `item` and `item-feature` fields (context fields are not read). Other
-    /// models are returned unchanged. Then checks the configuration (`validate`).
-    public func withFieldRoles(_ schema: PreparedManifest.Schema, source: String = "the prepared dataset") throws -> ModelConfig {
+    /// models are returned unchanged. Then checks the configuration (`validate`); a refusal
+    /// names `configuration` and `source`.
+    public func withFieldRoles(_ schema: PreparedManifest.Schema, source: String = "the prepared dataset",
+                               configuration: String = "the model configuration") throws -> ModelConfig {
         var config = self
         let roles = schema.categorical.map(\.role)
         switch kind {
@@ -75,7 +81,7 @@ extension ModelConfig {
         do {
             try config.validate()
         } catch {
-            throw TrainingError.modelConfig("the model configuration does not fit \(source) (fields: \(schema.categorical.map { "\($0.name) (\($0.role.rawValue))" }.joined(separator: ", "))): \(error)")
+            throw TrainingError.modelConfig("\(configuration) does not fit \(source) (fields: \(schema.categorical.map { "\($0.name) (\($0.role.rawValue))" }.joined(separator: ", "))): \(error)")
         }
         return config
     }

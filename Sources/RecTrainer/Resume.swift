@@ -16,7 +16,7 @@ extension Trainer {
             }
         }
         try agree(failure, stage: "resuming from a checkpoint")
-        let bytes = try broadcastBytes([UInt8](payload))
+        let bytes = try communicator.broadcastBytes([UInt8](payload))
         guard !bytes.isEmpty else { return nil }
         // Non-finite metrics (a NaN logloss without evaluation rows, an infinite calibration
         // when every evaluation label is 0) travel as strings, as in trainer.json.

@@ -45,26 +45,29 @@ extension Checkpoint {
 
     /// Rank 0: the dense files of a checkpoint with per-rank shard files, through `writer`: the
     /// replicated tables and their state are whole pieces in model.safetensors and
-    /// optimizer.safetensors; the sharded ones are in the shard files.
-    static func writeDenseFiles(_ writer: CheckpointWriter, state: State, buffers: Buffers) throws {
+    /// optimizer.safetensors; the sharded ones are in the shard files, which carry model.safetensors'
+    /// `shardSet` (`CheckpointTables.shardSetKey`).
+    static func writeDenseFiles(_ writer: CheckpointWriter, state: State, buffers: Buffers, shardSet: String) throws {
         let plan = buffers.sharding!.plan
         let replicated = plan.placements.indices.filter { plan.placements[$0] == .replicated }
         let tables = pieces(tables: replicated, values: true, state: false, rank: 0, buffers: buffers)
         let embeddingState = pieces(tables: replicated, values: false, state: true, rank: 0, buffers: buffers)
         try writeFiles(writer, state: state, buffers: buffers, tables: tables.sources, embeddingState: embeddingState.sources,
-                       modelRows: tables.metadata, optimizerRows: embeddingState.metadata)
+                       modelRows: tables.metadata.merging([CheckpointTables.shardSetKey: shardSet]) { $1 }, optimizerRows: embeddingState.metadata)
     }
 
-    /// Writes this rank's shard file into checkpoint directory `directory` (fsynced) and returns
-    /// its CRC-32 and size: its rows of every sharded table, then each embedding optimizer slot's.
-    static func writeShardFile(in directory: String, rank: Int, buffers: Buffers) throws -> (crc: UInt32, size: Int) {
+    /// Writes this rank's shard file of the checkpoint whose shard set is `shardSet` into its
+    /// directory `directory` (fsynced) and returns its CRC-32 and size: its rows of every sharded
+    /// table, then each embedding optimizer slot's.
+    static func writeShardFile(in directory: String, rank: Int, shardSet: String, buffers: Buffers) throws -> (crc: UInt32, size: Int) {
         let plan = buffers.sharding!.plan
         let sharded = plan.placements.indices.filter { plan.placements[$0] != .replicated }
         let mine = pieces(tables: sharded, values: true, state: true, rank: rank, buffers: buffers)
         let name = CheckpointDirectory.shardName(rank: rank, of: plan.worldSize)
+        let metadata = mine.metadata.merging(["format": "rec-dist-shard", CheckpointTables.shardSetKey: shardSet]) { $1 }
         return try reported {
             try CheckpointWriter.writeFile(directory + "/" + name) {
-                try SafeTensors.write(mine.sources, metadata: mine.metadata.merging(["format": "rec-dist-shard"]) { $1 }, to: $0)
+                try SafeTensors.write(mine.sources, metadata: metadata, to: $0)
             }
         }
     }

@@ -37,6 +37,7 @@ public final class Trainer {
     /// Runs the whole training: resume or initialize, load, step, evaluate, checkpoint.
     public func run() throws -> TrainingResult {
         Denormals.flushToZero()   // this thread trains: no subnormal slow path in the optimizer state
+        try communicator.requireSameConfiguration(config)
         let rows = batchRows()
         let (model, sharding) = try placeEmbeddings(maxBatch: max(rows.train, rows.eval))
         return try train(model, sharding: sharding, batchRows: rows.train)

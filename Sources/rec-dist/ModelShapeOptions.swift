@@ -62,15 +62,12 @@ struct ModelShapeOptions: ParsableArguments {
             throw ValidationError("--model \(model.rawValue) conflicts with \"model\": \"\(fileModel.rawValue)\" in --model-config \(modelConfig!); drop one of them.")
         }
         var config = ModelConfig.preset(model ?? file?.model ?? .mlp)
+        let dataset = PreparedDataset.isDirectory(data) ? try PreparedDataset(directory: data) : nil
         if let file {
-            let names: [String]
-            if PreparedDataset.isDirectory(data) {
-                names = try PreparedDataset(directory: data).manifest.schema.categorical.map(\.name)
-            } else {
-                names = (1...26).map { "C\($0)" }
-            }
-            try file.apply(to: &config, fieldNames: names)
+            try file.apply(to: &config, fieldNames: dataset?.manifest.schema.categorical.map(\.name) ?? (1...26).map { "C\($0)" },
+                           data: data)
         }
+        if let dataset { try requireFits(dataset, kind: config.kind, file: file, hashBuckets: hashBuckets) }
         if let hidden { config.hidden = hidden.widths }
         if let denseFeatures { config.mlpDenseFeatures = denseFeatures }
         if let hashBuckets { config.hashBuckets = hashBuckets }
@@ -84,5 +81,26 @@ struct ModelShapeOptions: ParsableArguments {
             if let dropout { config.dropout[stack] = dropout }
         }
         return config
+    }
+
+    /// Refuses sizes given explicitly (by a flag or the config file) that a prepared dataset
+    /// decides itself: tables other than its vocabularies (`hash_buckets`, `--hash-buckets`), and
+    /// an mlp reading more dense fields than it has. Left unsaid, they would be overridden silently.
+    private func requireFits(_ dataset: PreparedDataset, kind: ModelKind, file: ModelConfigFile?, hashBuckets: Int?) throws {
+        let sizes = dataset.manifest.vocabularySizes, named = "the prepared dataset '\(dataset.directory)'"
+        let shown = sizes.count > 8 ? sizes.prefix(8).map(String.init).joined(separator: ", ") + ", ..." : sizes.map(String.init).joined(separator: ", ")
+        if kind != .mlp, let h = hashBuckets ?? file?.hashBuckets, !sizes.allSatisfy({ $0 == h }) {
+            let why = "\(h) does not fit \(named): its manifest.json sizes each table by its vocabulary (ids per field: \(shown))"
+            if hashBuckets != nil {
+                throw ValidationError("--hash-buckets \(why); drop --hash-buckets (it applies to raw TSV), or prepare the data again with --hash-buckets \(h).")
+            }
+            throw TrainingError.modelConfig("model config \(file!.path): hash_buckets: \(why); remove hash_buckets from \(file!.path), or prepare the data again with --hash-buckets \(h)")
+        }
+        let dense = dataset.denseCount
+        // (A dataset without dense fields refuses the mlp itself.)
+        if kind == .mlp, dense > 0, let k = denseFeatures ?? file?.denseFeatures, k > dense {
+            if denseFeatures != nil { throw outOfRange("--dense-features", k, "\(named) has \(dense) dense field(s) (manifest.json); use 1 to \(dense)") }
+            throw TrainingError.modelConfig("model config \(file!.path): dense_features: \(k) is more than the \(dense) dense field(s) of \(named) (manifest.json); use 1 to \(dense) in \(file!.path)")
+        }
     }
 }

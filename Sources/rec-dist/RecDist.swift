@@ -23,6 +23,30 @@ struct RecDist: ParsableCommand {
     /// Exit status of a run stopped by SIGTERM/SIGINT without --checkpoint-dir: nothing was
     /// saved, there is nothing to resume.
     static let interruptedUnsavedExitCode: Int32 = 76
+
+    /// Parses the command line and runs the subcommand. Under mpirun every rank parses the same
+    /// command line and comes to the same verdict, so rank 0 alone prints a usage error and it
+    /// reads once, not interleaved. The other ranks wait: mpirun ends them when rank 0 exits, and
+    /// one still running 2 s later (rank 0 decided otherwise) prints its own. Every rank exits
+    /// with its code.
+    static func main() {
+        var command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            let environment = ProcessInfo.processInfo.environment
+            if let rank = Int(environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"] ?? ""), rank > 0 {
+                sleep(2)
+                FileHandle.standardError.write(Data("[rank \(rank)] ".utf8))
+            }
+            exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Logging flags shared by every subcommand.

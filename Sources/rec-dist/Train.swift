@@ -99,7 +99,7 @@ struct Train: ParsableCommand {
         }
         let config: TrainingConfig
         do {
-            config = try makeConfig().resolvingPreparedData()   // a prepared dataset shapes the model, checked
+            config = try makeConfig().resolvingPreparedData(configFile: shape.modelConfig)   // a prepared dataset shapes the model, checked
         } catch {
             // Every rank reads the same manifest, but if only this one failed the others must not wait.
             throw MPIJob.failedAlone(error, communicator: communicator)

@@ -38,6 +38,10 @@ struct CheckpointFieldTests {
         ("bestMetric NaN", "bestMetric nan is not a finite number", { $0["bestMetric"] = "NaN" }),
         ("batchSize 0", "config.batchSize 0 is out of range", { json in
             var config = json["config"] as! [String: Any]; config["batchSize"] = 0; json["config"] = config }),
+        ("memoryPerRank -1", "config.memoryPerRank -1 is out of range", { json in
+            var config = json["config"] as! [String: Any]; config["memoryPerRank"] = -1; json["config"] = config }),
+        ("bucketBytes 0", "config.bucketBytes 0 is out of range", { json in
+            var config = json["config"] as! [String: Any]; config["bucketBytes"] = 0; json["config"] = config }),
         ("embeddingDim 100000", "config.model: embedding_dim 100000 is out of range", model { $0["embeddingDim"] = 100_000 }),
         ("bottom [100000000]", "config.model: bottom layer width 100000000 is out of range", model { $0["bottom"] = [100_000_000] }),
         ("bottom [65536, 65536]", "config.model.bottom [65536, 65536] implies a 65536 x 65536 weight", model { $0["bottom"] = [65536, 65536] }),
