@@ -13,25 +13,6 @@ struct CheckpointFuzzTests {
     /// Exit codes the README documents for these commands.
     static let documented: Set<Int32> = [0, 1, 64, 74]
 
-    /// CRC-32 (IEEE), as CHECKSUMS records it.
-    static func crc32(_ data: Data) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        for byte in data {
-            crc ^= UInt32(byte)
-            for _ in 0..<8 { crc = (crc >> 1) ^ (0xEDB8_8320 & (0 &- (crc & 1))) }
-        }
-        return ~crc
-    }
-
-    /// Rewrites `dir`/CHECKSUMS for the files as they are now.
-    static func rewriteChecksums(_ dir: String) throws {
-        let lines = try files.map { name -> String in
-            let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))
-            return String(format: "%08x %d %@", crc32(data), data.count, name)
-        }
-        try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/CHECKSUMS", atomically: true, encoding: .utf8)
-    }
-
     /// One mutation of checkpoint `dir`, described for the failure message; `names` what a
     /// refusal may name.
     static func mutate(_ dir: String, rng: inout SeededRNG) throws -> (what: String, names: [String]) {
@@ -66,7 +47,7 @@ struct CheckpointFuzzTests {
             }
             set(&json, field[...])
             try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
-            try rewriteChecksums(dir)
+            try RecDist.rewriteChecksums(dir)
             return ("trainer.json \(field.joined(separator: ".")) = \(value) (checksums recomputed)", ["trainer.json", field.last!])
         }
     }

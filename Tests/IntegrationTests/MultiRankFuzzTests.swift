@@ -127,25 +127,6 @@ struct MultiRankFuzzTests {
 
     // MARK: - Shard checkpoint files
 
-    /// A table-driven CRC-32 (IEEE), as CHECKSUMS records it.
-    static let crcTable: [UInt32] = (0..<256).map { n in
-        (0..<8).reduce(UInt32(n)) { c, _ in (c >> 1) ^ (0xEDB8_8320 & (0 &- (c & 1))) }
-    }
-
-    static func crc32(_ data: Data) -> UInt32 {
-        ~data.reduce(UInt32(0xFFFF_FFFF)) { crcTable[Int(($0 ^ UInt32($1)) & 0xFF)] ^ ($0 >> 8) }
-    }
-
-    /// Rewrites checkpoint `dir`'s CHECKSUMS for its files as they are now (a file gone: its line too).
-    static func rewriteChecksums(_ dir: String) throws {
-        let listed = try String(contentsOfFile: dir + "/CHECKSUMS", encoding: .utf8).split(separator: "\n").map { String($0.split(separator: " ")[2]) }
-        let lines = try listed.filter { FileManager.default.fileExists(atPath: dir + "/" + $0) }.map { name -> String in
-            let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))
-            return String(format: "%08x %d %@", crc32(data), data.count, name)
-        }
-        try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/CHECKSUMS", atomically: true, encoding: .utf8)
-    }
-
     /// Rewrites the JSON header of safetensors file `path` through `edit`, keeping the data.
     static func editHeader(_ path: String, _ edit: (inout [String: Any]) -> Void) throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -245,7 +226,7 @@ struct MultiRankFuzzTests {
             let root = "\(dir)/case-\(index)", step = root + "/step-00000010"
             try FileManager.default.copyItem(atPath: dir + "/ck", toPath: root)
             try mutation.edit(step)
-            if mutation.recomputed { try Self.rewriteChecksums(step) }
+            if mutation.recomputed { try RecDist.rewriteChecksums(step) }
             let before = try Self.snapshot(root + "/step-00000005")
             defer { #expect((try? Self.snapshot(root + "/step-00000005")) == before, "\(mutation.name): step-00000005 changed") }
             // One process: predict for every mutation; explain and export for the first.

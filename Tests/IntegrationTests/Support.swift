@@ -175,6 +175,27 @@ enum RecDist {
         }
     }
 
+    /// CRC-32 (IEEE), as CHECKSUMS records it: computed here, apart from the code under test.
+    static func crc32(_ data: Data) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in data {
+            crc ^= UInt32(byte)
+            for _ in 0..<8 { crc = (crc >> 1) ^ (0xEDB8_8320 & (0 &- (crc & 1))) }
+        }
+        return ~crc
+    }
+
+    /// Rewrites checkpoint `dir`'s CHECKSUMS for its files as they are now (a file gone: its line
+    /// too), as a tamperer who knows the format would.
+    static func rewriteChecksums(_ dir: String) throws {
+        let listed = try String(contentsOfFile: dir + "/CHECKSUMS", encoding: .utf8).split(separator: "\n").map { String($0.split(separator: " ")[2]) }
+        let lines = try listed.filter { FileManager.default.fileExists(atPath: dir + "/" + $0) }.map { name -> String in
+            let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))
+            return String(format: "%08x %ld %@", crc32(data), data.count, name)
+        }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/CHECKSUMS", atomically: true, encoding: .utf8)
+    }
+
     /// The float tensors of a checkpoint's model, by name: its model.safetensors, or, when its
     /// sharded tables are in per-rank shard files, the model.safetensors `rec-dist export`
     /// assembles from them (the same tensors a replicated checkpoint holds).
