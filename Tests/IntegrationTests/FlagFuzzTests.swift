@@ -129,17 +129,10 @@ struct FlagFuzzTests {
         try #require(out.status == 0, "\(out.all)")
         out = try RecDist.single(["train", "--data", tsv, "--steps", "2", "--checkpoint-dir", root + "/ck"])
         try #require(out.status == 0, "\(out.all)")
-        var rows = "user,item,ts\n"
-        for u in 0..<30 { for k in 0..<8 { rows += "u\(u),i\((u * 7 + k * 5) % 40),\(u * 100 + k)\n" } }
-        try rows.write(toFile: root + "/interactions.csv", atomically: true, encoding: .utf8)
-        try #"{"separator": ",", "header": true, "dense": [], "categorical": [], "user": "user", "item": "item", "timestamp": "ts"}"#
-            .write(toFile: root + "/schema.json", atomically: true, encoding: .utf8)
-        out = try RecDist.single(["prepare", "--format", "csv", "--schema", root + "/schema.json", "--input", root + "/interactions.csv",
-                                  "--out", root + "/interactions", "--negatives", "1", "--eval-negatives", "5"])
+        let interactions = try RecDist.preparedInteractions(in: root, users: 30, perUser: 8, items: 40)
+        out = try RecDist.single(["train", "--data", interactions, "--model", "ncf", "--steps", "2", "--checkpoint-dir", root + "/ck-ncf"])
         try #require(out.status == 0, "\(out.all)")
-        out = try RecDist.single(["train", "--data", root + "/interactions", "--model", "ncf", "--steps", "2", "--checkpoint-dir", root + "/ck-ncf"])
-        try #require(out.status == 0, "\(out.all)")
-        return Fixture(tsv: tsv, prepared: root + "/prepared", checkpoint: root + "/ck", interactions: root + "/interactions",
+        return Fixture(tsv: tsv, prepared: root + "/prepared", checkpoint: root + "/ck", interactions: interactions,
                        interactionCheckpoint: root + "/ck-ncf")
     }
 

@@ -290,15 +290,8 @@ struct MultiRankFuzzTests {
             #expect(run.status == c.status && c.expected.allSatisfy { run.all.contains($0) }, "\(c.json) \(c.flags): \(run.all)")
         }
         // Interactions without dense fields.
-        var rows = "user,item,ts\n"
-        for u in 0..<20 { for k in 0..<6 { rows += "u\(u),i\((u * 7 + k * 5) % 30),\(u * 100 + k)\n" } }
-        try rows.write(toFile: dir + "/interactions.csv", atomically: true, encoding: .utf8)
-        try #"{"separator": ",", "header": true, "dense": [], "categorical": [], "user": "user", "item": "item", "timestamp": "ts"}"#
-            .write(toFile: dir + "/schema.json", atomically: true, encoding: .utf8)
-        out = try RecDist.single(["prepare", "--format", "csv", "--schema", dir + "/schema.json", "--input", dir + "/interactions.csv",
-                                  "--out", dir + "/interactions", "--negatives", "1", "--eval-negatives", "5"])
-        try #require(out.status == 0, "\(out.all)")
-        let bench = ["bench", "--data", dir + "/interactions", "--windows", "1", "--window-seconds", "0.05", "--warmup-steps", "0",
+        let interactions = try RecDist.preparedInteractions(in: dir, users: 20, perUser: 6, items: 30)
+        let bench = ["bench", "--data", interactions, "--windows", "1", "--window-seconds", "0.05", "--warmup-steps", "0",
                      "--warmup-seconds", "0", "--sgemm-seconds", "0.01"]
         out = try RecDist.single(bench + ["--case", "mlp:8"])
         Self.ended(out, "bench mlp")

@@ -175,6 +175,21 @@ enum RecDist {
         }
     }
 
+    /// A small prepared interactions dataset without dense fields, `dir`/interactions: `users`
+    /// users with `perUser` events each over `items` items, one sampled negative per positive
+    /// and 5 per held-out one.
+    static func preparedInteractions(in dir: String, users: Int, perUser: Int, items: Int) throws -> String {
+        var rows = "user,item,ts\n"
+        for u in 0..<users { for k in 0..<perUser { rows += "u\(u),i\((u * 7 + k * 5) % items),\(u * 100 + k)\n" } }
+        try rows.write(toFile: dir + "/interactions.csv", atomically: true, encoding: .utf8)
+        try #"{"separator": ",", "header": true, "dense": [], "categorical": [], "user": "user", "item": "item", "timestamp": "ts"}"#
+            .write(toFile: dir + "/schema.json", atomically: true, encoding: .utf8)
+        let out = try single(["prepare", "--format", "csv", "--schema", dir + "/schema.json", "--input", dir + "/interactions.csv",
+                              "--out", dir + "/interactions", "--negatives", "1", "--eval-negatives", "5"])
+        try #require(out.status == 0, "\(out.all)")
+        return dir + "/interactions"
+    }
+
     /// CRC-32 (IEEE), as CHECKSUMS records it: computed here, apart from the code under test.
     static func crc32(_ data: Data) -> UInt32 {
         var crc: UInt32 = 0xFFFF_FFFF
