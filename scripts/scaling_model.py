@@ -35,7 +35,7 @@ What a step sends (per rank; u = distinct embedding rows in a rank's batch, d = 
 measured by `bench` and independent of N at a fixed batch per rank):
 
     both        the dense gradients, one allreduce per bucket
-    replicated  allgatherv of the rank's distinct rows, u (4 + 4d) bytes (and an 8-byte count),
+    replicated  allgatherv of the rank's distinct rows, u (8 + 4d) bytes (and an 8-byte count),
                 then every rank updates the union of all ranks' rows
     sharded     alltoallv of counts (8 N bytes, twice), of the remote ids (u (N-1)/N * 8 bytes),
                 of their vectors back (u (N-1)/N * 4d), of the gradients to their owners
@@ -124,9 +124,9 @@ class Workload:
         self.batch = self.rep["batch_per_rank"]
         self.dense_buckets = [4 * c for c in self.rep["dense_buckets"]]
         rows = self.rep["embedding_rows"]
-        # The embedding width: the replicated exchange sends 4 + 4d bytes per row.
+        # The embedding width: the replicated exchange sends 8 + 4d bytes per row (a 64-bit row).
         self.u = self.rep["embedding_rows_local"]
-        self.d = round((self.rep["bytes_embedding_sent_per_step"] / max(self.u, 1) - 4) / 4) if self.u else 16
+        self.d = round((self.rep["bytes_embedding_sent_per_step"] / max(self.u, 1) - 8) / 4) if self.u else 16
         self.table_rows = rows
 
     def bytes(self, mode, n):
@@ -135,7 +135,7 @@ class Workload:
         remote = u * (n - 1) / n
         if mode == "replicated":
             # Received: the allgatherv's whole buffer, the rank's own block included.
-            return {"dense": sum(self.dense_buckets), "sent": u * (4 + 4 * d), "received": n * u * (4 + 4 * d)}
+            return {"dense": sum(self.dense_buckets), "sent": u * (8 + 4 * d), "received": n * u * (8 + 4 * d)}
         return {"dense": sum(self.dense_buckets),
                 "lookup": 8 * n + remote * 8 + remote * 4 * d,
                 "gradients": 8 * n + u * (8 + 4 * d)}
@@ -152,7 +152,7 @@ class Workload:
         u, d = self.u, self.d
         remote = u * (n - 1) / n
         if mode == "replicated":
-            return t + cost(params, "allgatherv", n, 8) + cost(params, "allgatherv", n, u * (4 + 4 * d))
+            return t + cost(params, "allgatherv", n, 8) + cost(params, "allgatherv", n, u * (8 + 4 * d))
         return (t + 2 * cost(params, "alltoallv", n, 8 * (n - 1)) + cost(params, "alltoallv", n, remote * 8)
                 + cost(params, "alltoallv", n, remote * 4 * d) + cost(params, "alltoallv", n, remote * (8 + 4 * d))
                 + cost(params, "allreduce", n, 16))
