@@ -90,6 +90,6 @@ let package = Package(
                     dependencies: ["RecTrainer", "RecDistributed", "RecDistributedTesting", "RecCore", "AllocationCounter"],
                     swiftSettings: swiftSettings),
         // End to end: runs the built rec-dist binary, also under real mpirun.
-        .testTarget(name: "IntegrationTests", dependencies: ["rec-dist"], swiftSettings: swiftSettings),
+        .testTarget(name: "IntegrationTests", dependencies: ["rec-dist", "RecCore"], swiftSettings: swiftSettings),
     ]
 )

@@ -1,4 +1,5 @@
 import Foundation
+import RecCore
 import Synchronization
 import Testing
 
@@ -270,15 +271,13 @@ final class DataCache: @unchecked Sendable {
 
 struct TestDataError: Error { var message: String }
 
-/// SplitMix64: seeded test decisions (mutations, values) that are a pure function of the seed.
+/// SplitMix64 (RecCore's): seeded test decisions (mutations, values) that are a pure function of
+/// the seed.
 struct SeededRNG {
     var state: UInt64
     mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        defer { state &+= SplitMix64.gamma }
+        return SplitMix64.mix(state)
     }
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import RecCore
 import Testing
 @testable import RecData
 
@@ -114,15 +115,12 @@ import Testing
     }
 }
 
-/// A tiny seeded generator for test decisions (independent of the code under test).
+/// A tiny seeded generator for test decisions: RecCore's SplitMix64 sequence.
 struct SplitMix {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        defer { state &+= SplitMix64.gamma }
+        return SplitMix64.mix(state)
     }
 }
